@@ -1,0 +1,7 @@
+"""`python -m nanogpt VERB ...`"""
+
+import sys
+
+from nanogpt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,227 @@
+"""`nanogpt VERB ...`: one command line for the whole product.
+
+Each verb's work lives in its own module, imported only when that verb runs, so `check`, `show`
+and `schema` never import torch. Errors meant for users (a bad spec, a missing file, a corrupt
+dataset) print their message and exit with their status; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nanogpt.errors import NanoGPTError
+from nanogpt.spec import SpecError, load_spec, to_toml
+
+EPILOG = "Overrides are dotted.key=value words after the spec, values read as TOML: train.max_iters=100 optimizer.betas=[0.9,0.99]"
+
+
+def split_overrides(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Positional words -> (paths, overrides): a word with '=' is an override."""
+    paths = [w for w in words if "=" not in w]
+    overrides = [w for w in words if "=" in w]
+    return paths, overrides
+
+
+# ----------------------------------------------------------------------------------- verbs
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    paths, overrides = split_overrides(args.words)
+    if not paths:
+        raise _usage("check needs at least one SPEC")
+    status = 0
+    for path in paths:
+        try:
+            load_spec(path, overrides)
+        except SpecError as e:
+            print(e.report(), file=sys.stderr)
+            status = 2
+        else:
+            print(f"ok: {path}")
+    return status
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    paths, overrides = split_overrides(args.words)
+    if len(paths) != 1:
+        raise _usage("show takes exactly one SPEC")
+    exp, _ = load_spec(paths[0], overrides)
+    sys.stdout.write(to_toml(exp))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from nanogpt.spec.jsonschema import experiment_schema
+
+    text = json.dumps(experiment_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nanogpt.train import run_command
+
+    paths, overrides = split_overrides(args.words)
+    if args.resume is not None:
+        if paths:
+            raise _usage("run --resume RUN_DIR takes overrides only, not a SPEC")
+        return run_command(None, overrides, resume=args.resume, force=args.force)
+    if len(paths) != 1:
+        raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
+    return run_command(paths[0], overrides, resume=None, force=args.force)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from nanogpt.data.prepare import prepare_command
+
+    paths, overrides = split_overrides(args.words)
+    if len(paths) != 1:
+        raise _usage("prepare takes exactly one SPEC")
+    exp, _ = load_spec(paths[0], overrides)
+    return prepare_command(exp.data, force=args.force)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from nanogpt.sample import sample_command
+
+    return sample_command(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from nanogpt.bench import bench_command
+
+    paths, overrides = split_overrides(args.words)
+    if len(paths) != 1:
+        raise _usage("bench takes exactly one SPEC")
+    return bench_command(paths[0], overrides, args)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from nanogpt.manifest import diff_command
+
+    return diff_command(args.a, args.b, as_json=args.json, show_all=args.all)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from nanogpt.manifest import runs_command
+
+    return runs_command(args.dir, name=args.name)
+
+
+def cmd_scaling(args: argparse.Namespace) -> int:
+    from nanogpt.scaling import scaling_command
+
+    return scaling_command(args.rest)
+
+
+# ------------------------------------------------------------------------------- the parser
+
+
+class _Usage(NanoGPTError):
+    exit_code = 2
+
+
+def _usage(message: str) -> _Usage:
+    return _Usage(f"usage error: {message}")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse exits 2 too, but through SystemExit with a usage line
+        self.print_usage(sys.stderr)
+        raise _usage(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nanogpt", description="Declarative, reproducible GPT training.", epilog=EPILOG)
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+
+    v = verbs.add_parser("run", help="validate, prepare data if missing, train/evaluate", epilog=EPILOG)
+    v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
+    v.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run in place")
+    v.add_argument("--force", action="store_true", help="resume even though training-relevant fields changed")
+    v.set_defaults(fn=cmd_run)
+
+    v = verbs.add_parser("check", help="validate specs (never imports torch)", epilog=EPILOG)
+    v.add_argument("words", nargs="*", metavar="SPEC... [key=value ...]")
+    v.set_defaults(fn=cmd_check)
+
+    v = verbs.add_parser("show", help="print the fully resolved spec as TOML", epilog=EPILOG)
+    v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
+    v.set_defaults(fn=cmd_show)
+
+    v = verbs.add_parser("diff", help="compare two runs, manifests or specs")
+    v.add_argument("a", metavar="A")
+    v.add_argument("b", metavar="B")
+    v.add_argument("--json", action="store_true", help='print a JSON list of {"path", "a", "b"}')
+    v.add_argument("--all", action="store_true", help="include values that always differ (ids, times)")
+    v.set_defaults(fn=cmd_diff)
+
+    v = verbs.add_parser("runs", help="table of runs under DIR (default runs/)")
+    v.add_argument("dir", nargs="?", default="runs", metavar="DIR")
+    v.add_argument("--name", help="only runs whose name contains this")
+    v.set_defaults(fn=cmd_runs)
+
+    v = verbs.add_parser("prepare", help="build the dataset files a spec needs", epilog=EPILOG)
+    v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
+    v.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    v.set_defaults(fn=cmd_prepare)
+
+    v = verbs.add_parser("sample", help="generate text from a run, a checkpoint or gpt2*")
+    v.add_argument("source", metavar="RUN_DIR", help="a run dir, a checkpoint file, a HF model dir or gpt2, gpt2-medium, ...")
+    v.add_argument("--start", default="\n", help='prompt text, or FILE:path to read it from a file (default: "\\n")')
+    v.add_argument("--num-samples", type=int, default=3)
+    v.add_argument("--max-new-tokens", type=int, default=200)
+    v.add_argument("--temperature", type=float, default=0.8)
+    v.add_argument("--top-k", type=int, default=200, help="0 disables")
+    v.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling; 1 disables")
+    v.add_argument("--seed", type=int, default=1337)
+    v.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which checkpoint of a run dir")
+    v.add_argument("--stop-at-eot", action="store_true", help="end a sample at the end-of-text token")
+    v.add_argument("--device", default="auto")
+    v.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    v.set_defaults(fn=cmd_sample)
+
+    v = verbs.add_parser("bench", help="time training steps: ms/iter, tokens/s, MFU", epilog=EPILOG)
+    v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
+    v.add_argument("--steps", type=int, default=20, help="timed steps (after the warm-up)")
+    v.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    v.add_argument("--synthetic", action="store_true", help="random tokens instead of the dataset")
+    v.add_argument("--profile", metavar="DIR", help="write a torch.profiler trace here (TensorBoard/Perfetto)")
+    v.add_argument("--json", action="store_true", help="print the figures as JSON")
+    v.set_defaults(fn=cmd_bench)
+
+    v = verbs.add_parser("schema", help="print the JSON Schema of specs")
+    v.add_argument("-o", "--output", metavar="FILE", help="write it to FILE")
+    v.set_defaults(fn=cmd_schema)
+
+    v = verbs.add_parser("scaling", help="params, FLOPs, Chinchilla loss and compute-optimal sizes", add_help=False)
+    v.add_argument("rest", nargs=argparse.REMAINDER)
+    v.set_defaults(fn=cmd_scaling)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.fn(args)
+    except SpecError as e:
+        print(e.report(), file=sys.stderr)
+        return 2
+    except NanoGPTError as e:
+        print(f"error: {e}" if not str(e).startswith("usage error") else str(e), file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:  # `nanogpt show x | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Components by name: `kind` -> spec class -> builder.
+
+Each component table of a spec (`[model]`, `[data]`, `[optimizer]`, `[schedule]`) names its
+`kind`; the registry of that table knows the spec class that validates it and the builder that
+turns a validated spec into the thing itself. Built-in builders are named as "module:function"
+strings and imported only when built, so validating a spec never imports torch.
+
+A user adds a kind from their own module, named in the spec's `plugins = ["my_pkg.my_models"]`::
+
+    import attrs
+    from nanogpt.registry import MODELS
+    from nanogpt.spec.tables import ModelSpec
+
+    @attrs.frozen(kw_only=True)
+    class MLPSpec(ModelSpec):
+        kind: str = "mlp"
+        width: int = 256
+
+    @MODELS.register("mlp", MLPSpec)
+    def build_mlp(spec: MLPSpec, *, vocab_size: int): ...
+
+Installed packages can do the same through the `nanogpt.plugins` entry-point group (each entry
+names a module); nothing else is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Callable
+from typing import Any, Union
+
+import attrs
+
+from nanogpt.spec import tables as t
+
+Builder = Callable[..., Any]
+
+
+@attrs.define
+class Registry:
+    """The kinds one component table can take."""
+
+    table: str
+    """The spec table these kinds fill (`model`, `data`, ...)."""
+    base: type
+    """The class every spec of this table derives from."""
+    default_kind: str
+    """The kind a table that leaves out `kind` gets."""
+    _specs: dict[str, type] = attrs.field(factory=dict)
+    _builders: dict[str, Union[Builder, str, None]] = attrs.field(factory=dict)
+
+    def register(self, kind: str, spec_class: type, builder: Builder | str | None = None):
+        """Register `kind`; usable as a decorator on the builder. Re-registering replaces."""
+        if not attrs.has(spec_class):
+            raise TypeError(f"{spec_class.__name__} must be an attrs class")
+        default = attrs.fields_dict(spec_class).get("kind")
+        if default is None or default.default != kind:
+            raise TypeError(f"{spec_class.__name__} needs a field `kind: str = {kind!r}`")
+        self._specs[kind] = spec_class
+        self._builders[kind] = builder
+        if builder is None:
+            def decorate(fn: Builder) -> Builder:
+                self._builders[kind] = fn
+                return fn
+
+            return decorate
+        return builder
+
+    def kinds(self) -> list[str]:
+        _load_entry_points()
+        return sorted(self._specs)
+
+    def spec_class(self, kind: str) -> type | None:
+        _load_entry_points()
+        return self._specs.get(kind)
+
+    def builder(self, kind: str) -> Builder:
+        b = self._builders.get(kind)
+        if isinstance(b, str):
+            module, _, name = b.partition(":")
+            b = getattr(importlib.import_module(module), name)
+            self._builders[kind] = b
+        if b is None:
+            raise LookupError(f"{self.table} kind {kind!r} has a spec class but no builder")
+        return b
+
+    def build(self, spec: Any, /, **context: Any) -> Any:
+        """Build the component a validated spec describes; `context` is what its builder needs."""
+        return self.builder(spec.kind)(spec, **context)
+
+
+MODELS = Registry("model", t.ModelSpec, "gpt")
+DATA = Registry("data", t.DataSpec, "tokens")
+OPTIMIZERS = Registry("optimizer", t.OptimizerSpec, "adamw")
+SCHEDULES = Registry("schedule", t.ScheduleSpec, "cosine")
+
+REGISTRIES: dict[type, Registry] = {r.base: r for r in (MODELS, DATA, OPTIMIZERS, SCHEDULES)}
+"""The registry behind each component base class (the type of an Experiment field)."""
+
+MODELS.register("gpt", t.GPTSpec, "nanogpt.model:build_gpt")
+DATA.register("tokens", t.TokensSpec, "nanogpt.data.batches:build_tokens")
+OPTIMIZERS.register("adamw", t.AdamWSpec, "nanogpt.optim:build_adamw")
+OPTIMIZERS.register("sgd", t.SGDSpec, "nanogpt.optim:build_sgd")
+SCHEDULES.register("cosine", t.CosineSpec, "nanogpt.schedule:build_cosine")
+SCHEDULES.register("linear", t.LinearSpec, "nanogpt.schedule:build_linear")
+SCHEDULES.register("constant", t.ConstantSpec, "nanogpt.schedule:build_constant")
+SCHEDULES.register("wsd", t.WSDSpec, "nanogpt.schedule:build_wsd")
+
+_entry_points_loaded = False
+
+
+def _load_entry_points() -> None:
+    """Import the modules installed packages name in the `nanogpt.plugins` group, once."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in importlib.metadata.entry_points(group="nanogpt.plugins"):
+        importlib.import_module(ep.value.partition(":")[0])

@@ -1,0 +1,57 @@
+"""The canonical resolved form of a spec: the TOML `show` prints, and the hash of it.
+
+Every field is spelled out (defaults included), so two specs that differ only in formatting, key
+order, the int-or-float spelling of a number, or defaults stated versus left out have the same
+canonical form and the same `spec_sha256`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import tomli_w
+
+from nanogpt.spec.convert import unstructure
+from nanogpt.spec.tables import Experiment
+
+
+def resolved(exp: Experiment) -> dict[str, Any]:
+    """The spec as plain data: every field, tables in their fixed order, no `extends`."""
+    return unstructure(exp)
+
+
+def to_toml(exp: Experiment) -> str:
+    """The resolved spec as TOML: what `show` prints and what a run saves as spec.toml."""
+    return "\n".join(_table_lines(resolved(exp), ())) + "\n"
+
+
+def _table_lines(table: dict[str, Any], path: tuple[str, ...]) -> list[str]:
+    lines = [f"{_key(k)} = {_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    for k, v in table.items():
+        if isinstance(v, dict):
+            header = ".".join(_key(p) for p in (*path, k))
+            lines += ["", f"[{header}]", *_table_lines(v, (*path, k))]
+    return lines
+
+
+def _key(key: str) -> str:
+    return tomli_w.dumps({key: 0})[: -len(" = 0\n")]
+
+
+def _value(value: Any) -> str:
+    """One value, arrays kept on one line (tomli_w always breaks them over several)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value})[len("v = ") : -1]
+
+
+def spec_sha256(exp: Experiment) -> str:
+    """sha256 of the canonical JSON of the resolved spec."""
+    return sha256_of_data(resolved(exp))
+
+
+def sha256_of_data(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,405 @@
+"""One frozen attrs class per TOML table of an experiment spec.
+
+The string after each field is its documentation: `nanogpt schema` turns it into the field's
+description, so TOML editors show it on hover. Field validators check one value; `cross_checks`
+checks fields against each other and yields every problem rather than stopping at the first.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Literal, Optional
+
+import attrs
+
+from nanogpt.spec.checks import (
+    MODULE,
+    SAFE_NAME,
+    SHA256,
+    Each,
+    Length,
+    Pattern,
+    above,
+    at_least,
+    at_most,
+    below,
+)
+from nanogpt.spec.errors import Problem
+
+# The pretrained names `model.init_from` understands besides paths.
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+SOURCE_SCHEMES = ("embedded", "url", "file", "hf")
+EMBEDDED_CORPORA = ("shakespeare",)
+
+
+class ComponentSpec:
+    """Base of the tables chosen by `kind` from a registry (model, data, optimizer, schedule)."""
+
+    kind: str
+
+    def cross_checks(self) -> Iterator[Problem]:
+        """Problems between this table's own fields; paths are relative to the table."""
+        return iter(())
+
+
+class ModelSpec(ComponentSpec):
+    """A `[model]` table; the concrete class is picked by its `kind`."""
+
+
+class DataSpec(ComponentSpec):
+    """A `[data]` table; the concrete class is picked by its `kind`."""
+
+
+class OptimizerSpec(ComponentSpec):
+    """An `[optimizer]` table; the concrete class is picked by its `kind`."""
+
+    lr: float
+
+
+class ScheduleSpec(ComponentSpec):
+    """A `[schedule]` table; the concrete class is picked by its `kind`."""
+
+
+def _divisible(name: str, value: int, by_name: str, by: int) -> Iterator[Problem]:
+    if by > 0 and value % by:
+        yield Problem(name, f"{value} must be divisible by {by_name} ({by})")
+
+
+def _not_above(name: str, value: float, limit_name: str, limit: float) -> Iterator[Problem]:
+    if value > limit:
+        yield Problem(name, f"{value!r} must not exceed {limit_name} ({limit!r})")
+
+
+# --------------------------------------------------------------------------------------- model
+
+
+@attrs.frozen(kw_only=True)
+class GPTSpec(ModelSpec):
+    """GPT-2's decoder-only transformer: pre-LayerNorm blocks, learned positions, GELU MLP."""
+
+    kind: str = "gpt"
+    """Registry name of the model."""
+    n_layer: int = attrs.field(default=12, validator=at_least(1))
+    """Number of transformer blocks."""
+    n_head: int = attrs.field(default=12, validator=at_least(1))
+    """Attention heads per block; must divide `n_embd`."""
+    n_embd: int = attrs.field(default=768, validator=at_least(1))
+    """Width of the residual stream."""
+    block_size: int = attrs.field(default=1024, validator=at_least(1))
+    """Context length in tokens. Below a pretrained model's, its position table is cropped."""
+    vocab_size: Optional[int] = attrs.field(default=None, validator=at_least(1))
+    """Vocabulary size; left out, it comes from the dataset (or the pretrained model)."""
+    pad_vocab_multiple: int = attrs.field(default=64, validator=at_least(1))
+    """Round the embedding rows up to a multiple of this when that adds at most 1% rows (50257 -> 50304 pays on GPUs; 65 -> 128 would not). 1 disables."""
+    dropout: float = attrs.field(default=0.0, validator=[at_least(0.0), below(1.0)])
+    """Dropout probability; 0 for pretraining, 0.1+ is worth trying when finetuning."""
+    bias: bool = True
+    """Biases in Linear and LayerNorm layers, as GPT-2 has."""
+    tie_weights: bool = True
+    """Share the token embedding with the output head, as GPT-2 does."""
+    init: Literal["gpt2", "pytorch"] = "gpt2"
+    """Weight initialisation: "gpt2" (normal std 0.02, residual projections scaled by 1/sqrt(2*n_layer)) or "pytorch" (each layer's default)."""
+    init_from: str = attrs.field(default="scratch", validator=Pattern(r".+", "a non-empty string"))
+    """Where the weights start: "scratch", "gpt2" | "gpt2-medium" | "gpt2-large" | "gpt2-xl", a local Hugging Face GPT-2 model directory, or a run directory or checkpoint file (this product's or nanoGPT's)."""
+
+    def cross_checks(self) -> Iterator[Problem]:
+        yield from _divisible("n_embd", self.n_embd, "model.n_head", self.n_head)
+
+
+# ---------------------------------------------------------------------------------------- data
+
+
+def _check_source(inst: TokensSpec, attribute: attrs.Attribute, value: Optional[str]) -> None:
+    if value is None:
+        return
+    scheme, sep, rest = value.partition(":")
+    if not sep or scheme not in SOURCE_SCHEMES:
+        raise ValueError(
+            f"must start with one of {', '.join(s + ':' for s in SOURCE_SCHEMES)} (got {value!r})"
+        )
+    if not rest:
+        raise ValueError(f"names nothing after '{scheme}:' (got {value!r})")
+    if scheme == "embedded" and rest not in EMBEDDED_CORPORA:
+        raise ValueError(
+            f"unknown embedded corpus {rest!r} (known: {', '.join(EMBEDDED_CORPORA)})"
+        )
+    if scheme == "url" and not re.match(r"https?://[^/\s]+", rest):
+        raise ValueError(f"must be url:http(s)://... (got {value!r})")
+
+
+@attrs.frozen(kw_only=True)
+class TokensSpec(DataSpec):
+    """Token ids in `<data_dir>/<dataset>/{train,val}.bin` with a `meta.json`, built by `prepare` from `source`."""
+
+    kind: str = "tokens"
+    """Registry name of the data pipeline."""
+    dataset: str = attrs.field(default="openwebtext", validator=SAFE_NAME)
+    """Name of the dataset's folder under `data_dir`."""
+    data_dir: str = attrs.field(default="data", validator=Pattern(r".+", "a non-empty path"))
+    """Folder holding the datasets, relative to the working directory."""
+    source: Optional[str] = attrs.field(default=None, validator=_check_source)
+    """Where `prepare` gets text: "embedded:shakespeare", "url:https://...", "file:path/or/glob" (a text file, files of documents, .jsonl or .parquet), or "hf:<dataset id>[:<config>]". Left out, the files must exist already."""
+    source_sha256: Optional[str] = attrs.field(default=None, validator=SHA256)
+    """Pin for a url: (or single file:) source: its sha256; a download that differs is refused."""
+    text_column: str = "text"
+    """Column holding the text in .jsonl, .parquet and Hugging Face sources."""
+    tokenizer: Literal["gpt2", "char"] = "gpt2"
+    """"gpt2": GPT-2's BPE (tiktoken's ids); "char": one id per distinct character of the corpus."""
+    val_fraction: float = attrs.field(default=0.0005, validator=[above(0.0), below(1.0)])
+    """Share of the corpus held out for validation."""
+    split: Literal["random", "contiguous"] = "random"
+    """"random": documents shuffled with `split_seed`, then split; "contiguous": the last `val_fraction` of the text is val."""
+    split_seed: int = attrs.field(default=2357, validator=at_least(0))
+    """Seed of the random document split (nanoGPT's OpenWebText split uses 2357)."""
+    num_proc: int = attrs.field(default=0, validator=at_least(0))
+    """Tokenizer worker processes; 0 uses every core."""
+
+    def cross_checks(self) -> Iterator[Problem]:
+        if self.source_sha256 is not None and not (self.source or "").startswith(("url:", "file:")):
+            yield Problem("source_sha256", "only applies to a url: or file: source")
+
+
+# ----------------------------------------------------------------------------------- optimizer
+
+
+@attrs.frozen(kw_only=True)
+class AdamWSpec(OptimizerSpec):
+    """AdamW with weight decay on matrices only (biases, LayerNorm and embeddings are not decayed)."""
+
+    kind: str = "adamw"
+    """Registry name of the optimizer."""
+    lr: float = attrs.field(default=6e-4, validator=above(0.0))
+    """Peak learning rate (the schedule scales it)."""
+    weight_decay: float = attrs.field(default=0.1, validator=at_least(0.0))
+    """Decoupled weight decay on 2-D weights."""
+    betas: tuple[float, ...] = attrs.field(
+        default=(0.9, 0.95), validator=[Length(2), Each((at_least(0.0), below(1.0)))]
+    )
+    """Adam's (beta1, beta2)."""
+    eps: float = attrs.field(default=1e-8, validator=above(0.0))
+    """Adam's epsilon."""
+    grad_clip: float = attrs.field(default=1.0, validator=at_least(0.0))
+    """Clip the global gradient norm to this; 0 disables."""
+    fused: Optional[bool] = None
+    """Fused CUDA kernel; left out, used wherever the device supports it."""
+
+
+@attrs.frozen(kw_only=True)
+class SGDSpec(OptimizerSpec):
+    """Stochastic gradient descent with momentum."""
+
+    kind: str = "sgd"
+    """Registry name of the optimizer."""
+    lr: float = attrs.field(default=0.1, validator=above(0.0))
+    """Peak learning rate (the schedule scales it)."""
+    momentum: float = attrs.field(default=0.9, validator=[at_least(0.0), below(1.0)])
+    """Momentum factor."""
+    nesterov: bool = False
+    """Nesterov momentum."""
+    weight_decay: float = attrs.field(default=0.0, validator=at_least(0.0))
+    """L2 penalty on 2-D weights."""
+    grad_clip: float = attrs.field(default=1.0, validator=at_least(0.0))
+    """Clip the global gradient norm to this; 0 disables."""
+
+    def cross_checks(self) -> Iterator[Problem]:
+        if self.nesterov and self.momentum == 0:
+            yield Problem("nesterov", "needs optimizer.momentum above 0 (got 0.0)")
+
+
+# ------------------------------------------------------------------------------------ schedule
+
+
+def _warmup_within_decay(spec: CosineSpec | LinearSpec) -> Iterator[Problem]:
+    yield from _not_above(
+        "warmup_iters", spec.warmup_iters, "schedule.decay_iters", spec.decay_iters
+    )
+
+
+@attrs.frozen(kw_only=True)
+class CosineSpec(ScheduleSpec):
+    """Linear warmup to the optimizer's lr, cosine decay to `min_lr` at `decay_iters`, then flat."""
+
+    kind: str = "cosine"
+    """Registry name of the schedule."""
+    warmup_iters: int = attrs.field(default=2000, validator=at_least(0))
+    """Iterations of linear warmup."""
+    decay_iters: int = attrs.field(default=600000, validator=at_least(1))
+    """Iteration at which the decay reaches `min_lr` (about `train.max_iters`, per Chinchilla)."""
+    min_lr: float = attrs.field(default=6e-5, validator=at_least(0.0))
+    """Floor of the decay (about lr/10, per Chinchilla)."""
+
+    def cross_checks(self) -> Iterator[Problem]:
+        yield from _warmup_within_decay(self)
+
+
+@attrs.frozen(kw_only=True)
+class LinearSpec(ScheduleSpec):
+    """Linear warmup, then a straight line down to `min_lr` at `decay_iters`, then flat."""
+
+    kind: str = "linear"
+    """Registry name of the schedule."""
+    warmup_iters: int = attrs.field(default=2000, validator=at_least(0))
+    """Iterations of linear warmup."""
+    decay_iters: int = attrs.field(default=600000, validator=at_least(1))
+    """Iteration at which the decay reaches `min_lr`."""
+    min_lr: float = attrs.field(default=6e-5, validator=at_least(0.0))
+    """Floor of the decay."""
+
+    def cross_checks(self) -> Iterator[Problem]:
+        yield from _warmup_within_decay(self)
+
+
+@attrs.frozen(kw_only=True)
+class ConstantSpec(ScheduleSpec):
+    """The optimizer's lr throughout, after an optional linear warmup."""
+
+    kind: str = "constant"
+    """Registry name of the schedule."""
+    warmup_iters: int = attrs.field(default=0, validator=at_least(0))
+    """Iterations of linear warmup."""
+
+
+@attrs.frozen(kw_only=True)
+class WSDSpec(ScheduleSpec):
+    """Warmup-stable-decay: warmup, the peak lr held, then a cooldown to `min_lr` ending at `decay_iters`."""
+
+    kind: str = "wsd"
+    """Registry name of the schedule."""
+    warmup_iters: int = attrs.field(default=2000, validator=at_least(0))
+    """Iterations of linear warmup."""
+    decay_iters: int = attrs.field(default=600000, validator=at_least(1))
+    """Iteration at which the cooldown ends at `min_lr`."""
+    cooldown_fraction: float = attrs.field(default=0.2, validator=[above(0.0), at_most(1.0)])
+    """Share of `decay_iters` spent cooling down (the last 20% by default)."""
+    cooldown: Literal["linear", "sqrt", "cosine"] = "linear"
+    """Shape of the cooldown: "linear", "sqrt" (1 - sqrt, as in MiniCPM) or "cosine"."""
+    min_lr: float = attrs.field(default=0.0, validator=at_least(0.0))
+    """lr at the end of the cooldown."""
+
+    @property
+    def cooldown_iters(self) -> int:
+        return round(self.decay_iters * self.cooldown_fraction)
+
+    def cross_checks(self) -> Iterator[Problem]:
+        stable_end = self.decay_iters - self.cooldown_iters
+        if self.warmup_iters > stable_end:
+            yield Problem(
+                "warmup_iters",
+                f"{self.warmup_iters} must not run into the cooldown, which starts at iteration "
+                f"{stable_end} (schedule.decay_iters * schedule.cooldown_fraction)",
+            )
+
+
+# ------------------------------------------------------------------------- the fixed tables
+
+
+@attrs.frozen(kw_only=True)
+class TrainSpec:
+    """How long and how big: batches, iterations, evaluation and checkpoint cadence."""
+
+    batch_size: int = attrs.field(default=12, validator=at_least(1))
+    """Sequences per micro-batch, per process."""
+    grad_accum: int = attrs.field(default=40, validator=at_least(1))
+    """Micro-batches per optimizer step, summed over ALL processes (must divide by the world size). One step sees batch_size * grad_accum * block_size tokens whatever the number of processes."""
+    max_iters: int = attrs.field(default=600000, validator=at_least(0))
+    """Optimizer steps to train for."""
+    eval_interval: int = attrs.field(default=1000, validator=at_least(1))
+    """Evaluate (and checkpoint) every this many iterations, and at the end."""
+    eval_iters: int = attrs.field(default=200, validator=at_least(1))
+    """Batches per loss estimate; they are the same fixed batches at every evaluation."""
+    log_interval: int = attrs.field(default=10, validator=at_least(1))
+    """Log the training loss every this many iterations (the only steps that sync with the device)."""
+    eval_only: bool = False
+    """Evaluate the initial model and stop (baselines of pretrained checkpoints)."""
+    keep_checkpoints: int = attrs.field(default=2, validator=at_least(1))
+    """How many of the latest checkpoints to keep; the best by val loss is kept as well."""
+    auto_resume: bool = False
+    """When restarted by torchrun (--max-restarts), continue the run from its latest checkpoint instead of starting afresh."""
+
+    def cross_checks(self) -> Iterator[Problem]:
+        if self.max_iters == 0 and not self.eval_only:
+            yield Problem("max_iters", "must be at least 1 unless train.eval_only is true (got 0)")
+
+
+DEVICE = Pattern(r"auto|cpu|mps|cuda(:[0-9]+)?", '"auto", "cpu", "cuda", "cuda:N" or "mps"')
+
+
+@attrs.frozen(kw_only=True)
+class SystemSpec:
+    """Where and how the numbers are computed."""
+
+    device: str = attrs.field(default="auto", validator=DEVICE)
+    """"auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:N" or "mps". Under torchrun each process takes cuda:LOCAL_RANK."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Autocast precision: "auto" is bfloat16 where supported, float16 (with a gradient scaler) on older GPUs, float32 on CPU."""
+    compile: bool = True
+    """Compile the model with torch.compile (slower start, faster steps)."""
+    deterministic: bool = False
+    """Deterministic algorithms only (bit-identical GPU runs, at some speed)."""
+    tf32: bool = True
+    """TensorFloat-32 matmuls on Ampere and newer GPUs."""
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """Process-group backend under torchrun: "auto" is nccl on CUDA, gloo on CPU."""
+    peak_tflops: Optional[float] = attrs.field(default=None, validator=above(0.0))
+    """The device's peak TFLOP/s at `dtype`, for MFU; left out, it is looked up from the device name."""
+
+
+@attrs.frozen(kw_only=True)
+class LoggingSpec:
+    """What the run leaves behind and where."""
+
+    out_dir: str = attrs.field(default="runs", validator=Pattern(r".+", "a non-empty path"))
+    """Runs go to <out_dir>/<name>/<run_id>/."""
+    run_id: Optional[str] = attrs.field(default=None, validator=SAFE_NAME)
+    """Name of the run's directory; left out, a timestamp with a random suffix."""
+    tensorboard: bool = True
+    """Write TensorBoard event files into the run directory."""
+    samples: int = attrs.field(default=1, validator=at_least(0))
+    """Text samples generated at each evaluation (text datasets only), shown in TensorBoard."""
+    sample_tokens: int = attrs.field(default=200, validator=at_least(1))
+    """Length of each such sample, in tokens."""
+
+
+@attrs.frozen(kw_only=True)
+class Experiment:
+    """One experiment: what to train, on what, how, and where its record goes."""
+
+    name: str = attrs.field(validator=SAFE_NAME)
+    """Name of the experiment; runs go to <logging.out_dir>/<name>/<run_id>/."""
+    description: str = ""
+    """What the experiment is for, in a sentence."""
+    seed: int = attrs.field(default=1337, validator=[at_least(0), below(2**63)])
+    """Seed of the weights' initialisation, the batch order and dropout."""
+    plugins: tuple[str, ...] = attrs.field(default=(), validator=Each((MODULE,)))
+    """Modules to import before the spec is read; they register their own kinds."""
+    model: ModelSpec = attrs.field(factory=GPTSpec)
+    """The model."""
+    data: DataSpec = attrs.field(factory=TokensSpec)
+    """The data."""
+    optimizer: OptimizerSpec = attrs.field(factory=AdamWSpec)
+    """The optimizer."""
+    schedule: ScheduleSpec = attrs.field(factory=CosineSpec)
+    """The learning-rate schedule."""
+    train: TrainSpec = attrs.field(factory=TrainSpec)
+    """The training loop."""
+    system: SystemSpec = attrs.field(factory=SystemSpec)
+    """Device, precision and compilation."""
+    logging: LoggingSpec = attrs.field(factory=LoggingSpec)
+    """Outputs."""
+
+    def cross_checks(self) -> Iterator[Problem]:
+        min_lr = getattr(self.schedule, "min_lr", None)
+        lr = getattr(self.optimizer, "lr", None)
+        if min_lr is not None and lr is not None:
+            yield from _not_above("schedule.min_lr", min_lr, "optimizer.lr", lr)
+
+    @property
+    def tokens_per_iter(self) -> int:
+        """Tokens in one global batch (one optimizer step), whatever the number of processes."""
+        return self.train.batch_size * self.train.grad_accum * getattr(self.model, "block_size", 0)
+
+
+TABLES = ("model", "data", "optimizer", "schedule", "train", "system", "logging")
+"""The tables of an experiment, in the order they are written."""
