@@ -66,16 +66,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nanogpt.train import run_command
-
     paths, overrides = split_overrides(args.words)
+    # the spec is validated before torch is imported: a bad spec fails in a fraction of a second
     if args.resume is not None:
         if paths:
             raise _usage("run --resume RUN_DIR takes overrides only, not a SPEC")
-        return run_command(None, overrides, resume=args.resume, force=args.force)
-    if len(paths) != 1:
-        raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
-    return run_command(paths[0], overrides, resume=None, force=args.force)
+        from nanogpt.manifest import load_for_resume
+
+        resume_dir = Path(args.resume)
+        exp, origin = load_for_resume(resume_dir, overrides, force=args.force)
+    else:
+        if len(paths) != 1:
+            raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
+        resume_dir = None
+        exp, origin = load_spec(paths[0], overrides)
+    from nanogpt.train import run
+
+    return run(exp, origin, resume_dir=resume_dir)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -104,13 +111,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from nanogpt.manifest import diff_command
+    from nanogpt.compare import diff_command
 
     return diff_command(args.a, args.b, as_json=args.json, show_all=args.all)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from nanogpt.manifest import runs_command
+    from nanogpt.compare import runs_command
 
     return runs_command(args.dir, name=args.name)
 

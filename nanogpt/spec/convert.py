@@ -50,14 +50,23 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[tp]
 
 
+INT64 = range(-(2**63), 2**63)
+"""TOML's integers: a parser may accept more, but Taplo and every other tool would not."""
+
+
 def _strict(tp: type):
     def structure(value: Any, _: Any) -> Any:
-        if tp is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+        if tp in (int, float) and isinstance(value, int) and not isinstance(value, bool):
+            if value not in INT64:
+                raise _mismatch(f"must fit in 64 bits, as TOML integers do (got {show_value(value)})")
+            if tp is float:
+                return float(value)
         if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
             raise _mismatch(f"must be {_type_name(tp)} (got {show_value(value)})")
         if tp is float and not math.isfinite(value):
             raise _mismatch(f"must be a finite number (got {show_value(value)})")
+        if tp is float:
+            return value + 0.0  # -0.0 -> 0.0: "-0.0" and "0" must hash alike
         return value
 
     return structure
@@ -105,8 +114,14 @@ def _structure_component(value: Any, base: type) -> Any:
     kind = value.get("kind", registry.default_kind)
     cls = registry.spec_class(kind) if isinstance(kind, str) else None
     if cls is None:
-        known = ", ".join(registry.kinds())
-        raise _Problems([Problem("kind", f"unknown kind {show_value(kind)} (known: {known})")])
+        kinds = registry.kinds()
+        problems = [Problem("kind", f"unknown kind {show_value(kind)} (known: {', '.join(kinds)})")]
+        # Whatever kind was meant, a key that no kind has is a typo worth reporting now.
+        fields = sorted({a.name for k in kinds for a in attrs.fields(registry.spec_class(k))})
+        problems += [
+            Problem(key, "unknown key" + did_you_mean(key, fields)) for key in value if key not in fields
+        ]
+        raise _Problems(problems)
     return converter.structure(value, cls)
 
 

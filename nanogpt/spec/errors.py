@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 from collections.abc import Iterable
 
@@ -52,9 +53,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 def show_value(value: object) -> str:
-    """A value as it would read in TOML-ish text: strings quoted, tables and arrays abbreviated."""
-    if isinstance(value, str):
-        return repr(value)
+    """A value as it would read in TOML-ish text: strings quoted, long ones, tables and arrays abbreviated."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -62,4 +61,7 @@ def show_value(value: object) -> str:
     if isinstance(value, (list, tuple)):
         text = "[" + ", ".join(show_value(v) for v in value) + "]"
         return text if len(text) <= 60 else text[:57] + "...]"
-    return repr(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    text = repr(value)
+    return text if len(text) <= 60 else text[:56] + "..." + text[-1]

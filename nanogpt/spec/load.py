@@ -66,12 +66,13 @@ def load_spec(
     for word in overrides:
         problems += _apply_override(raw, provenance, word)
     problems += _import_plugins(raw)
-    if not problems:
-        problems += _fill_from_pretrained(raw, provenance, check_files)
     if problems:
         raise SpecError(source, problems)
 
-    exp, problems = structure(raw)
+    # Disagreements with the pretrained model are reported together with everything else.
+    problems = _fill_from_pretrained(raw, provenance, check_files)
+    exp, structure_problems = structure(raw)
+    problems += structure_problems
     if exp is not None and check_files:
         problems += missing_files(exp)
     if problems:
@@ -121,7 +122,7 @@ def _read_tree(
     except FileNotFoundError:
         problems.append(Problem("extends" if stack else "", f"{where}file not found"))
         return {}, {}
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: undecodable bytes, a NUL in the path
         problems.append(Problem("extends" if stack else "", f"{where}cannot be read: {e}"))
         return {}, {}
     files.append(shown)
@@ -139,7 +140,12 @@ def _read_tree(
     for base in bases:
         base_path = (path.parent / base)
         base_shown = os.path.normpath(os.path.join(os.path.dirname(shown), base))
-        if base_path.resolve() in (*stack, here):
+        try:
+            base_resolved = base_path.resolve()
+        except (OSError, ValueError, RuntimeError) as e:  # a NUL in the path, a symlink loop
+            problems.append(Problem("extends", f"{where}{show_value(base)} is not a usable path: {e}"))
+            continue
+        if base_resolved in (*stack, here):
             chain = " -> ".join([*(p.name for p in (*stack, here)), base_path.name])
             problems.append(Problem("extends", f"{where}cycle: {chain}"))
             continue
@@ -281,7 +287,9 @@ def _fill_from_pretrained(raw: dict[str, Any], provenance: dict[str, str], check
             provenance[f"model.{field}"] = f"pretrained {init_from}"
             continue
         ours = model[field]
-        if field == "block_size" and isinstance(ours, int) and not isinstance(ours, bool):
+        if type(ours) is not type(theirs):
+            continue  # a wrong type is reported by structuring, not as a disagreement
+        if field == "block_size":
             if ours > theirs:
                 problems.append(Problem("model.block_size", f"{ours} must not exceed the pretrained model's ({theirs})"))
         elif ours != theirs:
@@ -300,24 +308,40 @@ def missing_files(exp: Experiment) -> list[Problem]:
     source = getattr(data, "source", None)
     if not source or not source.startswith("file:"):
         return []
-    prepared = Path(data.data_dir, data.dataset, "meta.json").is_file()
     pattern = source[len("file:"):]
-    if prepared or _glob_matches(pattern):
+    if _is_file(Path(data.data_dir, data.dataset, "meta.json")) or _glob_matches(pattern):
         return []
     return [Problem("data.source", f"no file matches {pattern!r}")]
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL in it: no such file either way
+        return False
 
 
 def _glob_matches(pattern: str) -> bool:
     import glob
 
     if not glob.has_magic(pattern):
-        return Path(pattern).is_file()
-    return any(Path(p).is_file() for p in glob.iglob(pattern, recursive=True))
+        return _is_file(Path(pattern))
+    return any(_is_file(Path(p)) for p in glob.iglob(pattern, recursive=True))
+
+
+def _source_of(path: str, provenance: dict[str, str]) -> str | None:
+    """Where the value at `path` was set: its own entry, its array's, or the one source of a whole table."""
+    array_path = path.partition("[")[0]
+    for p in (path, array_path):
+        if p in provenance:
+            return provenance[p]
+    below = {s for p, s in provenance.items() if p.startswith(array_path + ".")}
+    return below.pop() if len(below) == 1 else None
 
 
 def _with_source(problem: Problem, provenance: dict[str, str], top: str) -> Problem:
     """Point at the file or override that set a bad value, when it is not the spec itself."""
-    source = provenance.get(problem.path)
+    source = _source_of(problem.path, provenance)
     if source is None or source == top or source == DEFAULT:
         return problem
     where = source if source.startswith(("override", "pretrained")) else f"set in {source}"

@@ -39,7 +39,11 @@ def arch_of(init_from: str) -> dict[str, Any]:
     if init_from in GPT2_ARCHS:
         return dict(GPT2_ARCHS[init_from])
     path = Path(init_from)
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system is no file either
+        is_dir = is_file = False
+    if is_dir:
         if (path / "config.json").is_file():
             return _arch_from_hf_config(path / "config.json")
         if (path / "manifest.json").is_file():
@@ -48,7 +52,7 @@ def arch_of(init_from: str) -> dict[str, Any]:
             f"directory {init_from!r} holds neither a Hugging Face model (config.json) "
             "nor a run (manifest.json)"
         )
-    if path.is_file():
+    if is_file:
         run_dir = path.parent.parent
         if path.parent.name == "checkpoints" and (run_dir / "manifest.json").is_file():
             return _arch_from_manifest(run_dir / "manifest.json")

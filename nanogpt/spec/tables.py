@@ -280,7 +280,8 @@ class WSDSpec(ScheduleSpec):
 
     @property
     def cooldown_iters(self) -> int:
-        return round(self.decay_iters * self.cooldown_fraction)
+        # min(): a float product can round above a decay_iters near 2**63.
+        return min(self.decay_iters, round(self.decay_iters * self.cooldown_fraction))
 
     def cross_checks(self) -> Iterator[Problem]:
         stable_end = self.decay_iters - self.cooldown_iters

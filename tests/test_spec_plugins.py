@@ -1,0 +1,150 @@
+"""Plugins: a user's module, named in `plugins = [...]`, registers kinds the spec may then use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import attrs
+import pytest
+
+from nanogpt.registry import OPTIMIZERS, Registry
+from nanogpt.spec import SpecError, load_spec, loads_spec, to_toml
+from nanogpt.spec.jsonschema import experiment_schema
+from nanogpt.spec.tables import OptimizerSpec
+
+LION = '''
+import attrs
+
+from nanogpt.registry import OPTIMIZERS
+from nanogpt.spec.checks import above, at_least
+from nanogpt.spec.tables import OptimizerSpec
+
+
+@attrs.frozen(kw_only=True)
+class LionSpec(OptimizerSpec):
+    """Lion: the sign of an interpolated momentum."""
+
+    kind: str = "lion"
+    lr: float = attrs.field(default=1e-4, validator=above(0.0))
+    beta1: float = attrs.field(default=0.9, validator=at_least(0.0))
+    weight_decay: float = attrs.field(default=1.0, validator=at_least(0.0))
+
+
+@OPTIMIZERS.register("lion", LionSpec)
+def build_lion(spec, model):
+    raise NotImplementedError("the spec half never builds")
+'''
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch, restore_registries):
+    """A folder on sys.path for plugin modules, each forgotten (with its kinds) after the test."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        if name.startswith("nanogpt_test_"):
+            del sys.modules[name]
+
+
+def write_plugin(folder: Path, name: str, source: str) -> str:
+    (folder / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    return name
+
+
+def test_plugin_makes_its_kind_valid(plugin_dir):
+    """Naming the plugin module makes its kind, with its own fields and bounds, a valid optimizer."""
+    write_plugin(plugin_dir, "nanogpt_test_lion", LION)
+    Path("s.toml").write_text(
+        'name = "l"\nplugins = ["nanogpt_test_lion"]\n[optimizer]\nkind = "lion"\nbeta1 = 0.95\n', encoding="utf-8"
+    )
+    exp, _ = load_spec("s.toml")
+    assert type(exp.optimizer).__name__ == "LionSpec"
+    assert (exp.optimizer.kind, exp.optimizer.beta1, exp.optimizer.lr) == ("lion", 0.95, 1e-4)
+    # show's output names the plugin, so it stands on its own.
+    text = to_toml(exp)
+    assert 'plugins = ["nanogpt_test_lion"]' in text
+    assert loads_spec(text) == exp
+
+
+def test_plugin_kind_is_validated_like_a_builtin(plugin_dir):
+    """A plugin's spec class gets the same type, range and unknown-key checks as built-in kinds."""
+    write_plugin(plugin_dir, "nanogpt_test_lion", LION)
+    Path("s.toml").write_text(
+        'name = "l"\nplugins = ["nanogpt_test_lion"]\n[optimizer]\nkind = "lion"\nlr = 0\nbeta = 0.9\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(SpecError) as e:
+        load_spec("s.toml")
+    assert e.value.report() == (
+        "s.toml: 2 problems\n"
+        "  optimizer.lr: must be > 0.0 (got 0.0)\n"
+        "  optimizer.beta: unknown key (did you mean 'beta1'?)"
+    )
+
+
+def test_without_the_plugin_the_kind_is_unknown(plugin_dir):
+    """The same spec without `plugins` does not know the kind, and lists the kinds it does know."""
+    write_plugin(plugin_dir, "nanogpt_test_lion", LION)
+    with pytest.raises(SpecError) as e:
+        loads_spec('name = "l"\n[optimizer]\nkind = "lion"\n', source="s.toml")
+    assert e.value.report() == "s.toml: 1 problem\n  optimizer.kind: unknown kind 'lion' (known: adamw, sgd)"
+
+
+def test_plugin_that_fails_to_import(plugin_dir):
+    """A plugin that raises on import, or does not exist, is reported at its index in plugins."""
+    write_plugin(plugin_dir, "nanogpt_test_broken", "raise RuntimeError('no GPU here')\n")
+    with pytest.raises(SpecError) as e:
+        loads_spec('name = "b"\nplugins = ["json", "nanogpt_test_broken", "nanogpt_test_absent"]\n', source="s.toml")
+    assert e.value.report() == (
+        "s.toml: 2 problems\n"
+        "  plugins[1]: cannot import 'nanogpt_test_broken': RuntimeError: no GPU here\n"
+        "  plugins[2]: cannot import 'nanogpt_test_absent': ModuleNotFoundError: No module named 'nanogpt_test_absent'"
+    )
+
+
+def test_plugin_names_must_be_module_names():
+    """A plugin entry that is no dotted module name (or no string) is refused, and nothing is imported for it."""
+    with pytest.raises(SpecError) as e:
+        loads_spec('name = "b"\nplugins = ["json", ""]\n', source="s.toml")
+    assert e.value.report() == "s.toml: 1 problem\n  plugins[1]: must be a dotted module name (got '')"
+    with pytest.raises(SpecError) as e:
+        loads_spec('name = "b"\nplugins = ["json", 3]\n', source="s.toml")
+    assert e.value.report() == "s.toml: 1 problem\n  plugins[1]: must be a string (got 3)"
+
+
+def test_schema_lists_a_plugin_kind_while_it_is_loaded(plugin_dir):
+    """The schema is generated from the registry, so a loaded plugin's kind is one of its variants."""
+    write_plugin(plugin_dir, "nanogpt_test_lion", LION)
+    loads_spec('name = "l"\nplugins = ["nanogpt_test_lion"]\n')
+    kinds = [v["properties"]["kind"]["const"] for v in experiment_schema()["properties"]["optimizer"]["oneOf"]]
+    assert kinds == ["adamw", "lion", "sgd"]
+
+
+def test_register_refuses_a_class_whose_kind_disagrees():
+    """A spec class must default `kind` to the name it is registered under, or specs would not round-trip."""
+
+    @attrs.frozen(kw_only=True)
+    class OddSpec(OptimizerSpec):
+        kind: str = "odd"
+        lr: float = 0.1
+
+    registry = Registry("optimizer", OptimizerSpec, "adamw")
+    with pytest.raises(TypeError, match="needs a field `kind: str = 'even'`"):
+        registry.register("even", OddSpec)
+    with pytest.raises(TypeError, match="must be an attrs class"):
+        registry.register("plain", type("Plain", (), {}))
+    registry.register("odd", OddSpec, "somewhere:build_odd")
+    assert registry.kinds() == ["odd"] and registry.spec_class("odd") is OddSpec
+    assert "odd" not in OPTIMIZERS.kinds()
+
+
+def test_registry_imports_first_without_a_cycle():
+    """`import nanogpt.registry` as the very first import works (a plugin or builder may start there)."""
+    for module in ("nanogpt.registry", "nanogpt.spec.convert", "nanogpt.spec.load", "nanogpt.spec.jsonschema"):
+        done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
