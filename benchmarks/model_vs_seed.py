@@ -1,0 +1,144 @@
+"""Our GPT against the seed's (nanoGPT, January 2023) on the same config: one training step each.
+
+A step is forward + backward + AdamW step on the same batch, float32, on CPU by default (the
+forward + backward part is also reported alone: that is the model's own share). The
+variants run interleaved, one step each per round, so a busy machine slows them all alike; the
+figure per variant is the median over the rounds, and the ratios are taken against the seed.
+
+    python benchmarks/model_vs_seed.py                    # quickstart char model + GPT-2-shaped small model
+    python benchmarks/model_vs_seed.py --rounds 30 --compile
+    python benchmarks/model_vs_seed.py --config gpt2small --threads 2
+
+Variants:
+  seed            benchmarks/seed_model.py: manual softmax attention with a mask buffer, the tanh GELU
+                  written out, untied head; torch.optim.AdamW with its defaults
+  ours            nanogpt.model.GPT (SDPA, fused GELU, tied head, padded vocab); the same AdamW
+  ours+fused      ours with AdamW(fused=True), the fused kernel (CPU and CUDA in torch >= 2.4)
+  ours+compile    ours under torch.compile, fused AdamW (with --compile; compile time reported apart)
+  seed+compile    the seed's model under torch.compile, default AdamW (with --compile)
+  ours+fused+bf16 ours+fused under CPU bfloat16 autocast (with --bf16; not float32, for information)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_model import SeedConfig, SeedGPT  # noqa: E402
+
+from nanogpt import scaling  # noqa: E402
+from nanogpt.model import GPT, GPTConfig  # noqa: E402
+
+CONFIGS = {
+    # the quickstart: experiments/shakespeare_char.toml (65 characters is the tiny-Shakespeare alphabet)
+    "quickstart": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, batch_size=12),
+    # GPT-2's shapes scaled down: BPE vocabulary, 6 x 384, block 256
+    "gpt2small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=50257, batch_size=4),
+    # the same at GPT-2's context length, same tokens per step: attention's T x T starts to matter
+    "gpt2small-1024": dict(n_layer=6, n_head=6, n_embd=384, block_size=1024, vocab_size=50257, batch_size=1),
+}
+
+
+def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fused: bool, bf16: bool = False):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=fused or None)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+    def step() -> tuple[float, float]:
+        """(seconds in forward + backward, seconds in the whole step)."""
+        t0 = time.perf_counter()
+        with autocast:
+            _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t1 = time.perf_counter()
+        optimizer.step()
+        loss.item()
+        return t1 - t0, time.perf_counter() - t0
+
+    return step
+
+
+def build_variants(cfg: dict, with_compile: bool, with_bf16: bool) -> tuple[dict, dict]:
+    sizes = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, cfg["vocab_size"], (cfg["batch_size"], cfg["block_size"]), generator=g)
+    y = torch.randint(0, cfg["vocab_size"], (cfg["batch_size"], cfg["block_size"]), generator=g)
+    padded = scaling.padded_vocab(cfg["vocab_size"], 64)
+
+    def ours() -> GPT:
+        torch.manual_seed(0)
+        return GPT(GPTConfig(**sizes, padded_vocab_size=padded))
+
+    def seed() -> SeedGPT:
+        torch.manual_seed(0)
+        return SeedGPT(SeedConfig(**sizes))
+
+    variants = {
+        "seed": make_step(seed(), x, y, fused=False),
+        "ours": make_step(ours(), x, y, fused=False),
+        "ours+fused": make_step(ours(), x, y, fused=True),
+    }
+    if with_bf16:
+        variants["ours+fused+bf16"] = make_step(ours(), x, y, fused=True, bf16=True)
+    compile_s = {}
+    if with_compile:
+        for name, model, fused in (("ours+compile", ours(), True), ("seed+compile", seed(), False)):
+            step = make_step(torch.compile(model), x, y, fused=fused)
+            t0 = time.perf_counter()
+            step()  # the first step compiles
+            compile_s[name] = time.perf_counter() - t0
+            variants[name] = step
+    return variants, compile_s
+
+
+def run(name: str, cfg: dict, rounds: int, warmup: int, with_compile: bool, with_bf16: bool) -> None:
+    variants, compile_s = build_variants(cfg, with_compile, with_bf16)
+    for step in variants.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    model_times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, step in variants.items():  # interleaved: load on the machine hits every variant alike
+            fwdbwd, total = step()
+            times[k].append(total)
+            model_times[k].append(fwdbwd)
+    tokens = cfg["batch_size"] * cfg["block_size"]
+    base = statistics.median(times["seed"])
+    base_model = statistics.median(model_times["seed"])
+    print(f"\n{name}: n_layer={cfg['n_layer']} n_head={cfg['n_head']} n_embd={cfg['n_embd']} "
+          f"block_size={cfg['block_size']} vocab={cfg['vocab_size']} batch={cfg['batch_size']} "
+          f"({tokens} tokens/step), {rounds} rounds, {torch.get_num_threads()} threads")
+    print(f"  {'variant':<16} {'ms/step':>9} {'tokens/s':>10} {'vs seed':>8}   {'fwd+bwd ms':>10} {'vs seed':>8}")
+    for k, ts in times.items():
+        med = statistics.median(ts)
+        med_model = statistics.median(model_times[k])
+        extra = f"  (compile: {compile_s[k]:.1f} s)" if k in compile_s else ""
+        print(f"  {k:<16} {med * 1e3:9.1f} {tokens / med:10.0f} {base / med:7.2f}x   "
+              f"{med_model * 1e3:10.1f} {base_model / med_model:7.2f}x{extra}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
+    p.add_argument("--rounds", type=int, default=20, help="timed steps per variant (interleaved)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd variants")
+    p.add_argument("--bf16", action="store_true", help="also time ours under bfloat16 autocast (not float32: informative)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, float32, CPU")
+    for name in CONFIGS if args.config == "all" else [args.config]:
+        run(name, CONFIGS[name], args.rounds, args.warmup, args.compile, args.bf16)
+
+
+if __name__ == "__main__":
+    main()
