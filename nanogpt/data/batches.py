@@ -1,0 +1,99 @@
+"""Batches of token windows, each a pure function of (seed, iteration, micro-step).
+
+One optimizer step (an iteration) consumes `grad_accum` micro-batches of `batch_size` windows,
+numbered 0..grad_accum-1 across the whole job. Micro-batch m of iteration i is drawn from a
+generator seeded with (seed, i, m), whatever process computes it, so:
+
+- a resumed run sees exactly the batches an uninterrupted one would (no loader state to save);
+- N processes see the same global batches as one: rank r takes a contiguous share of the
+  micro-batch numbers (world-size invariance by construction, not by bookkeeping).
+
+Evaluation batches are fixed the same way, from (seed, split, k): every evaluation of every run
+with the same seed scores the same windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from nanogpt.dist import DistEnv
+from nanogpt.errors import DataError
+from nanogpt.spec.tables import TokensSpec
+
+_TRAIN, _EVAL = 0, 1
+SPLITS = ("train", "val")
+
+
+class TokenBatches:
+    """Train and eval batches of one prepared dataset, for one process of the job."""
+
+    def __init__(self, dataset: Any, *, seed: int, batch_size: int, block_size: int, env: DistEnv):
+        self.dataset = dataset
+        self.seed = seed
+        self.batch_size = batch_size
+        self.block_size = block_size
+        self.env = env
+        self.arrays = {"train": dataset.train, "val": dataset.val}
+        for split, arr in self.arrays.items():
+            if len(arr) < block_size + 1:
+                raise DataError(
+                    f"{split}.bin of dataset {dataset.dir} holds {len(arr)} tokens; "
+                    f"a block_size of {block_size} needs at least {block_size + 1}"
+                )
+        self._pin = env.device_type == "cuda"
+        self._window = np.arange(block_size + 1)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.dataset.vocab_size
+
+    def micro_steps(self, grad_accum: int) -> range:
+        """The global micro-batch numbers this rank computes in every iteration."""
+        per_rank = grad_accum // self.env.world_size
+        return range(self.env.rank * per_rank, (self.env.rank + 1) * per_rank)
+
+    def batch(self, split: str, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets, (B, T) each, for the windows a seeded generator picks; on the CPU."""
+        data = self.arrays[split]
+        rng = np.random.default_rng([self.seed, *key])
+        starts = rng.integers(0, len(data) - self.block_size, size=self.batch_size)
+        tokens = torch.from_numpy(data[starts[:, None] + self._window].astype(np.int64))  # (B, T+1)
+        if self._pin:
+            tokens = tokens.pin_memory()
+        return tokens[:, :-1], tokens[:, 1:]
+
+    def to_device(self, xy: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = xy
+        return x.to(self.env.device, non_blocking=True), y.to(self.env.device, non_blocking=True)
+
+    def train_batches(self, iteration: int, grad_accum: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's micro-batches of one iteration, each copied to the device one step ahead."""
+        keys = [(_TRAIN, iteration, m) for m in self.micro_steps(grad_accum)]
+        pending = self.to_device(self.batch("train", keys[0]))
+        for nxt in keys[1:]:
+            # start the next host-to-device copy before the caller computes on this one
+            current, pending = pending, self.to_device(self.batch("train", nxt))
+            yield current
+        yield pending
+
+    def eval_keys(self, split: str, eval_iters: int) -> list[tuple[int, ...]]:
+        """This rank's share of the fixed evaluation batches of a split."""
+        s = SPLITS.index(split)
+        return [(_EVAL, s, k) for k in range(eval_iters) if k % self.env.world_size == self.env.rank]
+
+
+def build_tokens(spec: TokensSpec, *, env: DistEnv, seed: int, batch_size: int, block_size: int) -> TokenBatches:
+    """Prepare the dataset if it is missing or stale (rank 0 only), then open it on every rank."""
+    from nanogpt.data.files import ensure_prepared, open_dataset
+
+    if env.is_main:
+        dataset = ensure_prepared(spec)
+    if env.distributed:
+        env.any_rank(False)  # a barrier on the control group: rank 0 has finished preparing
+    if not env.is_main:
+        dataset = open_dataset(spec)
+    return TokenBatches(dataset, seed=seed, batch_size=batch_size, block_size=block_size, env=env)

@@ -1,0 +1,122 @@
+"""The process's place in a (possibly distributed) job, read once from the environment.
+
+torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous variables; a plain `python -m
+nanogpt.run` has none of them and is a world of one. Everything else in the product asks a
+`DistEnv` instead of reading the environment itself.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import attrs
+import torch
+import torch.distributed as dist
+
+from nanogpt.spec.tables import SystemSpec
+
+
+@attrs.frozen
+class DistEnv:
+    """Rank, world size, device and precision of this process."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    dtype: torch.dtype
+    """Autocast precision (float32 means no autocast)."""
+    control: Any = None
+    """A gloo process group for small control messages (stop flags) that must not touch the GPU stream."""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def device_type(self) -> str:
+        return self.device.type
+
+    @classmethod
+    def from_env(cls, system: SystemSpec, environ: dict[str, str] | None = None) -> DistEnv:
+        """Read torchrun's variables, pick the device and dtype, and join the process group."""
+        env = os.environ if environ is None else environ
+        world_size = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+        local_rank = int(env.get("LOCAL_RANK", "0"))
+        device = pick_device(system.device, local_rank if world_size > 1 else None)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        control = None
+        if world_size > 1 and not dist.is_initialized():
+            backend = system.backend if system.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group(
+                backend=backend,
+                device_id=device if backend == "nccl" else None,
+                timeout=datetime.timedelta(minutes=30),
+            )
+        if world_size > 1:
+            control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+        return cls(rank, local_rank, world_size, device, pick_dtype(system.dtype, device), control)
+
+    # -------------------------------------------------------------------- collectives
+
+    def any_rank(self, flag: bool) -> bool:
+        """True if `flag` is true on any rank (over the control group, never syncing the GPU)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
+        return bool(t.item())
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.control)
+        return box[0]
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of a tensor over ranks (in place on the tensor's device)."""
+        if self.distributed:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def close(self, barrier: bool = True) -> None:
+        """Leave the process group; with `barrier`, only once every rank is done with it."""
+        if self.distributed and dist.is_initialized():
+            if barrier:
+                self.any_rank(False)
+            dist.destroy_process_group()
+
+
+def pick_device(name: str, local_rank: int | None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None:
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from nanogpt.errors import InputError
+
+        raise InputError(f"system.device is {name!r} but this machine has no CUDA device (use \"auto\" or \"cpu\")")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        from nanogpt.errors import InputError
+
+        raise InputError("system.device is 'mps' but MPS is not available here")
+    return device
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32  # CPU autocast to bf16 is slower than fp32 on most CPUs
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]

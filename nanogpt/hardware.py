@@ -1,0 +1,85 @@
+"""The peak FLOP/s that MFU is measured against.
+
+On a known GPU, the vendor's dense (no sparsity) tensor-core peak at the run's precision. On a
+CPU there is no such table worth trusting, so the peak is measured: the best float32 matmul
+throughput of this process over a few large multiplies (so CPU MFU reads as "share of what this
+CPU's matmul can do", not of a datasheet figure). `system.peak_tflops` overrides both.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import attrs
+import torch
+
+# Dense TFLOP/s by (name fragment, precision); first match wins, so specific names come first.
+# bf16/fp16 are tensor-core figures; float32 assumes TF32 tensor cores where the GPU has them.
+GPU_PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
+    ("H200", {"bfloat16": 989.0, "float16": 989.0, "float32": 494.5}),
+    ("H100 PCIe", {"bfloat16": 756.0, "float16": 756.0, "float32": 378.0}),
+    ("H100", {"bfloat16": 989.0, "float16": 989.0, "float32": 494.5}),  # SXM
+    ("H800", {"bfloat16": 989.0, "float16": 989.0, "float32": 494.5}),
+    ("GH200", {"bfloat16": 989.0, "float16": 989.0, "float32": 494.5}),
+    ("B200", {"bfloat16": 2250.0, "float16": 2250.0, "float32": 1100.0}),
+    ("A100", {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0}),
+    ("A800", {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0}),
+    ("A10G", {"bfloat16": 70.0, "float16": 70.0, "float32": 35.0}),
+    ("A10", {"bfloat16": 125.0, "float16": 125.0, "float32": 62.5}),
+    ("L40S", {"bfloat16": 362.0, "float16": 362.0, "float32": 183.0}),
+    ("L4", {"bfloat16": 121.0, "float16": 121.0, "float32": 60.0}),
+    ("RTX 4090", {"bfloat16": 165.2, "float16": 165.2, "float32": 82.6}),
+    ("RTX 3090", {"bfloat16": 71.0, "float16": 71.0, "float32": 35.6}),
+    ("V100", {"float16": 125.0, "float32": 15.7}),
+    ("T4", {"float16": 65.0, "float32": 8.1}),
+]
+
+
+@attrs.frozen
+class Peak:
+    """Peak FLOP/s of one device at one precision, and where the figure comes from."""
+
+    tflops: float | None
+    source: str
+    """"spec" (system.peak_tflops), "table:<name>", "measured" (CPU), or "unknown"."""
+
+    @property
+    def flops(self) -> float | None:
+        return None if self.tflops is None else self.tflops * 1e12
+
+
+def peak_for(device: torch.device, dtype: torch.dtype, override_tflops: float | None = None) -> Peak:
+    if override_tflops is not None:
+        return Peak(override_tflops, "spec")
+    precision = {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "float32")
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for fragment, peaks in GPU_PEAK_TFLOPS:
+            if fragment in name and precision in peaks:
+                return Peak(peaks[precision], f"table:{fragment}")
+        return Peak(None, "unknown")
+    if device.type == "cpu":
+        return Peak(measured_cpu_tflops(), "measured")
+    return Peak(None, "unknown")
+
+
+@functools.cache
+def measured_cpu_tflops(n: int = 512, repeats: int = 8) -> float:
+    """Best float32 matmul throughput of this process's threads, in TFLOP/s (about 0.2 s)."""
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    torch.mm(a, b)  # warm up the kernels and caches
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e12
+
+
+def mfu(flops_per_token: float, tokens_per_sec: float, peak: Peak, world_size: int) -> float | None:
+    """Model FLOPs utilisation: achieved model FLOP/s over the peak of all devices of the job."""
+    if peak.flops is None or tokens_per_sec <= 0:
+        return None
+    return flops_per_token * tokens_per_sec / (peak.flops * world_size)

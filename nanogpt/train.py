@@ -1,0 +1,598 @@
+"""The runner: a validated spec in, a complete run directory out.
+
+`run()` reads top to bottom: the process's place in the job, the data, the model, the optimizer
+and the schedule (each built from its own table), then the run directory and the loop. The loop
+evaluates on fixed batches, logs without syncing the device on other steps, checkpoints at
+evaluations, and stops cleanly on SIGINT/SIGTERM (checkpoint, `interrupted`, exit 130) or on a
+non-finite loss (`failed`, the last good checkpoint kept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nanogpt import checkpoint as ckpt
+from nanogpt.dist import DistEnv
+from nanogpt.errors import InputError, NanoGPTError
+from nanogpt.fileio import atomic_open, atomic_write_text, sha256_file
+from nanogpt.hardware import Peak, mfu, peak_for
+from nanogpt.manifest import METRICS, RunDir, device_name, env_info, now_iso, read_manifest
+from nanogpt.registry import DATA, MODELS, OPTIMIZERS, SCHEDULES
+from nanogpt.spec import Experiment, SpecOrigin, resolved, spec_sha256, to_toml
+from nanogpt.tracking import build_tracker, flat_hparams, markdown_code
+
+EXIT_INTERRUPTED = 130
+
+
+class NonFiniteLoss(NanoGPTError):
+    pass
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _lost_peer(e: BaseException) -> bool:
+    """Whether an exception is a collective giving up because another process went away."""
+    if isinstance(e, torch.distributed.DistError):
+        return True
+    text = str(e)
+    return any(s in text for s in ("Connection closed by peer", "Connection reset", "remote worker", "NCCL"))
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+# -------------------------------------------------------------------------------- the run
+
+
+def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None) -> int:
+    """Train (or evaluate) what the spec says; returns the process exit status."""
+    env = DistEnv.from_env(exp.system)
+    configure_backends(exp, env)
+    torch.manual_seed(exp.seed)  # the same initial weights on every rank
+    try:
+        data = DATA.build(exp.data, env=env, seed=exp.seed, batch_size=exp.train.batch_size, block_size=exp.model.block_size)
+        model = MODELS.build(exp.model, vocab_size=data.vocab_size).to(env.device)
+        optimizer = OPTIMIZERS.build(exp.optimizer, model=model)
+        lr_at = SCHEDULES.build(exp.schedule, lr=exp.optimizer.lr)
+        check_world_size(exp, env)
+        resume_dir = resume_dir or find_auto_resume(exp, env)
+        run_dir = open_run(exp, origin, env, data, model, resume_dir)
+    except BaseException:
+        env.close(barrier=False)
+        raise
+    trainer = Trainer(exp, env, data, model, optimizer, lr_at, run_dir)
+    status = 1
+    try:
+        status = trainer.train()
+        return status
+    finally:
+        # a rank that failed must not wait for the others: they may be waiting for it
+        env.close(barrier=status == 0)
+
+
+def configure_backends(exp: Experiment, env: DistEnv) -> None:
+    if env.device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = exp.system.tf32
+        torch.backends.cudnn.allow_tf32 = exp.system.tf32
+    if exp.system.deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; it is read when CUDA starts its handles
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def check_world_size(exp: Experiment, env: DistEnv) -> None:
+    if exp.train.grad_accum % env.world_size:
+        raise InputError(
+            f"train.grad_accum ({exp.train.grad_accum}) must be divisible by the number of processes "
+            f"({env.world_size}): it counts micro-batches over all of them, so that the global batch "
+            "is the same on any number of processes"
+        )
+
+
+def find_auto_resume(exp: Experiment, env: DistEnv) -> Path | None:
+    """Under torchrun --max-restarts, the run this job started before it was restarted."""
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if not exp.train.auto_resume or not job or restarts == 0:
+        return None
+    found = None
+    if env.is_main:
+        for manifest_path in sorted((Path(exp.logging.out_dir) / exp.name).glob("*/manifest.json")):
+            try:
+                manifest = read_manifest(manifest_path)
+            except InputError:
+                continue
+            if (manifest.get("launcher") or {}).get("torchelastic_run_id") == job:
+                found = str(manifest_path.parent)
+    found = env.broadcast_object(found)
+    return Path(found) if found else None
+
+
+def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Any, model: Any, resume_dir: Path | None) -> RunDir | Path:
+    """Rank 0 creates (or reopens) the run directory; the others learn its path."""
+    run: RunDir | None = None
+    if env.is_main:
+        if resume_dir is None:
+            run = RunDir.create(exp, origin, record_sections(exp, env, data, model))
+        else:
+            run = RunDir.open(resume_dir)
+            run.manifest.update(record_sections(exp, env, data, model))
+            run.manifest["spec"] = resolved(exp)
+            run.manifest["spec_sha256"] = spec_sha256(exp)
+            run.manifest.setdefault("resumes", []).append(
+                {"at": now_iso(), "overrides": list(origin.overrides), "command": " ".join(sys.argv)}
+            )
+            run.manifest["status"] = "running"
+            run.manifest["finished_at"] = None
+            run.manifest["error"] = None
+            atomic_write_text(run.path / "spec.toml", to_toml(exp))
+    path = env.broadcast_object(str(run.path) if run else None)
+    return run if run is not None else Path(path)
+
+
+def record_sections(exp: Experiment, env: DistEnv, data: Any, model: Any) -> dict[str, Any]:
+    peak = peak_for(env.device, env.dtype, exp.system.peak_tflops)
+    return {
+        "env": env_info(),
+        "hardware": {
+            "device": str(env.device),
+            "device_name": device_name(env.device),
+            "device_count": torch.cuda.device_count() if env.device_type == "cuda" else 1,
+            "world_size": env.world_size,
+            "dtype": str(env.dtype).removeprefix("torch."),
+            "peak_tflops": peak.tflops,
+            "peak_tflops_source": peak.source,
+            "deterministic": {
+                "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+                "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            },
+        },
+        "launcher": {
+            "torchelastic_run_id": os.environ.get("TORCHELASTIC_RUN_ID"),
+            "restart_count": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+        },
+        "data": data.dataset.record(),
+        "model": {
+            "params": model.num_params(),
+            "flops_per_token": model.flops_per_token(),
+            "vocab_size": data.vocab_size,
+        },
+    }
+
+
+# ------------------------------------------------------------------------------- the step
+
+
+class TrainStep:
+    """One optimizer step, and the loss estimate, exactly as the runner and `bench` both run them."""
+
+    def __init__(self, exp: Experiment, env: DistEnv, data: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_at: Any):
+        self.env, self.data, self.optimizer, self.lr_at = env, data, optimizer, lr_at
+        self.seed = exp.seed
+        self.grad_accum = exp.train.grad_accum
+        self.grad_clip = float(getattr(exp.optimizer, "grad_clip", 0.0))
+        self.raw_model = model
+        self.autocast = (
+            torch.autocast(device_type=env.device_type, dtype=env.dtype)
+            if env.dtype != torch.float32
+            else contextlib.nullcontext()
+        )
+        self.scaler = torch.amp.GradScaler(env.device_type, enabled=env.dtype == torch.float16)
+        self.model = model
+        if exp.system.compile:
+            self.model = torch.compile(self.model)
+        if env.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(self.model, device_ids=[env.device.index] if env.device_type == "cuda" else None)
+        self.micro = data.micro_steps(self.grad_accum)
+
+    def __call__(self, it: int, want_norm: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Iteration `it` over this rank's share of its global batch: (summed loss, grad norm, lr)."""
+        lr = self.lr_at(it)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        # dropout's randomness, like the batches, is a function of (seed, iteration, rank): a
+        # resumed run draws the same masks without any RNG state to restore
+        torch.manual_seed(hash((self.seed, it, self.env.rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+        # each rank's share is averaged over its micro-batches; DDP's average over ranks then
+        # makes the gradient the mean over all grad_accum micro-batches of the job
+        scale = 1.0 / len(self.micro)
+        loss_sum = torch.zeros((), device=self.env.device)
+        for i, (x, y) in enumerate(self.data.train_batches(it, self.grad_accum)):
+            last = i == len(self.micro) - 1
+            # gradients are all-reduced once per step, on the last micro-batch, not on each
+            sync = contextlib.nullcontext() if last or not self.env.distributed else self.model.no_sync()
+            with sync:
+                with self.autocast:
+                    _, loss = self.model(x, y)
+                loss_sum += loss.detach()
+                self.scaler.scale(loss * scale).backward()
+        grad_norm = None
+        if self.grad_clip > 0 or want_norm:
+            self.scaler.unscale_(self.optimizer)
+            clip = self.grad_clip if self.grad_clip > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, grad_norm, lr
+
+    @torch.no_grad()
+    def estimate_loss(self, eval_iters: int) -> dict[str, float]:
+        """Mean loss over the fixed evaluation batches of each split (the same on any number of ranks)."""
+        self.model.eval()
+        out = {}
+        for split in ("train", "val"):
+            total = torch.zeros((), device=self.env.device)
+            for key in self.data.eval_keys(split, eval_iters):
+                x, y = self.data.to_device(self.data.batch(split, key))
+                with self.autocast:
+                    _, loss = self.model(x, y)
+                total += loss.float()
+            out[split] = (self.env.sum(total) / eval_iters).item()
+        self.model.train()
+        return out
+
+
+# ------------------------------------------------------------------------------- the loop
+
+
+class Trainer:
+    """The loop around `TrainStep`: evaluation, logging, checkpoints, the manifest, signals."""
+
+    def __init__(self, exp: Experiment, env: DistEnv, data: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_at: Any, run: RunDir | Path):
+        self.exp, self.env, self.data, self.optimizer = exp, env, data, optimizer
+        self.raw_model = model
+        self.run = run if isinstance(run, RunDir) else None  # only rank 0 holds the record
+        self.run_path = run.path if isinstance(run, RunDir) else run
+        self.train_cfg = exp.train
+        self.tokens_per_iter = exp.tokens_per_iter
+        self.peak: Peak = peak_for(env.device, env.dtype, exp.system.peak_tflops)
+        self.flops_per_token = model.flops_per_token()
+        self.iter = 0
+        self.best_val_loss = math.inf
+        self.metrics: dict[str, Any] = {}
+        self.wall_before = 0.0  # wall seconds of earlier sessions of this run
+        self.stop_signal: int | None = None
+        scaler_state = self._resume_from_checkpoint()  # before wrapping: DDP starts from these weights
+        self.step = TrainStep(exp, env, data, model, optimizer, lr_at)
+        if scaler_state:
+            self.step.scaler.load_state_dict(scaler_state)
+        self.tracker = build_tracker(self.run_path, enabled=exp.logging.tensorboard, is_main=env.is_main, purge_step=self.iter or None)
+
+    # ------------------------------------------------------------------ resume
+
+    def _resume_from_checkpoint(self) -> dict[str, Any] | None:
+        """Load the run's latest checkpoint, if it has one; returns the gradient scaler's state."""
+        latest = None
+        if self.env.is_main:
+            ckpt.remove_torn_files(self.run_path)
+        if (self.run_path / ckpt.CHECKPOINT_DIR).is_dir():
+            with contextlib.suppress(InputError):
+                latest = ckpt.checkpoint_for(self.run_path, "latest")
+        if latest is None:
+            self._truncate_metrics(0)
+            return None
+        state = ckpt.load_checkpoint(latest, map_location=self.env.device)
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iter = int(state["iter"])
+        self.best_val_loss = float(state["best_val_loss"])
+        self.wall_before = float(state.get("wall_seconds", 0.0))
+        self.metrics = dict(state.get("metrics") or {})
+        self._truncate_metrics(self.iter)
+        self._say(f"resuming {self.run_path} from {latest.name} (iteration {self.iter})")
+        return state.get("scaler")
+
+    def _truncate_metrics(self, before_iter: int) -> None:
+        """Drop metric lines logged after the checkpoint: the resumed run logs them again."""
+        if not self.env.is_main:
+            return
+        path = self.run_path / METRICS
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["iter"] < before_iter:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+        with atomic_open(path, "w") as f:
+            f.writelines(kept)
+
+    # -------------------------------------------------------------------- loop
+
+    def train(self) -> int:
+        cfg = self.train_cfg
+        previous_handlers = self._install_signal_handlers()
+        self._announce()
+        self._log_spec()
+        self.session_start = time.perf_counter()
+        try:
+            # the first iteration whose loss was not finite, tracked on the device (no sync per step)
+            first_bad = torch.full((), -1, dtype=torch.long, device=self.env.device)
+            t_log, iters_since_log = time.perf_counter(), 0
+            while True:
+                it = self.iter
+                if cfg.eval_only or it % cfg.eval_interval == 0 or it == cfg.max_iters:
+                    self._evaluate_and_checkpoint(it)
+                    t_log = time.perf_counter()  # evaluation time is not training throughput
+                    iters_since_log = 0
+                if cfg.eval_only or it >= cfg.max_iters:
+                    break
+                if self.env.any_rank(self.stop_signal is not None):
+                    raise Interrupted
+                log_now = it % cfg.log_interval == 0 or it == cfg.max_iters - 1
+                loss_sum, grad_norm, lr = self.step(it, want_norm=log_now)
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss_sum), it, first_bad)
+                self.iter = it + 1
+                iters_since_log += 1
+                if log_now:
+                    self._log_train(it, loss_sum, grad_norm, lr, first_bad, t_log, iters_since_log)
+                    t_log, iters_since_log = time.perf_counter(), 0
+            self._finish("completed")
+            return 0
+        except Interrupted:
+            self._save_checkpoint(self.iter, val_loss=None)
+            self._finish("interrupted")
+            self._say(
+                f"interrupted at iteration {self.iter}; checkpoint saved. Resume with: "
+                f"nanogpt run --resume {self.run_path}"
+            )
+            return EXIT_INTERRUPTED
+        except NonFiniteLoss as e:
+            self._finish("failed", str(e))
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            # a second Ctrl-C during the checkpoint: give up saving, but record it
+            self._finish("interrupted", "stopped before a checkpoint could be saved")
+            return EXIT_INTERRUPTED
+        except BaseException as e:
+            message = f"rank {self.env.rank}: {type(e).__name__}: {e}" if self.env.distributed else f"{type(e).__name__}: {e}"
+            self._record_failure(message.strip(), lost_peer=self.env.distributed and _lost_peer(e))
+            if isinstance(e, NanoGPTError):
+                print(f"error: {e}", file=sys.stderr)
+                return e.exit_code
+            traceback.print_exc()
+            return 1
+        finally:
+            self.tracker.close()
+            for signum, previous in previous_handlers.items():
+                signal.signal(signum, previous)
+
+    def _evaluate_and_checkpoint(self, it: int) -> None:
+        losses = self.step.estimate_loss(self.train_cfg.eval_iters)
+        train_loss, val_loss = losses["train"], losses["val"]
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise NonFiniteLoss(
+                f"the evaluation loss is not finite at iteration {it} (train {train_loss}, val {val_loss}); "
+                "the run stopped and its last good checkpoint is kept"
+            )
+        improved = val_loss < self.best_val_loss
+        self.best_val_loss = min(self.best_val_loss, val_loss)
+        self.metrics.update(
+            train_loss=train_loss,
+            val_loss=val_loss,
+            best_val_loss=self.best_val_loss,
+            train_perplexity=math.exp(min(train_loss, 700)),
+            val_perplexity=math.exp(min(val_loss, 700)),
+        )
+        self._say(f"step {it}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
+        self.tracker.scalars(
+            it,
+            {
+                "loss/train": train_loss,
+                "loss/val": val_loss,
+                "perplexity/train": self.metrics["train_perplexity"],
+                "perplexity/val": self.metrics["val_perplexity"],
+            },
+        )
+        self._append_metrics({"iter": it, "kind": "eval", "train_loss": train_loss, "val_loss": val_loss})
+        self._log_samples(it)
+        if it > 0 and not self.train_cfg.eval_only:
+            self._save_checkpoint(it, val_loss=val_loss, best=improved)
+        self._update_manifest(it)
+
+    def _log_samples(self, it: int) -> None:
+        n = self.exp.logging.samples
+        tokenizer = getattr(self.data.dataset, "tokenizer", None)
+        if not self.env.is_main or n == 0 or tokenizer is None or not self.exp.logging.tensorboard:
+            return
+        from nanogpt.sample import generate_texts
+
+        texts = generate_texts(
+            self.raw_model, tokenizer, start=None, num_samples=n, max_new_tokens=self.exp.logging.sample_tokens,
+            seed=self.exp.seed + it, device=self.env.device, autocast=self.step.autocast,
+        )
+        self.last_samples = texts
+        self.tracker.text("samples", "\n\n---\n\n".join(markdown_code(t) for t in texts), step=it)
+
+    # -------------------------------------------------------------- logging
+
+    def _log_train(self, it: int, loss_sum: torch.Tensor, grad_norm: torch.Tensor | None, lr: float, first_bad: torch.Tensor, t_log: float, iters: int) -> None:
+        # the one host sync of a logging step: the loss of the global batch, summed over ranks
+        loss_sum = self.env.sum(loss_sum.float().clone())
+        loss = loss_sum.item() / self.train_cfg.grad_accum
+        # a NaN on one rank reaches every rank through the gradient all-reduce, so each rank
+        # stops at the same logging step
+        bad_at = int(first_bad.item())
+        if bad_at >= 0 or not math.isfinite(loss):
+            bad_at = bad_at if bad_at >= 0 else it
+            raise NonFiniteLoss(
+                f"the training loss is not finite at iteration {bad_at}; the run stopped and its last "
+                "good checkpoint is kept (try a lower optimizer.lr or optimizer.grad_clip)"
+            )
+        dt = time.perf_counter() - t_log
+        tokens_per_sec = self.tokens_per_iter * iters / dt if dt > 0 else 0.0
+        util = mfu(self.flops_per_token, tokens_per_sec, self.peak, self.env.world_size)
+        norm = grad_norm.item() if grad_norm is not None else None
+        self.metrics.update(tokens_per_sec=tokens_per_sec, mfu=util, last_train_step_loss=loss)
+        self.tracker.scalars(
+            it,
+            {"loss/train_step": loss, "lr": lr, "grad_norm": norm, "tokens_per_sec": tokens_per_sec, "mfu": util},
+        )
+        self._append_metrics(
+            {"iter": it, "kind": "train", "loss": loss, "lr": lr, "grad_norm": norm,
+             "tokens_per_sec": tokens_per_sec, "mfu": util, "ms_per_iter": dt / iters * 1000}
+        )
+        mfu_text = f", mfu {util * 100:.1f}%" if util is not None else ""
+        self._say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt / iters * 1000:.1f} ms/iter, {tokens_per_sec:,.0f} tok/s{mfu_text}")
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        if self.env.is_main:
+            with open(self.run_path / METRICS, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _say(self, text: str) -> None:
+        if self.env.is_main:
+            print(text, flush=True)
+
+    def _log_spec(self) -> None:
+        """The resolved spec, and where each value came from, as TensorBoard text (once per run)."""
+        if self.run is None or self.iter > 0:
+            return
+        self.tracker.text("spec", markdown_code(to_toml(self.exp)))
+        provenance = self.run.manifest.get("provenance") or {}
+        changed = [f"{path}: {source}" for path, source in provenance.items() if source != "default"]
+        self.tracker.text("spec/provenance", markdown_code("\n".join(changed) or "(every value is a default)"))
+
+    def _announce(self) -> None:
+        exp, env = self.exp, self.env
+        rec = self.run.manifest if self.run else {}
+        data = rec.get("data", {})
+        model = rec.get("model", {})
+        self._say(f"run: {exp.name} -> {self.run_path}")
+        if data:
+            self._say(
+                f"data: {exp.data.dataset if hasattr(exp.data, 'dataset') else exp.data.kind}: "
+                f"{data['train']['tokens']:,} train / {data['val']['tokens']:,} val tokens "
+                f"({data.get('tokenizer')}, vocab {data.get('vocab_size')})"
+            )
+        if model:
+            self._say(f"model: {model['params'] / 1e6:.2f}M parameters, {model['flops_per_token'] / 1e6:.1f} MFLOPs/token")
+        self._say(
+            f"device: {env.device} ({str(env.dtype).removeprefix('torch.')}), {env.world_size} process(es), "
+            f"{self.tokens_per_iter:,} tokens/iter, compile {'on' if exp.system.compile else 'off'}"
+        )
+
+    # ---------------------------------------------------------- checkpoints
+
+    def _save_checkpoint(self, it: int, val_loss: float | None, best: bool = False) -> None:
+        if not self.env.is_main or self.run is None:
+            return
+        state = {
+            "format": ckpt.FORMAT,
+            "model": self.raw_model.state_dict(),
+            "model_arch": self.raw_model.arch(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.step.scaler.state_dict() if self.step.scaler.is_enabled() else None,
+            "iter": it,
+            "best_val_loss": self.best_val_loss,
+            "val_loss": val_loss,
+            "spec_sha256": self.run.manifest["spec_sha256"],
+            "spec": self.run.manifest["spec"],
+            "metrics": dict(self.metrics),
+            "wall_seconds": self.wall_before + time.perf_counter() - self.session_start,
+            "rng": {"torch": torch.get_rng_state()},
+        }
+        path = ckpt.save_checkpoint(self.run_path, it, state)
+        entries = [e for e in self.run.manifest["checkpoints"] if e["step"] != it]
+        entries.append({"path": str(path.relative_to(self.run_path)), "step": it, "sha256": sha256_file(path), "val_loss": val_loss})
+        self.run.manifest["checkpoints"] = ckpt.prune(self.run_path, entries, keep=self.train_cfg.keep_checkpoints)
+        self.run.save()
+
+    # --------------------------------------------------------------- endings
+
+    def _update_manifest(self, it: int) -> None:
+        if self.run is None:
+            return
+        wall = self.wall_before + time.perf_counter() - self.session_start
+        self.run.manifest["metrics"] = {
+            "iter": it,
+            "tokens_seen": it * self.tokens_per_iter,
+            "train_loss": self.metrics.get("train_loss"),
+            "val_loss": self.metrics.get("val_loss"),
+            "best_val_loss": self.metrics.get("best_val_loss"),
+            "train_perplexity": self.metrics.get("train_perplexity"),
+            "val_perplexity": self.metrics.get("val_perplexity"),
+            "tokens_per_sec": self.metrics.get("tokens_per_sec"),
+            "mfu": self.metrics.get("mfu"),
+            "wall_seconds": wall,
+        }
+        self.run.save()
+
+    def _finish(self, status: str, error: str | None = None) -> None:
+        self._update_manifest(self.iter)
+        if self.run is None:
+            return
+        self.tracker.hparams(
+            flat_hparams(self.run.manifest["spec"]),
+            {"loss/val": self.metrics.get("val_loss"), "loss/train": self.metrics.get("train_loss")},
+        )
+        self.run.finish(status, error)
+        if status == "completed":
+            self._say(
+                f"done: {self.iter} iterations, best val loss {self.best_val_loss:.4f}\n"
+                f"run dir: {self.run_path}\n"
+                f"watch:   tensorboard --logdir {self.exp.logging.out_dir}"
+            )
+            samples = getattr(self, "last_samples", None)
+            if samples:
+                self._say("sample:\n" + samples[0])
+
+    def _record_failure(self, message: str, lost_peer: bool) -> None:
+        if self.run is not None:
+            if lost_peer:
+                # rank 0 failed only because another rank did (its collective lost a peer): give
+                # that rank a moment to record its own error, and report that one first
+                root_cause = self._peer_failure(wait_seconds=5.0)
+                if root_cause:
+                    message = f"{root_cause} (then {message})"
+            with contextlib.suppress(Exception):
+                self._update_manifest(self.iter)
+            with contextlib.suppress(Exception):
+                self.run.finish("failed", message)
+        elif self.env.distributed:
+            # a rank other than 0 records its own failure: rank 0 may be stuck waiting for it
+            with contextlib.suppress(Exception):
+                RunDir.open(self.run_path).finish("failed", message)
+
+    def _peer_failure(self, wait_seconds: float) -> str | None:
+        deadline = time.time() + wait_seconds
+        while True:
+            with contextlib.suppress(InputError):
+                on_disk = read_manifest(self.run_path / "manifest.json")
+                error = on_disk.get("error") or ""
+                if on_disk.get("status") == "failed" and error.startswith("rank ") and not error.startswith("rank 0:"):
+                    return error
+            if time.time() > deadline:
+                return None
+            time.sleep(0.1)
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            self._say(f"\n{signal.Signals(signum).name} received: stopping after this iteration to save a checkpoint")
+
+        return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}

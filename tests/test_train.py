@@ -1,0 +1,204 @@
+"""The runner end to end on tiny specs: the run dir, the manifest, TensorBoard, repeatability, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanogpt.cli import main
+from tests.tinyrun import env_with_plugins, final_weights, losses, nanogpt, only_run_dir, same_weights, tiny_spec
+
+MANIFEST_KEYS = {
+    "schema_version", "name", "run_id", "status", "spec", "spec_sha256", "overrides", "command",
+    "created_at", "finished_at", "git", "env", "hardware", "data", "model", "metrics", "checkpoints",
+}
+
+
+@pytest.fixture(scope="module")
+def completed_run(tmp_path_factory) -> Path:
+    """One tiny run shared by the tests that only read what a completed run leaves."""
+    tmp = tmp_path_factory.mktemp("completed")
+    assert main(["run", str(tiny_spec(tmp))]) == 0
+    return only_run_dir(tmp / "runs")
+
+
+def test_run_dir_layout(completed_run: Path):
+    """A completed run leaves its manifest, resolved spec, metrics, event files and checkpoints."""
+    names = {p.name for p in completed_run.iterdir()}
+    assert {"manifest.json", "spec.toml", "metrics.jsonl", "checkpoints"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert list((completed_run / "checkpoints").glob("ckpt-*.pt"))
+
+
+def test_manifest_has_every_key(completed_run: Path):
+    """manifest.json carries every key PRODUCT.md names, filled in for a completed run."""
+    m = json.loads((completed_run / "manifest.json").read_text())
+    assert MANIFEST_KEYS <= m.keys()
+    assert m["status"] == "completed" and m["error"] is None and m["finished_at"]
+    assert set(m["git"]) >= {"commit", "dirty", "diff_sha256"}
+    assert set(m["env"]) >= {"python", "torch", "cuda", "platform", "hostname", "packages"}
+    assert set(m["hardware"]) >= {"device", "device_name", "world_size"} and m["hardware"]["world_size"] == 1
+    for split in ("train", "val"):
+        assert set(m["data"][split]) >= {"path", "tokens", "sha256"} and m["data"][split]["tokens"] > 0
+    assert m["data"]["tokenizer"] == "char" and m["data"]["vocab_size"] > 10
+    assert m["model"]["params"] > 0 and m["model"]["flops_per_token"] > 0
+    metrics = m["metrics"]
+    assert metrics["iter"] == 40 and metrics["tokens_seen"] == 40 * 4 * 2 * 32
+    for key in ("train_loss", "val_loss", "best_val_loss", "tokens_per_sec", "wall_seconds"):
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
+    assert "mfu" in metrics
+    for entry in m["checkpoints"]:
+        assert (completed_run / entry["path"]).is_file() and len(entry["sha256"]) == 64
+        assert isinstance(entry["step"], int)
+    assert m["spec"]["name"] == "tiny" and len(m["spec_sha256"]) == 64
+
+
+def test_spec_toml_repeats_the_run(completed_run: Path):
+    """spec.toml is self-contained and is exactly what `show` prints for it."""
+    text = (completed_run / "spec.toml").read_text()
+    assert "extends" not in text
+    from nanogpt.spec import loads_spec, to_toml
+
+    assert to_toml(loads_spec(text)) == text
+
+
+def test_loss_falls_and_checkpoints_are_pruned(completed_run: Path):
+    """The val loss falls from its initial value and only the latest checkpoints and the best are kept."""
+    evals = [r for r in map(json.loads, (completed_run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
+    assert [r["iter"] for r in evals] == [0, 10, 20, 30, 40]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
+    m = json.loads((completed_run / "manifest.json").read_text())
+    steps = sorted(e["step"] for e in m["checkpoints"])
+    best = min(m["checkpoints"], key=lambda e: e["val_loss"])["step"]
+    assert steps[-2:] == [30, 40] and best in steps and len(steps) <= 3
+    on_disk = sorted(p.name for p in (completed_run / "checkpoints").glob("*.pt"))
+    assert on_disk == sorted(Path(e["path"]).name for e in m["checkpoints"])
+
+
+def test_initial_loss_near_log_vocab(completed_run: Path):
+    """At initialisation the loss is close to ln(vocab): the model starts out uniform."""
+    m = json.loads((completed_run / "manifest.json").read_text())
+    first = json.loads((completed_run / "metrics.jsonl").read_text().splitlines()[0])
+    assert abs(first["val_loss"] - math.log(m["data"]["vocab_size"])) < 0.3
+
+
+def test_tensorboard_tags(completed_run: Path):
+    """TensorBoard's own reader finds the scalars, the spec text, samples and hparams at the right steps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(completed_run), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    assert {"loss/train", "loss/val", "loss/train_step", "lr", "grad_norm", "tokens_per_sec", "mfu"} <= scalars
+    assert [e.step for e in acc.Scalars("loss/val")] == [0, 10, 20, 30, 40]
+    assert [e.step for e in acc.Scalars("loss/train_step")] == list(range(40))
+    tensors = set(acc.Tags()["tensors"])
+    assert {"spec/text_summary", "samples/text_summary"} <= tensors
+    plugins = acc.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
+
+
+def test_same_spec_twice_is_bit_identical(tmp_path: Path, completed_run: Path):
+    """The same spec and seed gives bit-identical losses and final weights on the CPU."""
+    assert main(["run", str(tiny_spec(tmp_path))]) == 0
+    again = only_run_dir(tmp_path / "runs")
+    assert losses(again) == losses(completed_run)
+    assert same_weights(final_weights(again), final_weights(completed_run))
+
+
+def test_eval_only_leaves_weights_and_writes_metrics(tmp_path: Path, completed_run: Path):
+    """An eval_only run from a checkpoint reports losses and perplexity and changes nothing."""
+    source = sorted((completed_run / "checkpoints").glob("*.pt"))[-1]
+    before = {k: v.clone() for k, v in torch.load(source, weights_only=True)["model"].items()}
+    spec = tiny_spec(tmp_path, name="evaluated", model={"init_from": str(source)}, train={"eval_only": True})
+    assert main(["run", str(spec)]) == 0
+    run = only_run_dir(tmp_path / "runs", "evaluated")
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "completed" and m["metrics"]["iter"] == 0
+    assert m["metrics"]["val_perplexity"] == pytest.approx(math.exp(m["metrics"]["val_loss"]))
+    assert m["checkpoints"] == [] and not (run / "checkpoints").exists()
+    assert same_weights(before, torch.load(source, weights_only=True)["model"])
+
+
+def test_nan_loss_stops_the_run(tmp_path: Path):
+    """A NaN loss stops the run as failed, names the iteration, and keeps the last good checkpoint."""
+    spec = tiny_spec(
+        tmp_path, extra='plugins = ["faults"]', schedule={"kind": "nan_at", "iteration": 23},
+        train={"max_iters": 40, "eval_interval": 10, "log_interval": 5},
+    )
+    proc = nanogpt("run", str(spec))
+    assert proc.returncode == 1, proc.stderr
+    run = only_run_dir(tmp_path / "runs")
+    m = json.loads((run / "manifest.json").read_text())
+    # lr is NaN from iteration 23, so the weights are NaN after it and the loss of iteration 24 is
+    assert m["status"] == "failed" and "iteration 24" in m["error"]
+    assert "Traceback" not in proc.stderr and "iteration 24" in proc.stderr
+    assert max(e["step"] for e in m["checkpoints"]) == 20
+    from nanogpt.checkpoint import load_checkpoint
+
+    good = load_checkpoint(run / m["checkpoints"][-1]["path"])["model"]
+    assert all(torch.isfinite(t).all() for t in good.values())
+
+
+def test_sigint_checkpoints_and_resume_is_exact(tmp_path: Path, completed_run: Path):
+    """SIGINT mid-run saves a checkpoint, exits 130 with a resume hint; the resumed run ends bit-identical."""
+    spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.05})
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nanogpt", "run", str(spec)], env=env_with_plugins(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # wait until it is training past its first evaluation, then interrupt it
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        runs = tmp_path / "runs" / "tiny"
+        metrics = list(runs.glob("*/metrics.jsonl")) if runs.exists() else []
+        if metrics and sum(1 for _ in metrics[0].open()) > 14:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "nanogpt run --resume" in out and "Traceback" not in err
+    run = only_run_dir(tmp_path / "runs")
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "interrupted"
+    stopped_at = m["metrics"]["iter"]
+    assert 0 < stopped_at < 40
+    assert nanogpt("run", "--resume", str(run), check=True).returncode == 0
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "completed" and m["metrics"]["iter"] == 40
+    # the sleeping schedule is the constant-lr one, so compare against a run of the same schedule
+    nanogpt("run", str(spec), "logging.run_id=straight", check=True)
+    straight = tmp_path / "runs" / "tiny" / "straight"
+    assert losses(run) == losses(straight)
+    assert same_weights(final_weights(run), final_weights(straight))
+
+
+def test_resume_refuses_training_changes(tmp_path: Path, completed_run: Path):
+    """Resuming with a changed learning rate is refused with the list of changes, unless forced."""
+    proc = nanogpt("run", "--resume", str(completed_run), "optimizer.lr=0.1")
+    assert proc.returncode == 2
+    assert "optimizer.lr" in proc.stderr and "--force" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_compiled_path(tmp_path: Path):
+    """torch.compile trains the same model to a loss close to the eager one's."""
+    eager = tiny_spec(tmp_path, name="eager", train={"max_iters": 10, "eval_interval": 10})
+    compiled = tiny_spec(tmp_path, name="compiled", train={"max_iters": 10, "eval_interval": 10}, system={"compile": True})
+    assert main(["run", str(eager)]) == 0
+    assert nanogpt("run", str(compiled), check=True, timeout=600).returncode == 0
+    a = losses(only_run_dir(tmp_path / "runs", "eager"))
+    b = losses(only_run_dir(tmp_path / "runs", "compiled"))
+    assert [r[:2] for r in a] == [r[:2] for r in b]
+    assert b[-1][3] == pytest.approx(a[-1][3], rel=1e-3)
