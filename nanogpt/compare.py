@@ -1,0 +1,212 @@
+"""Comparing runs: `nanogpt diff A B` and the `nanogpt runs` table.
+
+Both read manifests only (never torch), tolerate truncated or foreign files with a clear message,
+and never write anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from nanogpt.errors import InputError
+from nanogpt.manifest import MANIFEST, ManifestError, read_manifest
+from nanogpt.spec import load_spec, resolved
+from nanogpt.spec.diff import INERT_FIELDS, MISSING, diff_data, under
+
+# Sections of a manifest in the order diff reports them, each under its group name.
+GROUPS = (
+    ("spec", ("name", "spec")),
+    ("model", ("model",)),
+    ("data", ("data",)),
+    ("environment", ("git", "env", "hardware", "launcher")),
+    ("metrics", ("status", "error", "metrics")),
+    ("run", ("run_id", "created_at", "finished_at", "command", "overrides", "spec_files", "provenance",
+             "spec_sha256", "checkpoints", "resumes")),
+)
+
+VOLATILE = (
+    "run_id", "created_at", "finished_at", "command", "overrides", "spec_files", "provenance",
+    "spec_sha256", "checkpoints", "resumes", "metrics.wall_seconds", "metrics.tokens_per_sec",
+    "metrics.mfu", "launcher",
+)
+"""Paths that differ between any two runs, hidden unless --all."""
+
+
+
+def load_side(path: str) -> tuple[str, dict[str, Any]]:
+    """("run"|"spec", record) for a run dir, a manifest file or a spec file."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / MANIFEST).exists():
+            raise InputError(f"{path!r} is a directory without a {MANIFEST} (not a run directory)")
+        return "run", read_manifest(p / MANIFEST)
+    if p.suffix == ".toml":
+        exp, _ = load_spec(p, check_files=False)
+        return "spec", {"spec": resolved(exp)}
+    if p.suffix == ".json" or p.name == MANIFEST:
+        return "run", read_manifest(p)
+    if not p.exists():
+        raise InputError(f"{path!r} does not exist")
+    raise InputError(f"{path!r} is neither a run directory, a manifest.json nor a .toml spec")
+
+
+def diff_records(a: dict[str, Any], b: dict[str, Any], *, spec_only: bool, show_all: bool) -> list[dict[str, Any]]:
+    """Every differing path, grouped and ordered (spec, model, data, environment, metrics)."""
+    out: list[dict[str, Any]] = []
+    for group, sections in GROUPS:
+        if spec_only and group != "spec":
+            continue
+        for section in sections:
+            for path, va, vb in diff_data({section: a.get(section, MISSING)}, {section: b.get(section, MISSING)}):
+                if not show_all and under(path, VOLATILE):
+                    continue
+                item = {"path": path, "a": _plain(va), "b": _plain(vb), "group": group}
+                if group == "spec":
+                    item["affects_results"] = not under(path.removeprefix("spec."), INERT_FIELDS)
+                out.append(item)
+    if not show_all and spec_only:
+        out = [d for d in out if d["path"] != "name"]
+    # within the spec group, what changes the numbers comes before what does not
+    return sorted(out, key=lambda d: (_group_rank(d["group"]), d["group"] == "spec" and not d["affects_results"]))
+
+
+def _group_rank(group: str) -> int:
+    return [g for g, _ in GROUPS].index(group)
+
+
+def _plain(value: Any) -> Any:
+    return None if value is MISSING else value
+
+
+def format_line(d: dict[str, Any]) -> str:
+    a, b = d["a"], d["b"]
+    line = f"{d['path']}: {_show(a)} -> {_show(b)}"
+    if d["group"] == "metrics" and _number(a) and _number(b):
+        line += f" ({b - a:+.4g})"
+    if d.get("affects_results") is False:
+        line += "  [no effect on results]"
+    return line
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "(none)"
+    if isinstance(v, float):
+        return f"{v:.6g}" if abs(v) >= 1e-3 or v == 0 else repr(v)
+    if isinstance(v, (dict, list, bool)) or v is None:
+        return json.dumps(v)
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def diff_command(a: str, b: str, *, as_json: bool, show_all: bool) -> int:
+    kind_a, rec_a = load_side(a)
+    kind_b, rec_b = load_side(b)
+    diffs = diff_records(rec_a, rec_b, spec_only="spec" in (kind_a, kind_b), show_all=show_all)
+    if as_json:
+        print(json.dumps([{"path": d["path"], "a": d["a"], "b": d["b"]} for d in diffs], indent=2))
+    else:
+        for d in diffs:
+            print(format_line(d))
+    return 1 if diffs else 0
+
+
+# ------------------------------------------------------------------------------------- runs
+
+
+def runs_command(directory: str, *, name: str | None = None) -> int:
+    rows = list_runs(Path(directory), name_filter=name)
+    if not rows:
+        print(f"no runs under {directory}")
+        return 0
+    header = ("name", "run id", "status", "iter", "best val", "tok/s", "age")
+    table = [header] + [
+        (
+            r["name"], r["run_id"], r["status"], _cell(r["iter"]), _cell(r["best_val_loss"], ".4f"),
+            _cell(r["tokens_per_sec"], ",.0f"), r["age"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    problems = [r for r in rows if r.get("problem")]
+    for r in problems:
+        print(f"{r['path']}: {r['problem']}", file=sys.stderr)
+    return 0
+
+
+def _cell(value: Any, fmt: str = "") -> str:
+    if value is None:
+        return "-"
+    try:
+        return format(value, fmt)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def list_runs(directory: Path, name_filter: str | None = None) -> list[dict[str, Any]]:
+    """One row per run directory under `directory` (<out_dir>/<name>/<run_id>), newest first."""
+    if not directory.is_dir():
+        raise InputError(f"{str(directory)!r} is not a directory")
+    rows = []
+    for run_dir in sorted(directory.glob("*/*")):
+        if not run_dir.is_dir() or run_dir.name.startswith("."):
+            continue
+        if name_filter and name_filter not in run_dir.parent.name:
+            continue
+        manifest_path = run_dir / MANIFEST
+        if not manifest_path.exists() and not (run_dir / "spec.toml").exists():
+            continue  # not a run directory
+        row: dict[str, Any] = {
+            "name": run_dir.parent.name, "run_id": run_dir.name, "path": str(run_dir), "iter": None,
+            "best_val_loss": None, "tokens_per_sec": None,
+        }
+        try:
+            m = read_manifest(manifest_path)
+            metrics = m.get("metrics") or {}
+            row.update(
+                name=m.get("name", row["name"]), run_id=m.get("run_id", row["run_id"]), status=str(m.get("status", "?")),
+                iter=metrics.get("iter"), best_val_loss=metrics.get("best_val_loss"),
+                tokens_per_sec=metrics.get("tokens_per_sec"), created=m.get("created_at"),
+            )
+        except ManifestError as e:
+            row.update(status="unreadable", problem=str(e), created=None)
+        row["sort"] = _timestamp(row.get("created")) or _mtime(manifest_path) or _mtime(run_dir)
+        row["age"] = _age(row["sort"])
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["sort"], reverse=True)
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _timestamp(iso: Any) -> float | None:
+    if not isinstance(iso, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return None
+
+
+def _age(ts: float) -> str:
+    if not ts:
+        return "-"
+    seconds = max(0, datetime.datetime.now().timestamp() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
