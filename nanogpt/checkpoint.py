@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        culprit = re.search(r"GLOBAL (\S+)", re.sub(r"\x1b\[[0-9;]*m", "", str(e)))
+        named = f" It names {culprit.group(1)}." if culprit else ""
         raise InputError(
-            f"refusing to load {str(path)!r}: it holds more than weights and plain data "
-            f"(loading it would run code from the file). {first_line}"
+            f"refusing to load {str(path)!r}: it holds more than weights and plain data, and "
+            f"unpickling it could run code from the file; nothing in it was run.{named}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise InputError(f"cannot read checkpoint {str(path)!r}: it is truncated or not a torch file ({e})") from None

@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["scaling"]:  # its own parser, --help included
+            return cmd_scaling(argparse.Namespace(rest=argv[1:]))
         args = build_parser().parse_args(argv)
         return args.fn(args)
     except SpecError as e:

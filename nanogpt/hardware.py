@@ -14,6 +14,8 @@ import time
 import attrs
 import torch
 
+from nanogpt import scaling
+
 # Dense TFLOP/s by (name fragment, precision); first match wins, so specific names come first.
 # bf16/fp16 are tensor-core figures; float32 assumes TF32 tensor cores where the GPU has them.
 GPU_PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
@@ -79,7 +81,10 @@ def measured_cpu_tflops(n: int = 512, repeats: int = 8) -> float:
 
 
 def mfu(flops_per_token: float, tokens_per_sec: float, peak: Peak, world_size: int) -> float | None:
-    """Model FLOPs utilisation: achieved model FLOP/s over the peak of all devices of the job."""
+    """Model FLOPs utilisation over the peak of all devices of the job; None when the peak is unknown.
+
+    The FLOPs are the model's `flops_per_token()`, nanoGPT's formula (see `scaling.mfu_flops_per_token`).
+    """
     if peak.flops is None or tokens_per_sec <= 0:
         return None
-    return flops_per_token * tokens_per_sec / (peak.flops * world_size)
+    return scaling.mfu(flops_per_token, tokens_per_sec, peak.flops * world_size)

@@ -110,6 +110,23 @@ def device_name(device: Any) -> str:
     return device.type
 
 
+def extends_record(exp: Experiment, origin: SpecOrigin) -> dict[str, Any]:
+    """What the spec changes relative to the files it extends: the value they gave (None: the
+    default) against the one the run used, for each value the spec itself or an override set."""
+    from nanogpt.spec.diff import flatten
+
+    changes = []
+    for path, value in flatten(resolved(exp)).items():
+        source = origin.source_of(path)
+        if source not in (origin.path,) and not source.startswith("override"):
+            continue
+        before = origin.extended.get(path)
+        if path in origin.extended and before == value:
+            continue
+        changes.append({"path": path, "extended": before, "value": value, "source": source})
+    return {"files": list(origin.files[1:]), "changes": changes}
+
+
 def provenance_record(exp: Experiment, origin: SpecOrigin) -> dict[str, str]:
     """Every leaf of the resolved spec -> where its value came from ("default" when nowhere)."""
     out = {}
@@ -161,6 +178,7 @@ class RunDir:
                 "spec_files": list(origin.files),
                 "overrides": list(origin.overrides),
                 "provenance": provenance_record(exp, origin),
+                "extends": extends_record(exp, origin),
                 "command": _command(),
                 "created_at": now_iso(),
                 "finished_at": None,

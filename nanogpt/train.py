@@ -474,6 +474,13 @@ class Trainer:
         provenance = self.run.manifest.get("provenance") or {}
         changed = [f"{path}: {source}" for path, source in provenance.items() if source != "default"]
         self.tracker.text("spec/provenance", markdown_code("\n".join(changed) or "(every value is a default)"))
+        extends = self.run.manifest.get("extends") or {}
+        if extends.get("files"):
+            lines = [f"extends {', '.join(extends['files'])}; this spec changes:"]
+            for c in extends["changes"]:
+                before = "(default)" if c["extended"] is None else json.dumps(c["extended"])
+                lines.append(f"  {c['path']}: {before} -> {json.dumps(c['value'])}   ({c['source']})")
+            self.tracker.text("spec/vs_extended", markdown_code("\n".join(lines)))
 
     def _announce(self) -> None:
         exp, env = self.exp, self.env

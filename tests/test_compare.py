@@ -110,6 +110,16 @@ def test_manifest_records_provenance(tmp_path):
     assert prov["model.n_layer"] == str(spec)
     assert prov["optimizer.eps"] == "default"
     assert m["overrides"] == ["optimizer.lr=0.002"]
+    # what the spec changes relative to what it extends, also shown in TensorBoard
+    assert m["extends"]["files"] == [str(base)]
+    changes = {c["path"]: c for c in m["extends"]["changes"]}
+    assert changes["optimizer.lr"] == {"path": "optimizer.lr", "extended": None, "value": 0.002, "source": "override optimizer.lr=0.002"}
+    assert "optimizer.weight_decay" not in changes and changes["model.n_layer"]["value"] == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(only_run_dir(tmp_path / "runs")))
+    acc.Reload()
+    assert "spec/vs_extended/text_summary" in acc.Tags()["tensors"]
 
 
 def test_dirty_git_tree_is_recorded(tmp_path, monkeypatch):

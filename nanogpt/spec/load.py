@@ -19,6 +19,7 @@ import attrs
 
 from nanogpt.registry import REGISTRIES
 from nanogpt.spec.convert import structure
+from nanogpt.spec.diff import flatten
 from nanogpt.spec.errors import Problem, SpecError, show_value
 from nanogpt.spec.pretrained import ARCH_FIELDS, NotPretrained, arch_of
 from nanogpt.spec.tables import Experiment
@@ -45,6 +46,9 @@ class SpecOrigin:
     provenance: dict[str, str] = attrs.field(eq=False)
     """Dotted path -> where its value was set: a file, "override key=value", "pretrained NAME";
     paths not listed have their default."""
+    extended: dict[str, Any] = attrs.field(factory=dict, eq=False)
+    """Dotted path -> value, as the files this spec `extends` set them (merged, before the spec's
+    own values and overrides): what "the spec it extends" says, for showing what this one changes."""
 
     def source_of(self, path: str) -> str:
         return self.provenance.get(path, DEFAULT)
@@ -57,7 +61,8 @@ def load_spec(
     source = str(path)
     problems: list[Problem] = []
     files: list[str] = []
-    raw, provenance = _read_tree(Path(path), source, [], files, problems)
+    extended: dict[str, Any] = {}
+    raw, provenance = _read_tree(Path(path), source, [], files, problems, extended)
     if not problems and not raw:
         problems.append(Problem("", "is empty: a spec needs at least `name`"))
     if problems:
@@ -77,7 +82,7 @@ def load_spec(
         problems += missing_files(exp)
     if problems:
         raise SpecError(source, [_with_source(p, provenance, source) for p in problems])
-    origin = SpecOrigin(source, tuple(files), tuple(overrides), provenance)
+    origin = SpecOrigin(source, tuple(files), tuple(overrides), provenance, flatten(extended))
     return exp, origin
 
 
@@ -89,7 +94,7 @@ def loads_spec(text: str, source: str = "<spec>", overrides: Sequence[str] = ())
         raise SpecError(source, problems)
     if "extends" in raw:
         raise SpecError.single(source, "extends", "is not allowed in a spec given as text")
-    provenance = {p: source for p in _leaf_paths(raw)}
+    provenance = {p: source for p in flatten(raw)}
     for word in overrides:
         problems += _apply_override(raw, provenance, word)
     problems += _import_plugins(raw)
@@ -113,9 +118,13 @@ def _parse(text: str, problems: list[Problem], where: str = "") -> dict[str, Any
 
 
 def _read_tree(
-    path: Path, shown: str, stack: list[Path], files: list[str], problems: list[Problem]
+    path: Path, shown: str, stack: list[Path], files: list[str], problems: list[Problem],
+    bases_out: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """One file merged over everything it extends; provenance maps leaf paths to files."""
+    """One file merged over everything it extends; provenance maps leaf paths to files.
+
+    `bases_out`, when given, receives the merge of what the file extends, before its own values.
+    """
     where = "" if not stack else f"{shown}: "
     try:
         text = path.read_text(encoding="utf-8")
@@ -151,7 +160,9 @@ def _read_tree(
             continue
         base_raw, base_prov = _read_tree(base_path, base_shown, [*stack, here], files, problems)
         _merge(merged, provenance, base_raw, base_prov)
-    _merge(merged, provenance, own, {p: shown for p in _leaf_paths(own)})
+    if bases_out is not None:
+        bases_out.update(_copy(merged))
+    _merge(merged, provenance, own, {p: shown for p in flatten(own)})
     return merged, provenance
 
 
@@ -192,16 +203,6 @@ def _forget(provenance: dict[str, str], path: str) -> None:
         del provenance[p]
 
 
-def _leaf_paths(raw: dict[str, Any], prefix: str = "") -> list[str]:
-    paths = []
-    for key, value in raw.items():
-        if isinstance(value, dict) and value:
-            paths += _leaf_paths(value, f"{prefix}{key}.")
-        else:
-            paths.append(f"{prefix}{key}")
-    return paths
-
-
 # ------------------------------------------------------------------------------- overrides
 
 
@@ -238,7 +239,7 @@ def _apply_override(raw: dict[str, Any], provenance: dict[str, str], word: str) 
     _forget(provenance, key)
     source = f"override {word}"
     if isinstance(value, dict):
-        provenance.update({f"{key}.{p}": source for p in _leaf_paths(value)})
+        provenance.update({f"{key}.{p}": source for p in flatten(value)})
     else:
         provenance[key] = source
     return []
