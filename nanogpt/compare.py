@@ -20,19 +20,19 @@ from nanogpt.spec.diff import INERT_FIELDS, MISSING, diff_data, under
 
 # Sections of a manifest in the order diff reports them, each under its group name.
 GROUPS = (
-    ("spec", ("name", "spec")),
+    ("spec", ("spec",)),
     ("model", ("model",)),
     ("data", ("data",)),
     ("environment", ("git", "env", "hardware", "launcher")),
     ("metrics", ("status", "error", "metrics")),
-    ("run", ("run_id", "created_at", "finished_at", "command", "overrides", "spec_files", "provenance",
-             "spec_sha256", "checkpoints", "resumes")),
+    ("run", ("name", "run_id", "created_at", "finished_at", "command", "overrides", "spec_files", "provenance",
+             "spec_sha256", "checkpoints", "resumes", "extends")),
 )
 
 VOLATILE = (
-    "run_id", "created_at", "finished_at", "command", "overrides", "spec_files", "provenance",
+    "name", "run_id", "created_at", "finished_at", "command", "overrides", "spec_files", "provenance",
     "spec_sha256", "checkpoints", "resumes", "metrics.wall_seconds", "metrics.tokens_per_sec",
-    "metrics.mfu", "launcher",
+    "metrics.mfu", "launcher", "hardware.peak_tflops", "extends",
 )
 """Paths that differ between any two runs, hidden unless --all."""
 
@@ -69,8 +69,6 @@ def diff_records(a: dict[str, Any], b: dict[str, Any], *, spec_only: bool, show_
                 if group == "spec":
                     item["affects_results"] = not under(path.removeprefix("spec."), INERT_FIELDS)
                 out.append(item)
-    if not show_all and spec_only:
-        out = [d for d in out if d["path"] != "name"]
     # within the spec group, what changes the numbers comes before what does not
     return sorted(out, key=lambda d: (_group_rank(d["group"]), d["group"] == "spec" and not d["affects_results"]))
 
