@@ -101,6 +101,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return sample_command(args)
 
 
+def cmd_perplexity(args: argparse.Namespace) -> int:
+    from nanogpt.evaluate import perplexity_command
+
+    return perplexity_command(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from nanogpt.bench import bench_command
 
@@ -181,7 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--force", action="store_true", help="rebuild even when up to date")
     v.set_defaults(fn=cmd_prepare)
 
-    v = verbs.add_parser("sample", help="generate text from a run, a checkpoint or gpt2*")
+    v = verbs.add_parser(
+        "sample",
+        help="generate text from a run, a checkpoint or gpt2*",
+        description=(
+            "Generate text as plain text on stdout (what was loaded goes to stderr). The samples are "
+            "generated as one batch; the first is streamed as its tokens come, the others follow whole "
+            "when the batch is done, each after a line of 15 dashes. The prompt starts each sample."
+        ),
+    )
     v.add_argument("source", metavar="RUN_DIR", help="a run dir, a checkpoint file, a HF model dir or gpt2, gpt2-medium, ...")
     v.add_argument("--start", default="\n", help='prompt text, or FILE:path to read it from a file (default: "\\n")')
     v.add_argument("--num-samples", type=int, default=3)
@@ -192,9 +206,36 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=1337)
     v.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which checkpoint of a run dir")
     v.add_argument("--stop-at-eot", action="store_true", help="end a sample at the end-of-text token")
+    v.add_argument(
+        "--tokenizer-meta", metavar="PATH",
+        help="a dataset's meta.json (or its folder) whose tokenizer to use instead of the model's own (nanoGPT char checkpoints)",
+    )
     v.add_argument("--device", default="auto")
     v.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     v.set_defaults(fn=cmd_sample)
+
+    v = verbs.add_parser(
+        "perplexity",
+        help="zero-shot perplexity of a model on a text file or a prepared dataset",
+        description=(
+            "Score every token of TEXT once with sliding windows of --block-size tokens moving by --stride "
+            "(each token gets at least block_size - stride + 1 tokens of context, at most block_size); "
+            "the text is preceded by an end-of-text token when the tokenizer has one. Prints tokens scored, "
+            "mean NLL (nats/token), perplexity and bits per byte on stdout. Deterministic."
+        ),
+    )
+    v.add_argument("model", metavar="MODEL", help="what `sample` takes: a run dir, a checkpoint, a HF model dir or gpt2, ...")
+    v.add_argument("text", metavar="TEXT_OR_SPEC", help="a UTF-8 text file, or a spec (.toml) whose prepared dataset to score")
+    v.add_argument("--split", choices=["train", "val"], default="val", help="the split of a spec's dataset (default val)")
+    v.add_argument("--block-size", type=int, help="tokens of context per window (default: the model's block size)")
+    v.add_argument("--stride", type=int, help="tokens each window moves on (default: block size // 2)")
+    v.add_argument("--batch-size", type=int, default=4, help="windows per forward (default 4)")
+    v.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which checkpoint of a run dir")
+    v.add_argument("--tokenizer-meta", metavar="PATH", help="a dataset's meta.json (or its folder) whose tokenizer to use")
+    v.add_argument("--device", default="auto")
+    v.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    v.add_argument("--json", action="store_true", help="print the figures as a JSON object")
+    v.set_defaults(fn=cmd_perplexity)
 
     v = verbs.add_parser("bench", help="time training steps: ms/iter, tokens/s, MFU", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
