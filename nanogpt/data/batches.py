@@ -61,10 +61,13 @@ class TokenBatches:
         data = self.arrays[split]
         rng = np.random.default_rng([self.seed, *key])
         starts = rng.integers(0, len(data) - self.block_size, size=self.batch_size)
-        tokens = torch.from_numpy(data[starts[:, None] + self._window].astype(np.int64))  # (B, T+1)
+        tokens = data[starts[:, None] + self._window].astype(np.int64)  # (B, T+1)
+        # two contiguous arrays: a strided view would go to the GPU through an unpinned copy
+        x = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1]))
+        y = torch.from_numpy(np.ascontiguousarray(tokens[:, 1:]))
         if self._pin:
-            tokens = tokens.pin_memory()
-        return tokens[:, :-1], tokens[:, 1:]
+            x, y = x.pin_memory(), y.pin_memory()
+        return x, y
 
     def to_device(self, xy: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = xy

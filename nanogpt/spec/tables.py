@@ -183,7 +183,7 @@ class AdamWSpec(OptimizerSpec):
     grad_clip: float = attrs.field(default=1.0, validator=at_least(0.0))
     """Clip the global gradient norm to this; 0 disables."""
     fused: Optional[bool] = None
-    """Fused CUDA kernel; left out, used wherever the device supports it."""
+    """Fused AdamW kernel; left out, used on CUDA and CPU, where torch has one."""
 
 
 @attrs.frozen(kw_only=True)

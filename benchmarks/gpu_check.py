@@ -1,0 +1,563 @@
+"""The GPU check: GPT-2 124M training steps on one GPU, ours against the seed's, in under 8 minutes.
+
+    python benchmarks/gpu_check.py                 # the full check on a CUDA device (5-7 minutes on an H200, by estimate)
+    python benchmarks/gpu_check.py --dry-run       # tiny sizes, a few steps, no compile (what runs without CUDA)
+    python benchmarks/gpu_check.py --json out.json --budget 300 --batch 32 --grad-accum 2
+
+What it prints (block 1024, bf16 autocast, torch.compile, GPT-2 124M: 12 x 768, vocab 50257):
+
+1. The main table: ms/iter, tokens/s, MFU and peak memory of
+   - ours: the product's own training step (`nanogpt.train.TrainStep` built from
+     experiments/bench.toml, fused AdamW, flash attention through SDPA, vocab padded to 50304,
+     batches prepared one micro-step ahead, no host sync in the step) at a batch that keeps the
+     GPU busy (16 x 1024 tokens a micro-step, 4 micro-steps an iteration by default), and at the
+     seed's batch (8 x 1024, 1 micro-step);
+   - the seed: benchmarks/seed_model.py (manual attention over a materialised T x T matrix, GELU
+     in five ops, untied head) in the seed's bench.py loop: batch 8 x 1024, bf16, TF32, compiled,
+     torch.optim.AdamW without `fused`, `loss.item()` every step;
+   each with synthetic batches (random tokens made once on the device, the seed's
+   `real_data = False`) and real-shaped ones: a memory map of random uint16 tokens (OpenWebText's
+   dtype, GPT-2's vocabulary) written to a temporary directory, sampled by the product's own
+   `TokenBatches` for ours and by the seed's get_batch for the seed. No download.
+2. The ratios ours / seed (tokens/s).
+3. Fast paths, each on against off on the same setting: flash SDPA (against the math kernel), fused
+   AdamW (against foreach), TF32 (in float32, where it matters), torch.compile (and its start-up
+   cost), vocab padding to a multiple of 64, no host sync per step, the host-to-device copy of
+   the batches (the product's against contiguous pinned tensors), and what
+   `system.deterministic = true` costs.
+
+MFU is nanoGPT's: tokens/s x FLOPs per token / peak FLOP/s, with FLOPs per token = 6N + 12·L·H·Q·T
+(N the non-embedding parameters with the head counted once, L layers, H heads, Q head size,
+T block size; PaLM's appendix B), and the peak from nanogpt/hardware.py's table (H200: 989
+TFLOP/s dense bf16). Times are medians of blocks of steps, each block ended by one device sync
+(the runner does not sync on non-logging steps either).
+
+Every section runs under its own time limit, and sections stop being started when the budget
+(--budget, default 420 s) is nearly spent, so the whole check stays under 8 minutes; a skipped or
+failed section says so in the table and the rest still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nanogpt import scaling
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ itself, when run from elsewhere
+from common import REPO, load_average, machine_line, median
+from seed_model import SeedConfig, SeedGPT
+
+SPEC = REPO / "experiments" / "bench.toml"
+GPT2_VOCAB = 50257
+MFU_TARGET = 0.50
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+class Settings:
+    """Sizes and step counts of one check: the real one, or the CPU dry run."""
+
+    def __init__(self, dry_run: bool, args: argparse.Namespace):
+        self.dry_run = dry_run
+        # an indexed device: DistEnv hands it to torch.cuda.set_device, which refuses a bare "cuda"
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() and not dry_run else torch.device("cpu")
+        if dry_run:
+            # GPT-2's vocabulary (the real-shaped data's) on a model small enough for seconds on a CPU
+            self.model = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
+            self.seed_batch, self.busy_batch, self.busy_accum = 2, 2, 2
+            self.big_batch, self.big_accum = 4, 1
+            self.compile = args.compile  # off unless asked: compiling on a CPU takes minutes
+            self.warmup, self.blocks, self.per_block = 1, 2, 2
+            self.eager_per_block = 2
+            self.memmap_tokens = 1 << 20
+        else:
+            self.model = {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024}
+            self.seed_batch, self.busy_batch, self.busy_accum = 8, args.batch, args.grad_accum
+            self.big_batch, self.big_accum = 32, 2
+            self.compile = True
+            self.warmup, self.blocks, self.per_block = 3, 3, 10
+            self.eager_per_block = 6
+            self.memmap_tokens = 128 << 20  # 256 MB: random windows over more than any cache but the page cache
+        self.block_size = self.model["block_size"]
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class SectionTimeout(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------ results
+
+
+class Row:
+    """One measured configuration: what ran, and its figures (or why there are none)."""
+
+    def __init__(self, key: str, label: str, data: str, batch: int, accum: int, block: int):
+        self.key, self.label, self.data = key, label, data
+        self.batch, self.accum, self.block = batch, accum, block
+        self.ms: float | None = None
+        self.tokens_per_sec: float | None = None
+        self.mfu: float | None = None
+        self.peak_bytes: int | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def tokens_per_iter(self) -> int:
+        return self.batch * self.accum * self.block
+
+    def set(self, ms: float, flops_per_token: float, peak_flops: float | None, peak_bytes: int, startup_s: float) -> None:
+        self.ms = ms
+        self.tokens_per_sec = self.tokens_per_iter / (ms / 1000)
+        self.mfu = scaling.mfu(flops_per_token, self.tokens_per_sec, peak_flops) if peak_flops else None
+        self.peak_bytes, self.startup_s = peak_bytes, startup_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items()} | {"tokens_per_iter": self.tokens_per_iter}
+
+
+# --------------------------------------------------------------------------------- data
+
+
+class RealShaped:
+    """A random uint16 token file of GPT-2's vocabulary, opened as the product opens a prepared dataset."""
+
+    def __init__(self, directory: Path, tokens: int):
+        from nanogpt.data.files import PreparedDataset
+
+        rng = np.random.default_rng(0)
+        maps = {}
+        for split, n in (("train", tokens), ("val", max(tokens // 100, 1 << 16))):
+            path = directory / f"{split}.bin"
+            out = np.memmap(path, dtype=np.uint16, mode="w+", shape=(n,))
+            for start in range(0, n, 1 << 24):  # in 32 MB pieces: no 2x peak of host memory
+                stop = min(n, start + (1 << 24))
+                out[start:stop] = rng.integers(0, GPT2_VOCAB, size=stop - start, dtype=np.uint16)
+            out.flush()
+            del out
+            maps[split] = np.memmap(path, dtype=np.uint16, mode="r")
+        meta = {"dataset": "random-owt-shaped", "tokenizer": "gpt2", "vocab_size": GPT2_VOCAB, "dtype": "uint16"}
+        self.dataset = PreparedDataset(dir=directory, meta=meta, train=maps["train"], val=maps["val"])
+
+
+def contiguous_pinned_batches():
+    """TokenBatches whose x and y are each a contiguous pinned tensor (the same windows, the same values).
+
+    The product's batch() pins one (B, T+1) tensor and returns two non-contiguous views of it; a
+    copy of a non-contiguous CPU tensor to the GPU goes through a contiguous, unpinned temporary,
+    so the "non-blocking" copy is neither. This variant is what the check compares it against.
+    """
+    from nanogpt.data.batches import TokenBatches
+
+    class ContiguousPinnedBatches(TokenBatches):
+        def batch(self, split: str, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+            data = self.arrays[split]
+            rng = np.random.default_rng([self.seed, *key])
+            starts = rng.integers(0, len(data) - self.block_size, size=self.batch_size)
+            tokens = torch.from_numpy(data[starts[:, None] + self._window].astype(np.int64))  # (B, T+1)
+            xy = torch.empty((2, self.batch_size, self.block_size), dtype=torch.int64, pin_memory=self._pin)
+            xy[0].copy_(tokens[:, :-1])
+            xy[1].copy_(tokens[:, 1:])
+            return xy[0], xy[1]
+
+    return ContiguousPinnedBatches
+
+
+# ------------------------------------------------------------------------ the two steps
+
+
+def product_step(s: Settings, overrides: list[str], batch: int, accum: int):
+    """The product's TrainStep for experiments/bench.toml at this batch: (step, FLOPs per token, spec, DistEnv)."""
+    from nanogpt.dist import DistEnv
+    from nanogpt.registry import MODELS, OPTIMIZERS, SCHEDULES
+    from nanogpt.spec import load_spec
+    from nanogpt.train import TrainStep, configure_backends
+
+    sizes = [f"model.{k}={v}" for k, v in s.model.items()]
+    exp, _ = load_spec(
+        SPEC,
+        [*sizes, f"train.batch_size={batch}", f"train.grad_accum={accum}", f'system.device="{s.device}"',
+         'system.dtype="bfloat16"', f"system.compile={'true' if s.compile else 'false'}", *overrides],
+        check_files=False,
+    )
+    env = DistEnv.from_env(exp.system)
+    configure_backends(exp, env)
+    torch.manual_seed(exp.seed)
+    from nanogpt.bench import SyntheticBatches
+
+    data = SyntheticBatches(vocab_size=GPT2_VOCAB, batch_size=batch, block_size=s.block_size, env=env, seed=exp.seed)
+    model = MODELS.build(exp.model, vocab_size=GPT2_VOCAB).to(env.device)
+    optimizer = OPTIMIZERS.build(exp.optimizer, model=model)
+    lr_at = SCHEDULES.build(exp.schedule, lr=exp.optimizer.lr)
+    return TrainStep(exp, env, data, model, optimizer, lr_at), model.flops_per_token(), exp, env
+
+
+class SeedLoop:
+    """The seed's bench.py loop around the seed's model: get_batch, autocast, zero_grad, backward, step, item."""
+
+    def __init__(self, s: Settings, batch: int, compile: bool):
+        torch.backends.cuda.matmul.allow_tf32 = True  # the seed's bench.py turns TF32 on
+        torch.backends.cudnn.allow_tf32 = True
+        torch.manual_seed(1337)
+        self.s, self.batch, self.T = s, batch, s.block_size
+        cfg = SeedConfig(**s.model, vocab_size=GPT2_VOCAB, dropout=0.0)
+        model = SeedGPT(cfg).to(s.device)
+        # the seed's configure_optimizers: Linear weights decay; biases, LayerNorms and embeddings do not
+        decay = {f"{mn}.weight" for mn, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        params = dict(model.named_parameters())
+        groups = [
+            {"params": [p for n, p in params.items() if n in decay], "weight_decay": 1e-2},
+            {"params": [p for n, p in params.items() if n not in decay], "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95))  # no fused: the seed predates it
+        self.model = torch.compile(model) if compile else model
+        self.autocast = torch.autocast(device_type=s.device.type, dtype=torch.bfloat16)
+        n = scaling.params(**s.model, vocab_size=GPT2_VOCAB, bias=True)
+        self.flops_per_token = scaling.mfu_flops_per_token(
+            n_params=n, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=self.T
+        )
+        self.use_synthetic()
+
+    def use_synthetic(self) -> None:
+        """The seed's `real_data = False`: one fixed batch, made on the device."""
+        x = torch.randint(GPT2_VOCAB, (self.batch, self.T), device=self.s.device)
+        y = torch.randint(GPT2_VOCAB, (self.batch, self.T), device=self.s.device)
+        self.get_batch = lambda: (x, y)
+
+    def use_memmap(self, train: np.memmap) -> None:
+        """The seed's `real_data = True`: random windows, stacked one by one, copied without pinning."""
+        T, batch, device = self.T, self.batch, self.s.device
+
+        def get_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            ix = torch.randint(len(train) - T, (batch,))
+            x = torch.stack([torch.from_numpy(train[i:i + T].astype(np.int64)) for i in ix])
+            y = torch.stack([torch.from_numpy(train[i + 1:i + 1 + T].astype(np.int64)) for i in ix])
+            return x.to(device), y.to(device)
+
+        self.get_batch = get_batch
+
+    def __call__(self, it: int) -> None:
+        X, Y = self.get_batch()
+        with self.autocast:
+            _, loss = self.model(X, Y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        loss.item()  # the seed's bench.py prints the loss of every step
+
+
+# ------------------------------------------------------------------------------- timing
+
+
+def peak_memory(s: Settings) -> int:
+    if s.device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(s.device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # the process's peak RSS
+
+
+def reset_memory(s: Settings) -> None:
+    gc.collect()
+    if s.device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(s.device)
+
+
+def time_steps(s: Settings, step: Callable[[int], Any], *, warmup: int, blocks: int, per_block: int) -> tuple[float, float]:
+    """(median ms/iter over `blocks` blocks of `per_block` steps, seconds spent in the warm-up steps)."""
+    s.sync()
+    t0 = time.perf_counter()
+    for it in range(warmup):
+        step(it)
+    s.sync()
+    warm = time.perf_counter() - t0
+    times = []
+    it = warmup
+    for _ in range(blocks):
+        t = time.perf_counter()
+        for _ in range(per_block):
+            step(it)
+            it += 1
+        s.sync()  # one sync per block, as the runner syncs only on logging steps
+        times.append((time.perf_counter() - t) / per_block * 1000)
+    return median(times), warm
+
+
+def measure(s: Settings, row: Row, step: Callable[[int], Any], flops: float, peak_flops: float | None, *, warmup: int | None = None, per_block: int | None = None) -> Row:
+    reset_memory(s)
+    w = s.warmup if warmup is None else warmup
+    ms, warm = time_steps(s, step, warmup=w, blocks=s.blocks, per_block=per_block or s.per_block)
+    row.set(ms, flops, peak_flops, peak_memory(s), startup_s=max(0.0, warm - w * ms / 1000))
+    return row
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+class Check:
+    def __init__(self, s: Settings, budget: float, work: Path):
+        from nanogpt.hardware import peak_for
+
+        self.s = s
+        self.deadline = time.monotonic() + budget
+        self.rows: dict[str, Row] = {}
+        self.sections: list[tuple[str, str]] = []  # (name, outcome)
+        self.peak = peak_for(s.device, torch.bfloat16)
+        self.peak_fp32 = peak_for(s.device, torch.float32)
+        t = time.perf_counter()
+        self.real = RealShaped(work, s.memmap_tokens)
+        self.memmap_seconds = time.perf_counter() - t
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def section(self, name: str, fn: Callable[[], None], *, timeout: float, needs: float) -> None:
+        """Run one section under its own time limit, unless the budget cannot fit what it needs."""
+        if self.left() < needs:
+            self.sections.append((name, f"skipped: {self.left():.0f} s of the budget left, it needs about {needs:.0f} s"))
+            return
+        limit = max(1, int(min(timeout, self.left())))
+        t0 = time.perf_counter()
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise SectionTimeout
+
+        previous = signal.signal(signal.SIGALRM, on_alarm) if hasattr(signal, "SIGALRM") else None
+        if previous is not None:
+            signal.alarm(limit)
+        try:
+            fn()
+            outcome = f"done in {time.perf_counter() - t0:.0f} s"
+        except SectionTimeout:
+            outcome = f"TIMED OUT after {limit} s (rows without figures were not reached)"
+        except Exception as e:  # noqa: BLE001 -- one failing section (an OOM, a compile error) must not lose the others
+            outcome = f"FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            traceback.print_exc(file=sys.stderr)
+        finally:
+            if previous is not None:
+                signal.alarm(0)
+                signal.signal(signal.SIGALRM, previous)
+            reset_memory(self.s)
+            if self.s.compile:
+                torch._dynamo.reset()  # the next section compiles its own shapes from scratch, not as dynamic ones
+        self.sections.append((name, outcome))
+        print(f"[{name}: {outcome}; {self.left():.0f} s of the budget left]", file=sys.stderr, flush=True)
+
+    def row(self, key: str, label: str, data: str, batch: int, accum: int) -> Row:
+        r = Row(key, label, data, batch, accum, self.s.block_size)
+        self.rows[key] = r
+        return r
+
+    # ------------------------------------------------------------------ the main table
+
+    def ours(self, tag: str, batch: int, accum: int, extras: bool) -> None:
+        """Ours compiled at this batch: synthetic, real-shaped (and, with extras, the data and sync variants)."""
+        from nanogpt.data.batches import TokenBatches
+
+        s = self.s
+        step, flops, exp, env = product_step(s, [], batch, accum)
+        synthetic = step.data
+        label = f"ours {'compile' if s.compile else 'eager'} bf16"
+        measure(s, self.row(f"ours{tag}/synthetic", label, "synthetic", batch, accum), step, flops, self.peak.flops)
+        startup = self.rows[f"ours{tag}/synthetic"].startup_s
+        real = TokenBatches(self.real.dataset, seed=exp.seed, batch_size=batch, block_size=s.block_size, env=env)
+        step.data = real
+        r = measure(s, self.row(f"ours{tag}/real", label, "real-shaped", batch, accum), step, flops, self.peak.flops, warmup=1)
+        r.startup_s = startup
+        if not extras:
+            return
+        step.data = contiguous_pinned_batches()(self.real.dataset, seed=exp.seed, batch_size=batch, block_size=s.block_size, env=env)
+        measure(s, self.row(f"ours{tag}/real-contiguous", label, "real, contiguous pinned", batch, accum), step, flops, self.peak.flops, warmup=1)
+        step.data = synthetic
+
+        def synced(it: int) -> None:
+            step(it)[0].item()  # a host sync on every step: what the runner does only when logging
+
+        measure(s, self.row(f"ours{tag}/sync-every-step", label, "synthetic, .item() each step", batch, accum), synced, flops, self.peak.flops, warmup=1)
+
+    def seed(self, tag: str, batch: int) -> None:
+        s = self.s
+        label = f"seed {'compile' if s.compile else 'eager'} bf16"
+        loop = SeedLoop(s, batch, s.compile)
+        measure(s, self.row(f"seed{tag}/synthetic", label, "synthetic", batch, 1), loop, loop.flops_per_token, self.peak.flops)
+        startup = self.rows[f"seed{tag}/synthetic"].startup_s
+        loop.use_memmap(self.real.dataset.train)  # same shapes: the compiled model is reused
+        r = measure(s, self.row(f"seed{tag}/real", label, "real-shaped", batch, 1), loop, loop.flops_per_token, self.peak.flops, warmup=1)
+        r.startup_s = startup
+
+    # ------------------------------------------------------------------- fast paths
+
+    def eager(self) -> None:
+        """Ours without compile at the seed's batch: the baseline each fast path is switched off against."""
+        s = self.s
+        b = s.seed_batch
+        per = s.eager_per_block
+
+        def run(key: str, label: str, overrides: list[str], ctx: Any = None, peak: Any = None) -> None:
+            step, flops, _, _ = product_step(s, ["system.compile=false", *overrides], b, 1)
+
+            def fn(it: int) -> Any:
+                with ctx() if ctx is not None else contextlib.nullcontext():
+                    return step(it)
+
+            measure(s, self.row(key, label, "synthetic", b, 1), fn, flops, (peak or self.peak).flops, warmup=2, per_block=per)
+
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        run("eager/on", "ours eager bf16 (every fast path on)", [])
+        run("eager/math-sdpa", "ours eager bf16, math SDPA (no flash)", [], ctx=lambda: sdpa_kernel([SDPBackend.MATH]))
+        run("eager/foreach-adamw", "ours eager bf16, AdamW foreach (not fused)", ["optimizer.fused=false"])
+        run("eager/no-pad", "ours eager bf16, vocab 50257 (not padded)", ["model.pad_vocab_multiple=1"])
+        run("eager/fp32-tf32", "ours eager float32, TF32 on", ['system.dtype="float32"', "system.tf32=true"], peak=self.peak_fp32)
+        run("eager/fp32-no-tf32", "ours eager float32, TF32 off", ['system.dtype="float32"', "system.tf32=false"], peak=self.peak_fp32)
+        workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+        try:  # last: the runner turns determinism on for the whole process, and never off
+            run("eager/deterministic", "ours eager bf16, system.deterministic", ["system.deterministic=true"])
+        finally:
+            torch.use_deterministic_algorithms(False)
+            torch.backends.cudnn.deterministic = False
+            if workspace is None:
+                os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+    # ------------------------------------------------------------------------ report
+
+    def report(self) -> str:
+        s = self.s
+        out = []
+        dev = torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else "CPU (dry run)"
+        ours_flops = self._ours_flops()
+        n = ours_flops["n"]
+        m = s.model
+        out.append(f"device: {dev}; {machine_line()}")
+        out.append(
+            f"model: {m['n_layer']} layers x {m['n_embd']} (n_head {m['n_head']}), block {m['block_size']}, vocab {GPT2_VOCAB}; "
+            f"real-shaped data: {s.memmap_tokens:,} random uint16 tokens, written in {self.memmap_seconds:.1f} s"
+        )
+        peak_text = f"{self.peak.tflops:.3g} TFLOP/s ({self.peak.source})" if self.peak.tflops else "unknown"
+        out.append(
+            f"MFU = tokens/s x FLOPs/token / peak; FLOPs/token = 6N + 12*L*H*Q*T = 6 x {n:,} + 12 x {m['n_layer']} x "
+            f"{m['n_embd']} x {m['block_size']} = {ours_flops['flops'] / 1e6:,.1f} MFLOP (ours, vocab padded); "
+            f"peak {peak_text} bf16" + (f" ({self.peak_fp32.tflops:.3g} TFLOP/s for the float32 rows)" if self.peak_fp32.tflops else "")
+        )
+        out.append("")
+        out.append(f"{'configuration':<44} {'data':<30} {'batch':>12} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>6} {'peak mem':>10} {'start-up':>9}")
+        for r in self.rows.values():
+            batch = f"{r.batch}x{r.block}" + (f" x{r.accum}" if r.accum > 1 else "")
+            if r.ms is None:
+                out.append(f"{r.label:<44} {r.data:<30} {batch:>12} {'(not measured)':>9}")
+                continue
+            mfu = f"{r.mfu * 100:5.1f}%" if r.mfu is not None else "   n/a"
+            mem = f"{r.peak_bytes / 2**20:,.0f} MiB"
+            startup = f"{r.startup_s:.1f} s" if r.startup_s is not None else ""
+            out.append(f"{r.label:<44} {r.data:<30} {batch:>12} {r.ms:9.2f} {r.tokens_per_sec:11,.0f} {mfu:>6} {mem:>10} {startup:>9}")
+        out.append("(start-up: the warm-up steps' time beyond steady state: compilation, autotuning, first allocations;")
+        out.append(" peak mem: torch.cuda.max_memory_allocated per row" if s.device.type == "cuda" else " peak mem: the process's peak RSS so far (CPU)")
+        out[-1] += ")"
+        out.append("")
+        out.append("ours / seed, tokens/s:")
+        for ours_key, label in (("ours", f"ours at {s.busy_batch}x{s.block_size} x{s.busy_accum}"),
+                                ("ours-seedbatch", f"ours at the seed's {s.seed_batch}x{s.block_size}"),
+                                ("ours-big", f"ours at {s.big_batch}x{s.block_size} x{s.big_accum}")):
+            parts = []
+            for data in ("synthetic", "real"):
+                a, b = self.rows.get(f"{ours_key}/{data}"), self.rows.get(f"seed/{data}")
+                if a and b and a.tokens_per_sec and b.tokens_per_sec:
+                    parts.append(f"{data} {a.tokens_per_sec / b.tokens_per_sec:.2f}x")
+            if parts:
+                out.append(f"  {label} vs the seed at {s.seed_batch}x{s.block_size}: " + ", ".join(parts))
+        best = max((r for k, r in self.rows.items() if k.startswith("ours") and r.mfu is not None and "eager" not in r.label), key=lambda r: r.mfu, default=None)
+        if best is not None and s.device.type == "cuda":
+            verdict = "reaches" if best.mfu >= MFU_TARGET else "is BELOW"
+            out.append(f"  best MFU of ours: {best.mfu * 100:.1f}% ({best.data}, {best.batch}x{best.block} x{best.accum}); {verdict} the {MFU_TARGET:.0%} target")
+        out.append("")
+        out.append("fast paths (on against off, same setting; > 1x means the fast path pays):")
+        if s.dry_run:
+            out.append("  (dry run: a few tiny steps each, on a CPU where fused AdamW is off and TF32 does nothing: noise, not findings)")
+        pairs = [
+            ("flash attention (SDPA)", "eager/on", "eager/math-sdpa"),
+            ("fused AdamW", "eager/on", "eager/foreach-adamw"),
+            ("vocab padded to 50304", "eager/on", "eager/no-pad"),
+            ("TF32 (float32 run)", "eager/fp32-tf32", "eager/fp32-no-tf32"),
+            ("system.deterministic off (its cost when on)", "eager/on", "eager/deterministic"),
+            ("torch.compile", "ours-seedbatch/synthetic" if s.compile else None, "eager/on"),
+            ("no host sync per step", "ours/synthetic", "ours/sync-every-step"),
+            ("contiguous pinned batches vs the product's", "ours/real-contiguous", "ours/real"),
+            ("real-shaped batches vs synthetic (data cost)", "ours/synthetic", "ours/real"),
+        ]
+        for name, on, off in pairs:
+            a, b = self.rows.get(on), self.rows.get(off)
+            if a and b and a.ms and b.ms:
+                extra = ""
+                if name == "torch.compile" and a.startup_s is not None:
+                    extra = f"; start-up {a.startup_s:.1f} s compiled vs {b.startup_s:.1f} s eager"
+                out.append(f"  {name:<46} {a.ms:9.2f} vs {b.ms:9.2f} ms/iter: {b.ms / a.ms:5.2f}x{extra}")
+            else:
+                why = " (dry run: no compile)" if on is None else ""
+                out.append(f"  {name:<46} not measured{why}")
+        out.append("")
+        out.append("sections:")
+        out += [f"  {name}: {outcome}" for name, outcome in self.sections]
+        return "\n".join(out)
+
+    def _ours_flops(self) -> dict[str, int]:
+        m = self.s.model
+        n = scaling.params(**m, vocab_size=scaling.padded_vocab(GPT2_VOCAB, 64), bias=True)
+        return {"n": n, "flops": scaling.mfu_flops_per_token(n_params=n, **m)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dry-run", action="store_true", help="tiny sizes, few steps, no compile, on CPU (automatic without CUDA)")
+    p.add_argument("--budget", type=float, default=420.0, help="seconds for the sections; those that no longer fit are skipped (default 420: with start-up, under 8 minutes)")
+    p.add_argument("--batch", type=int, default=16, help="our micro-batch for the busy-GPU rows (default 16)")
+    p.add_argument("--grad-accum", type=int, default=4, help="our micro-steps per iteration for those rows (default 4)")
+    p.add_argument("--json", metavar="FILE", help="also write every row as JSON here")
+    p.add_argument("--compile", action="store_true", help="compile in the dry run too (slow: exercises the compiled path on a CPU)")
+    args = p.parse_args(argv)
+    if args.batch < 1 or args.grad_accum < 1 or args.budget <= 0:
+        p.error("--batch and --grad-accum must be at least 1, --budget above 0")
+    dry = args.dry_run or not torch.cuda.is_available()
+    s = Settings(dry, args)
+    t_start = time.perf_counter()
+    print(f"GPU check{' (CPU dry run: tiny sizes, no compile; figures are not GPU figures)' if dry else ''}, "
+          f"load average {load_average():.2f} at the start", flush=True)
+    with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
+        check = Check(s, args.budget, Path(tmp))
+        c = 150.0 if s.compile else 60.0  # one section's limit: a compile of GPT-2 takes about a minute
+        need = 75.0 if s.compile else 0.0  # what a compiled section needs left of the budget to be worth starting
+        check.section(f"ours {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.ours("", s.busy_batch, s.busy_accum, extras=True), timeout=c, needs=need)
+        check.section(f"seed {s.seed_batch}x{s.block_size}", lambda: check.seed("", s.seed_batch), timeout=c * 1.5, needs=need * 1.5)
+        check.section(f"ours {s.seed_batch}x{s.block_size}", lambda: check.ours("-seedbatch", s.seed_batch, 1, extras=False), timeout=c, needs=need)
+        check.section("fast paths (eager)", check.eager, timeout=120.0 if s.compile else 60.0, needs=40.0 if s.compile else 0.0)
+        check.section(f"ours {s.big_batch}x{s.block_size} x{s.big_accum}", lambda: check.ours("-big", s.big_batch, s.big_accum, extras=False), timeout=c, needs=need * 1.2)
+        sys.stderr.flush()
+        print(check.report())
+        print(f"\ntotal {time.perf_counter() - t_start:.0f} s; load average {load_average():.2f} at the end")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"dry_run": dry, "rows": [r.as_dict() for r in check.rows.values()],
+                                                   "sections": check.sections}, indent=2, default=str))
+        measured = [r for r in check.rows.values() if r.ms is not None and math.isfinite(r.ms)]
+    return 0 if measured and all("FAILED" not in o for _, o in check.sections) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
