@@ -41,7 +41,6 @@ import json
 import math
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -50,6 +49,7 @@ import torch
 from torch.nn import functional as F
 
 from nanogpt.errors import InputError
+from nanogpt.fileio import read_user_text
 
 SPEC_SUFFIX = ".toml"
 
@@ -295,17 +295,7 @@ def evaluate_tokens(
 
 
 def read_text_file(path: str) -> str:
-    p = Path(path)
-    try:
-        return p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise InputError(f"text file {path!r} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{path!r} is a directory, not a text file or a spec") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise InputError(f"cannot read {path!r}: {e.strerror or e}") from None
+    return read_user_text(path, "text file")
 
 
 def open_spec_dataset(path: str) -> Any:

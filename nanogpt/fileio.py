@@ -83,3 +83,19 @@ def want_progress(progress: bool | None) -> bool:
         return os.isatty(2)
     except OSError:  # pragma: no cover
         return False
+
+
+def read_user_text(path: str | os.PathLike[str], what: str) -> str:
+    """A UTF-8 text file a user named; InputError saying what is wrong, with `what` first."""
+    from nanogpt.errors import InputError
+
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what}: no such file {str(path)!r} (it does not exist)") from None
+    except IsADirectoryError:
+        raise InputError(f"{what}: {str(path)!r} is a directory, not a text file") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what}: {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise InputError(f"{what}: cannot read {str(path)!r}: {e.strerror or e}") from None

@@ -42,6 +42,7 @@ import attrs
 import torch
 
 from nanogpt.errors import DataError, InputError
+from nanogpt.fileio import read_user_text
 from nanogpt.spec.tables import GPT2_NAMES
 
 SEPARATOR = "-" * 15
@@ -376,16 +377,7 @@ def read_start(start: str) -> str:
     name = start[len(FILE_PREFIX):]
     if not name:
         raise InputError("--start FILE: needs a path after 'FILE:'")
-    try:
-        return Path(name).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"--start {start!r}: no such file {name!r}") from None
-    except IsADirectoryError:
-        raise InputError(f"--start {start!r}: {name!r} is a directory") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"--start {start!r}: {name!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise InputError(f"--start {start!r}: cannot read {name!r}: {e.strerror or e}") from None
+    return read_user_text(name, f"--start {start!r}")
 
 
 def check_sampling_flags(args: Any) -> None:
