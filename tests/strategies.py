@@ -162,7 +162,11 @@ def tokens_data(draw) -> Spec:
     t.field("text_column", "text", st.text(max_size=20))
     t.field("tokenizer", "gpt2", st.sampled_from(["gpt2", "char"]))
     t.field("val_fraction", 0.0005, numbers(0.0, 1.0, exclude_lo=True, exclude_hi=True))
-    t.field("split", "random", st.sampled_from(["random", "contiguous"]))
+    if source is not None and source.startswith("embedded:"):
+        # the embedded corpus is one stream: only a contiguous split (stated: the default is random)
+        t.field("split", "random", st.just("contiguous"), must_state=True)
+    else:
+        t.field("split", "random", st.sampled_from(["random", "contiguous"]))
     t.field("split_seed", 2357, ints(0))
     t.field("num_proc", 0, ints(0))
     return t.raw

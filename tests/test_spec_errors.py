@@ -810,3 +810,22 @@ def test_init_from_a_run_dir_reads_its_manifest():
         assert (exp.model.n_layer, exp.model.n_head, exp.model.block_size, exp.model.vocab_size) == (2, 4, 32, 65)
     got = report("t.toml", 'name = "t"\n[model]\ninit_from = "runs/r/1"\nblock_size = 64\n')
     assert got == "t.toml: 1 problem\n  model.block_size: 64 must not exceed the pretrained model's (32)"
+
+
+def test_random_split_of_the_embedded_stream():
+    """The embedded corpus is one stream, so a random document split is refused at check time."""
+    got = report(
+        "emb.toml",
+        """
+        name = "emb"
+        [data]
+        source = "embedded:shakespeare"
+        split = "random"
+        """,
+    )
+    assert got == lines(
+        """
+        emb.toml: 1 problem
+          data.split: 'random' shuffles documents, but 'embedded:shakespeare' is one stream of text: use split = "contiguous"
+        """
+    )

@@ -159,6 +159,11 @@ class TokensSpec(DataSpec):
     def cross_checks(self) -> Iterator[Problem]:
         if self.source_sha256 is not None and not (self.source or "").startswith(("url:", "file:")):
             yield Problem("source_sha256", "only applies to a url: or file: source")
+        if self.split == "random" and (self.source or "").startswith("embedded:"):
+            yield Problem(
+                "split", f"'random' shuffles documents, but {self.source!r} is one stream of text: "
+                "use split = \"contiguous\""
+            )
 
 
 # ----------------------------------------------------------------------------------- optimizer
