@@ -20,29 +20,26 @@ def _warmup(it: int, warmup_iters: int, lr: float) -> float:
     return lr * (it + 1) / (warmup_iters + 1)
 
 
-def build_cosine(spec: CosineSpec, *, lr: float) -> LRSchedule:
+def _warmup_then_decay(spec: CosineSpec | LinearSpec, lr: float, remaining: Callable[[float], float]) -> LRSchedule:
+    """Warmup, then from lr down to min_lr at decay_iters along `remaining(progress)` (1 -> 0), then flat."""
+
     def lr_at(it: int) -> float:
         if it < spec.warmup_iters:
             return _warmup(it, spec.warmup_iters, lr)
         if it >= spec.decay_iters:
             return spec.min_lr
         progress = (it - spec.warmup_iters) / max(1, spec.decay_iters - spec.warmup_iters)
-        coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
-        return spec.min_lr + coeff * (lr - spec.min_lr)
+        return spec.min_lr + remaining(progress) * (lr - spec.min_lr)
 
     return lr_at
+
+
+def build_cosine(spec: CosineSpec, *, lr: float) -> LRSchedule:
+    return _warmup_then_decay(spec, lr, lambda p: 0.5 * (1.0 + math.cos(math.pi * p)))
 
 
 def build_linear(spec: LinearSpec, *, lr: float) -> LRSchedule:
-    def lr_at(it: int) -> float:
-        if it < spec.warmup_iters:
-            return _warmup(it, spec.warmup_iters, lr)
-        if it >= spec.decay_iters:
-            return spec.min_lr
-        progress = (it - spec.warmup_iters) / max(1, spec.decay_iters - spec.warmup_iters)
-        return lr - progress * (lr - spec.min_lr)
-
-    return lr_at
+    return _warmup_then_decay(spec, lr, lambda p: 1.0 - p)
 
 
 def build_constant(spec: ConstantSpec, *, lr: float) -> LRSchedule:
