@@ -1,7 +1,9 @@
 """Our GPT against the seed's (nanoGPT, January 2023) on the same config: one training step each.
 
 A step is forward + backward + AdamW step on the same batch, float32, on CPU by default (the
-forward + backward part is also reported alone: that is the model's own share). The
+forward + backward part is also reported alone: that is the model's own share); with --bf16,
+both models also run under bfloat16 autocast, which is what `system.dtype = "auto"` picks on a
+CPU that computes bf16 natively (AVX512-BF16 or AMX). The
 variants run interleaved, one step each per round, so a busy machine slows them all alike; the
 figure per variant is the median over the rounds, and the ratios are taken against the seed.
 
@@ -16,7 +18,10 @@ Variants:
   ours+fused      ours with AdamW(fused=True), the fused kernel (CPU and CUDA in torch >= 2.4)
   ours+compile    ours under torch.compile, fused AdamW (with --compile; compile time reported apart)
   seed+compile    the seed's model under torch.compile, default AdamW (with --compile)
-  ours+fused+bf16 ours+fused under CPU bfloat16 autocast (with --bf16; not float32, for information)
+  seed+bf16        the seed's model and AdamW under CPU bfloat16 autocast (with --bf16)
+  ours+fused+bf16 ours+fused under CPU bfloat16 autocast (with --bf16), attention in float32 up to
+                  CausalSelfAttention.cpu_bf16_in_fp32_up_to positions, as the product runs it
+  ...bf16 attn    the same with attention through the bf16 flash kernel at every length (with --bf16)
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from nanogpt.model import GPT, GPTConfig  # noqa: E402
 CONFIGS = {
     # the quickstart: experiments/shakespeare_char.toml (65 characters is the tiny-Shakespeare alphabet)
     "quickstart": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, batch_size=12),
+    # the seed's own config/train_shakespeare_char.py model (dropout 0.2), at a CPU-sized batch
+    "seed-char": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, batch_size=4, dropout=0.2),
     # GPT-2's shapes scaled down: BPE vocabulary, 6 x 384, block 256
     "gpt2small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=50257, batch_size=4),
     # the same at GPT-2's context length, same tokens per step: attention's T x T starts to matter
@@ -66,6 +73,7 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fused: b
 
 def build_variants(cfg: dict, with_compile: bool, with_bf16: bool) -> tuple[dict, dict]:
     sizes = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
+    sizes["dropout"] = cfg.get("dropout", 0.0)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, cfg["vocab_size"], (cfg["batch_size"], cfg["block_size"]), generator=g)
     y = torch.randint(0, cfg["vocab_size"], (cfg["batch_size"], cfg["block_size"]), generator=g)
@@ -85,7 +93,12 @@ def build_variants(cfg: dict, with_compile: bool, with_bf16: bool) -> tuple[dict
         "ours+fused": make_step(ours(), x, y, fused=True),
     }
     if with_bf16:
+        variants["seed+bf16"] = make_step(seed(), x, y, fused=False, bf16=True)
         variants["ours+fused+bf16"] = make_step(ours(), x, y, fused=True, bf16=True)
+        bf16_attention = ours()
+        for block in bf16_attention.transformer.h:
+            block.attn.cpu_bf16_in_fp32_up_to = 0  # every length through the bf16 flash kernel
+        variants["...bf16 attn"] = make_step(bf16_attention, x, y, fused=True, bf16=True)
     compile_s = {}
     if with_compile:
         for name, model, fused in (("ours+compile", ours(), True), ("seed+compile", seed(), False)):
@@ -113,7 +126,7 @@ def run(name: str, cfg: dict, rounds: int, warmup: int, with_compile: bool, with
     base = statistics.median(times["seed"])
     base_model = statistics.median(model_times["seed"])
     print(f"\n{name}: n_layer={cfg['n_layer']} n_head={cfg['n_head']} n_embd={cfg['n_embd']} "
-          f"block_size={cfg['block_size']} vocab={cfg['vocab_size']} batch={cfg['batch_size']} "
+          f"block_size={cfg['block_size']} vocab={cfg['vocab_size']} batch={cfg['batch_size']} dropout={cfg.get('dropout', 0.0)} "
           f"({tokens} tokens/step), {rounds} rounds, {torch.get_num_threads()} threads")
     print(f"  {'variant':<16} {'ms/step':>9} {'tokens/s':>10} {'vs seed':>8}   {'fwd+bwd ms':>10} {'vs seed':>8}")
     for k, ts in times.items():
@@ -131,11 +144,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd variants")
-    p.add_argument("--bf16", action="store_true", help="also time ours under bfloat16 autocast (not float32: informative)")
+    p.add_argument("--bf16", action="store_true", help="also time both models under bfloat16 autocast")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, float32, CPU")
+    print(f"torch {torch.__version__}, CPU, float32 unless a variant says bf16")
     for name in CONFIGS if args.config == "all" else [args.config]:
         run(name, CONFIGS[name], args.rounds, args.warmup, args.compile, args.bf16)
 

@@ -125,6 +125,9 @@ class KVCache:
 
 class CausalSelfAttention(nn.Module):
 
+    # sequence lengths up to which bf16 attention on a CPU is computed in float32 (measured crossover: 128-256)
+    cpu_bf16_in_fp32_up_to = 128
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         assert config.n_embd % config.n_head == 0
@@ -159,9 +162,16 @@ class CausalSelfAttention(nn.Module):
                 is_causal = False
 
         # causal self-attention; (B, nh, T, hs) x (B, nh, hs, T') -> (B, nh, T, T') -> (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-        )
+        dropout_p = self.dropout if self.training else 0.0
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu" and T <= self.cpu_bf16_in_fp32_up_to:
+            # the CPU's bf16 flash kernel has a slow backward on short sequences (2-3.5x slower than
+            # float32 at 64-128 positions, benchmarks/README.md); the casts cost far less than that
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+                ).to(q.dtype)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
 
         # output projection

@@ -109,6 +109,36 @@ def test_eval_with_dropout_is_deterministic_and_training_is_not():
     torch.testing.assert_close(no_dropout(idx, all_logits=True)[0], no_dropout(idx, all_logits=True)[0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("block_size", [16, 48])
+def test_cpu_bf16_attention_runs_in_float32_up_to_the_crossover(monkeypatch, block_size):
+    """Under CPU bf16 autocast, short sequences take the float32 attention path, longer ones bf16 flash;
+    both give the float32 model's loss and gradients to bf16 precision."""
+    import nanogpt.model as model_module
+
+    monkeypatch.setattr(model_module.CausalSelfAttention, "cpu_bf16_in_fp32_up_to", 32)
+    seen: list[torch.dtype] = []
+    sdpa = model_module.F.scaled_dot_product_attention
+
+    def spy(q, *args, **kw):
+        seen.append(q.dtype)
+        return sdpa(q, *args, **kw)
+
+    m = tiny(block_size=block_size).train()
+    idx = torch.randint(0, 61, (3, block_size), generator=torch.Generator().manual_seed(1))
+    _, reference = m(idx, idx)
+    reference.backward()
+    expected = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad(set_to_none=True)
+    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss = m(idx, idx)
+    loss.backward()
+    assert seen == [torch.float32 if block_size <= 32 else torch.bfloat16] * 2
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-2)
+    for name, p in m.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], atol=2e-3, rtol=5e-2, msg=name)
+
+
 def test_too_long_a_sequence_is_refused():
     """A sequence longer than the block raises a ValueError naming both lengths."""
     m = tiny(block_size=8)
