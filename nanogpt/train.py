@@ -26,7 +26,7 @@ from nanogpt import checkpoint as ckpt
 from nanogpt.dist import DistEnv
 from nanogpt.errors import InputError, NanoGPTError
 from nanogpt.fileio import atomic_open, atomic_write_text, sha256_file
-from nanogpt.hardware import Peak, mfu, peak_for
+from nanogpt.hardware import Peak, keep_freed_memory_in_process, mfu, peak_for
 from nanogpt.manifest import METRICS, RunDir, device_name, env_info, now_iso, read_manifest
 from nanogpt.registry import DATA, MODELS, OPTIMIZERS, SCHEDULES
 from nanogpt.spec import Experiment, SpecOrigin, resolved, spec_sha256, to_toml
@@ -84,6 +84,8 @@ def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None) -> 
 
 
 def configure_backends(exp: Experiment, env: DistEnv) -> None:
+    if env.device_type == "cpu":
+        keep_freed_memory_in_process()
     if env.device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = exp.system.tf32
         torch.backends.cudnn.allow_tf32 = exp.system.tf32

@@ -69,6 +69,7 @@ log_interval = 5
 
 [system]
 device = "cpu"
+dtype = "float32"                 # compared with transformers' float32 losses to 1e-5
 
 [logging]
 out_dir = {json.dumps(str(tmp / "runs"))}

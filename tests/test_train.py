@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -202,3 +203,59 @@ def test_compiled_path(tmp_path: Path):
     b = losses(only_run_dir(tmp_path / "runs", "compiled"))
     assert [r[:2] for r in a] == [r[:2] for r in b]
     assert b[-1][3] == pytest.approx(a[-1][3], rel=1e-3)
+
+
+# ------------------------------------------------------------------------------ precision
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_on_cpu_is_bf16_only_where_the_cpu_computes_it(monkeypatch, native):
+    """system.dtype "auto" on a CPU: bfloat16 with AVX512-BF16/AMX, float32 where bf16 would be emulated;
+    an explicit dtype is always obeyed; the CPU peak behind MFU is measured at the run's precision."""
+    from nanogpt import hardware
+    from nanogpt.dist import pick_dtype
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert pick_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    assert pick_dtype("float32", cpu) == torch.float32
+    assert pick_dtype("bfloat16", cpu) == torch.bfloat16
+    peak = hardware.peak_for(cpu, pick_dtype("auto", cpu))
+    assert peak.source == "measured" and peak.tflops > 0
+    assert peak.tflops == hardware.measured_cpu_tflops(torch.bfloat16 if native else torch.float32)
+
+
+ALLOCATE_AND_FREE = """
+import resource, sys, torch
+from nanogpt import hardware
+tuned = hardware.keep_freed_memory_in_process() if sys.argv[1] == "tuned" else False
+def step(i):  # a step's activations: blocks of a few MiB alive at once, all freed at its end
+    blocks = [torch.ones((2 << 20) + i * 16384) for _ in range(4)]  # a little bigger each time
+    del blocks
+step(0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for i in range(1, 21):
+    step(i)
+print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_cpu_runs_keep_freed_memory_instead_of_faulting_it_in_again(tmp_path: Path):
+    """After keep_freed_memory_in_process, the blocks a step frees (4 x 8 MiB and a bit) are reused by the
+    next step; by default glibc returns them to the kernel and every step faults its 8192+ pages in
+    again. A user's own MALLOC_* choice is left alone."""
+    script = tmp_path / "alloc.py"
+    script.write_text(ALLOCATE_AND_FREE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+
+    def faults(mode: str, extra_env: dict[str, str] | None = None) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, str(script), mode], env={**env, **(extra_env or {})},
+                             capture_output=True, text=True, check=True).stdout.split()
+        return out[0], int(out[1])
+
+    tuned, tuned_faults = faults("tuned")
+    default, default_faults = faults("default")
+    assert tuned == "True" and default == "False"
+    assert default_faults > 20 * 8192 and tuned_faults < default_faults / 10
+    assert faults("tuned", {"MALLOC_ARENA_MAX": "2"})[0] == "False"

@@ -339,7 +339,7 @@ class SystemSpec:
     device: str = attrs.field(default="auto", validator=DEVICE)
     """"auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:N" or "mps". Under torchrun each process takes cuda:LOCAL_RANK."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Autocast precision: "auto" is bfloat16 where supported, float16 (with a gradient scaler) on older GPUs, float32 on CPU."""
+    """Autocast precision: "auto" is bfloat16 where the hardware computes it (most GPUs; CPUs with AVX512-BF16 or AMX), float16 (with a gradient scaler) on older GPUs, float32 elsewhere."""
     compile: bool = True
     """Compile the model with torch.compile (slower start, faster steps)."""
     deterministic: bool = False
