@@ -122,6 +122,7 @@ def runner_round(spec: Path, overrides: list[str], run_id: str, echo: bool) -> t
 def bare_round(spec: Path, overrides: list[str]) -> tuple[list[float], float]:
     """The hand-written loop over the same iterations; (ms/iter of each window, the last loss)."""
     from nanogpt.data.files import open_dataset
+    from nanogpt.dist import pick_dtype
     from nanogpt.model import GPT, GPTConfig
     from nanogpt.spec import load_spec
 
@@ -129,9 +130,7 @@ def bare_round(spec: Path, overrides: list[str]) -> tuple[list[float], float]:
     m, t, o, s, sysspec = exp.model, exp.train, exp.optimizer, exp.schedule, exp.system
     device = torch.device("cuda" if sysspec.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if sysspec.device == "auto" else sysspec.device))
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
-        sysspec.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32
-    )
+    dtype = pick_dtype(sysspec.dtype, device)  # the runner's precision, "auto" resolved as it resolves it
 
     dataset = open_dataset(exp.data)
     data = np.memmap(dataset.path("train"), dtype=dataset.dtype, mode="r")
@@ -199,6 +198,7 @@ def compare(name: str, cfg: dict, args: argparse.Namespace, work: Path) -> float
         *cfg["overrides"], *args.override,
     ]
     from nanogpt.data.files import ensure_prepared
+    from nanogpt.dist import pick_dtype
     from nanogpt.spec import load_spec
 
     exp, _ = load_spec(SPEC, overrides, check_files=False)
@@ -206,7 +206,8 @@ def compare(name: str, cfg: dict, args: argparse.Namespace, work: Path) -> float
     m, t = exp.model, exp.train
     print(
         f"\n{name}: {m.n_layer} layers x {m.n_embd} (n_head {m.n_head}), block {m.block_size}, batch {t.batch_size} x "
-        f"{t.grad_accum} micro-steps = {exp.tokens_per_iter:,} tokens/iter, dtype {exp.system.dtype}, "
+        f"{t.grad_accum} micro-steps = {exp.tokens_per_iter:,} tokens/iter, dtype {exp.system.dtype} "
+        f"({str(pick_dtype(exp.system.dtype, torch.device('cpu'))).removeprefix('torch.')} on a CPU), "
         f"compile {'on' if exp.system.compile else 'off'}, tensorboard {'on' if exp.logging.tensorboard else 'off'}, "
         f"log every {t.log_interval}; {iters} iterations per round, {rounds} rounds, load {load_average():.2f}"
     )
