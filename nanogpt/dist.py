@@ -122,7 +122,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device.type == "cpu" and hardware.cpu_has_native_bf16():
-            # the quickstart trains 1.7x faster to the same loss (benchmarks/README.md)
+            # the quickstart trains 1.8x faster per step to the same loss (benchmarks/README.md)
             return torch.bfloat16
         return torch.float32  # emulated bf16 (and MPS autocast) is no faster than float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
