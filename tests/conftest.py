@@ -14,6 +14,20 @@ settings.register_profile("nanogpt", deadline=None)
 settings.load_profile("nanogpt")
 
 
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2 x 32 GPT-2 (GPT-2's vocabulary, 64 positions) saved as the hub serves
+    them (safetensors + config.json): the local stand-in for OpenAI's weights."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64))
+    path = tmp_path_factory.mktemp("hf") / "tiny-gpt2"
+    hf.save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def repo() -> Path:
     """The repository root (experiments/, schema/, ...)."""

@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,16 +27,6 @@ TEXT = (
     "Naïve café owners — and their crème brûlée — count as bytes, not characters: "
     "GPT-2's byte-level BPE splits “quotes” and 日本語 inside characters. "
 ) * 3
-
-
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory) -> Path:
-    """A randomly initialised GPT-2 saved as Hugging Face does."""
-    torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64))
-    path = tmp_path_factory.mktemp("hf") / "tiny-gpt2"
-    hf.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,6 @@ transformers = pytest.importorskip("transformers")
 EXPERIMENT = REPO / "experiments" / "finetune_shakespeare.toml"
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory) -> Path:
-    """A randomly initialised GPT-2 saved with save_pretrained: the stand-in for OpenAI's weights."""
-    torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64))
-    path = tmp_path_factory.mktemp("hf") / "gpt2-tiny"
-    hf.save_pretrained(path)
-    return path
-
-
 def small_variant(tmp: Path, hf_dir: Path) -> Path:
     """A spec that extends the real experiment and swaps in local weights, a local text, a short run."""
     text = write_corpus(tmp / "input.txt")

@@ -25,16 +25,6 @@ HF_SIZES = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=50257
 
 
 @pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory) -> Path:
-    """A randomly initialised GPT-2 saved the way the hub serves them (safetensors + config.json)."""
-    torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**HF_SIZES))
-    path = tmp_path_factory.mktemp("hf") / "tiny-gpt2"
-    hf.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def hf_model(hf_dir):
     return transformers.GPT2LMHeadModel.from_pretrained(hf_dir, local_files_only=True).eval()
 

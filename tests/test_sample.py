@@ -77,16 +77,6 @@ def bpe_run(tmp_path_factory) -> Path:
     return only_run_dir(tmp / "runs", "bpe")
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory) -> Path:
-    """A randomly initialised GPT-2 saved as Hugging Face does."""
-    torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64))
-    path = tmp_path_factory.mktemp("hf") / "tiny-gpt2"
-    hf.save_pretrained(path)
-    return path
-
-
 def vocabulary(run_dir: Path) -> set[str]:
     spec = json.loads((run_dir / "manifest.json").read_text())["spec"]["data"]
     meta = json.loads((Path(spec["data_dir"]) / spec["dataset"] / "meta.json").read_text())
