@@ -322,7 +322,7 @@ class TrainSpec:
     keep_checkpoints: int = attrs.field(default=2, validator=at_least(1))
     """How many of the latest checkpoints to keep; the best by val loss is kept as well."""
     auto_resume: bool = False
-    """When restarted by torchrun (--max-restarts), continue the run from its latest checkpoint instead of starting afresh."""
+    """`run SPEC` continues the newest unfinished run of this name and spec (interrupted, failed on a fault, or left `running` by a killed process; never a completed one or one a live process holds) from its latest verified checkpoint, instead of starting a new run: for torchrun restarts and a scheduler's requeue."""
 
     def cross_checks(self) -> Iterator[Problem]:
         if self.max_iters == 0 and not self.eval_only:
