@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,7 @@ class RunDir:
         self.path = path
         self.manifest = manifest
         self.lock = lock
+        self._writing = threading.Lock()  # the checkpoint writer's thread records checkpoints too
 
     @classmethod
     def create(
@@ -217,15 +219,26 @@ class RunDir:
         return cls(path, manifest, lock)
 
     def save(self) -> None:
-        atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=2, allow_nan=True) + "\n")
+        with self._writing:
+            atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=2, allow_nan=True) + "\n")
+
+    def record_checkpoint(self, entry: dict[str, Any], keep: int) -> None:
+        """List a checkpoint that is complete on disk, prune the ones no longer kept, and save."""
+        from nanogpt.checkpoint import prune
+
+        with self._writing:
+            entries = [e for e in self.manifest["checkpoints"] if e["step"] != entry["step"]] + [entry]
+            self.manifest["checkpoints"] = prune(self.path, entries, keep=keep)
+        self.save()
 
     def finish(self, status: str, error: str | None = None, failure: str | None = None) -> None:
         """Record how the run ended; `failure` says what kind ("nonfinite", "error", "lost_peer")."""
-        self.manifest["status"] = status
-        self.manifest["finished_at"] = now_iso()
-        if error is not None:
-            self.manifest["error"] = error
-        self.manifest["failure"] = failure
+        with self._writing:
+            self.manifest["status"] = status
+            self.manifest["finished_at"] = now_iso()
+            if error is not None:
+                self.manifest["error"] = error
+            self.manifest["failure"] = failure
         self.save()
 
     def release(self) -> None:

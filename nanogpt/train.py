@@ -301,7 +301,14 @@ class TrainStep:
         if env.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.model = DDP(self.model, device_ids=[env.device.index] if env.device_type == "cuda" else None)
+            # buffers that are not part of the state (GPT's vocab_mask) are constants: broadcasting
+            # them from rank 0 before every forward would be a collective per micro-batch for nothing
+            persistent = set(model.state_dict())
+            stateful_buffers = any(name in persistent for name, _ in model.named_buffers())
+            self.model = DDP(
+                self.model, device_ids=[env.device.index] if env.device_type == "cuda" else None,
+                broadcast_buffers=stateful_buffers,
+            )
         self.micro = data.micro_steps(self.grad_accum)
 
     def __call__(self, it: int, want_norm: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, float]:
@@ -399,6 +406,7 @@ class Trainer:
         self.wall_before = 0.0  # wall seconds of earlier sessions of this run
         self.stop = stop
         self.session_start = time.perf_counter()
+        self.checkpoints = ckpt.CheckpointWriter(self.run_path)
         scaler_state = self._resume_from_checkpoint(claim)  # before wrapping: DDP starts from these weights
         self.step = TrainStep(exp, env, data, model, optimizer, lr_at)
         if scaler_state:
@@ -496,7 +504,7 @@ class Trainer:
             return 1
         except KeyboardInterrupt:
             # a second Ctrl-C during the checkpoint: give up saving, but record it
-            self._finish("interrupted", "stopped before a checkpoint could be saved")
+            self._finish("interrupted", "stopped before a checkpoint could be saved", wait_for_checkpoint=False)
             return EXIT_INTERRUPTED
         except BaseException as e:
             message = f"rank {self.env.rank}: {type(e).__name__}: {e}" if self.env.distributed else f"{type(e).__name__}: {e}"
@@ -562,6 +570,8 @@ class Trainer:
         tokenizer = getattr(self.data.dataset, "tokenizer", None)
         if not self.env.is_main or n == 0 or tokenizer is None or not self.exp.logging.tensorboard:
             return
+        if self.env.distributed and it < self.train_cfg.max_iters and not self.train_cfg.eval_only:
+            return  # every other GPU would wait for rank 0's generation: in a job, only at the end
         from nanogpt.sample import generate_texts
 
         texts = generate_texts(
@@ -603,6 +613,8 @@ class Trainer:
         self._say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt / iters * 1000:.1f} ms/iter, {tokens_per_sec:,.0f} tok/s{mfu_text}")
 
     def _kept_checkpoint_text(self) -> str:
+        with contextlib.suppress(Exception):
+            self.checkpoints.wait()
         entries = self.run.manifest.get("checkpoints") if self.run is not None else None
         if not entries:
             return "and it had saved no checkpoint yet"
@@ -675,13 +687,13 @@ class Trainer:
             "spec": self.run.manifest["spec"],
             "metrics": dict(self.metrics),
             "wall_seconds": self.wall_before + time.perf_counter() - self.session_start,
-            "rng": {"torch": torch.get_rng_state()},
         }
-        path, digest = ckpt.save_checkpoint(self.run_path, it, state)
-        entries = [e for e in self.run.manifest["checkpoints"] if e["step"] != it]
-        entries.append({"path": str(path.relative_to(self.run_path)), "step": it, "sha256": digest, "val_loss": val_loss})
-        self.run.manifest["checkpoints"] = ckpt.prune(self.run_path, entries, keep=self.train_cfg.keep_checkpoints)
-        self.run.save()
+        run, keep = self.run, self.train_cfg.keep_checkpoints
+
+        def record(path: Path, digest: str) -> None:
+            run.record_checkpoint({"path": str(path.relative_to(run.path)), "step": it, "sha256": digest, "val_loss": val_loss}, keep)
+
+        self.checkpoints.save(it, state, on_written=record)
 
     # --------------------------------------------------------------- endings
 
@@ -703,7 +715,9 @@ class Trainer:
         }
         self.run.save()
 
-    def _finish(self, status: str, error: str | None = None, failure: str | None = None) -> None:
+    def _finish(self, status: str, error: str | None = None, failure: str | None = None, *, wait_for_checkpoint: bool = True) -> None:
+        if wait_for_checkpoint:
+            self.checkpoints.wait()  # a run is done only once its last checkpoint is on disk and listed
         self._update_manifest(self.iter)
         if self.run is None:
             return
@@ -723,6 +737,8 @@ class Trainer:
                 self._say("sample:\n" + samples[0])
 
     def _record_failure(self, message: str, lost_peer: bool) -> None:
+        with contextlib.suppress(BaseException):
+            self.checkpoints.wait()  # a checkpoint already being written is a good one: keep it listed
         if self.run is not None:
             if lost_peer:
                 # rank 0 failed only because another rank did (its collective lost a peer): give
