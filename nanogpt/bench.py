@@ -136,6 +136,7 @@ def benchmark(exp: Experiment, *, steps: int, warmup: int, synthetic: bool, prof
         "mfu": util,
         "peak_tflops": peak.tflops,
         "peak_tflops_source": peak.source,
+        "peak_measurement": peak.measurement,
         "peak_memory_bytes": _peak_memory(env),
         "last_loss": last_loss,
         "profile": profile,
@@ -167,7 +168,7 @@ def _profiler(directory: str, env: DistEnv, steps: int):
 
 
 def format_result(r: dict[str, Any]) -> str:
-    mfu_text = f"{r['mfu'] * 100:.1f}% of {r['peak_tflops']:.1f} TFLOP/s ({r['peak_tflops_source']})" if r["mfu"] is not None else "n/a (unknown peak)"
+    mfu_text = f"{r['mfu'] * 100:.1f}% of {r['peak_tflops']:.1f} TFLOP/s ({r['peak_tflops_source']})" if r["mfu"] is not None else f"n/a ({r['peak_tflops_source']})"
     lines = [
         f"bench {r['spec']}: {r['params'] / 1e6:.2f}M params, {r['tokens_per_iter']:,} tokens/iter, "
         f"{r['device']} {r['dtype']}, compile {'on' if r['compile'] else 'off'}, "

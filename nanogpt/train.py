@@ -159,6 +159,7 @@ def record_sections(exp: Experiment, env: DistEnv, data: Any, model: Any) -> dic
             "dtype": str(env.dtype).removeprefix("torch."),
             "peak_tflops": peak.tflops,
             "peak_tflops_source": peak.source,
+            "peak_measurement": peak.measurement,
             "deterministic": {
                 "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                 "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
