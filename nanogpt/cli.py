@@ -16,21 +16,54 @@ from pathlib import Path
 from nanogpt.errors import NanoGPTError
 from nanogpt.spec import SpecError, load_spec, to_toml
 
-EPILOG = "Overrides are dotted.key=value words after the spec, values read as TOML: train.max_iters=100 optimizer.betas=[0.9,0.99]"
+EPILOG = (
+    "Overrides are dotted.key=value words, anywhere among the flags, their values read as TOML: "
+    "train.max_iters=100 optimizer.betas=[0.9,0.99]. A word that names an existing file is a spec even "
+    "when it holds '=' (runs/x/lr=1e-3/spec.toml), and every word after -- is a spec."
+)
 
 
-def split_overrides(words: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Positional words -> (paths, overrides): a word with '=' is an override."""
-    paths = [w for w in words if "=" not in w]
-    overrides = [w for w in words if "=" in w]
-    return paths, overrides
+def split_overrides(words: Sequence[str], specs: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """Command-line words -> (spec paths, overrides).
+
+    A word with '=' is an override unless it names an existing file; `specs` (the words after
+    `--`) are paths whatever they hold.
+    """
+    paths, overrides = [], []
+    for word in words:
+        (overrides if "=" in word and not _is_file(word) else paths).append(word)
+    return paths + list(specs), overrides
+
+
+def _is_file(word: str) -> bool:
+    try:
+        return Path(word).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL in it
+        return False
+
+
+def parse_words(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """One verb's arguments, its SPEC and key=value words anywhere among its flags.
+
+    argparse alone takes positional words only before the first flag (`run SPEC --force k=v` would be
+    "unrecognized arguments"); intermixed parsing takes them anywhere. The words after `--` are
+    set aside as `args.specs`, so that a spec path holding '=' can always be given.
+    """
+    argv = list(argv)
+    specs: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, specs = argv[:at], argv[at + 1:]
+    args = parser.parse_intermixed_args(argv)
+    args.specs = specs
+    return args
 
 
 # ----------------------------------------------------------------------------------- verbs
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if not paths:
         raise _usage("check needs at least one SPEC")
     status = 0
@@ -46,7 +79,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if len(paths) != 1:
         raise _usage("show takes exactly one SPEC")
     exp, _ = load_spec(paths[0], overrides)
@@ -66,7 +99,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     # the spec is validated before torch is imported: a bad spec fails in a fraction of a second
     if args.resume is not None:
         if paths:
@@ -88,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from nanogpt.data.prepare import prepare_command
 
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if len(paths) != 1:
         raise _usage("prepare takes exactly one SPEC")
     exp, _ = load_spec(paths[0], overrides)
@@ -110,7 +143,7 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from nanogpt.bench import bench_command
 
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if len(paths) != 1:
         raise _usage("bench takes exactly one SPEC")
     return bench_command(paths[0], overrides, args)
@@ -146,15 +179,22 @@ def _usage(message: str) -> _Usage:
 
 
 class _Parser(argparse.ArgumentParser):
+    verb_parsers: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str):  # argparse exits 2 too, but through SystemExit with a usage line
         self.print_usage(sys.stderr)
         raise _usage(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+WORD_VERBS = ("run", "check", "show", "prepare", "bench")
+"""The verbs that take a SPEC and overrides (parsed by `parse_words`)."""
+
+
+def build_parser() -> _Parser:
     p = _Parser(prog="nanogpt", description="Declarative, reproducible GPT training.", epilog=EPILOG)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     verbs.required = True
+    p.verb_parsers = verbs.choices
 
     v = verbs.add_parser("run", help="validate, prepare data if missing, train/evaluate", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
@@ -261,7 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["scaling"]:  # its own parser, --help included
             return cmd_scaling(argparse.Namespace(rest=argv[1:]))
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if argv[:1] and argv[0] in WORD_VERBS:
+            args = parse_words(parser.verb_parsers[argv[0]], argv[1:])
+        else:
+            args = parser.parse_args(argv)
         return args.fn(args)
     except SpecError as e:
         print(e.report(), file=sys.stderr)
