@@ -8,6 +8,8 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import itertools
+import posixpath
 import re
 from collections.abc import Iterator
 from typing import Literal, Optional
@@ -127,6 +129,18 @@ def _check_source(inst: TokensSpec, attribute: attrs.Attribute, value: Optional[
         )
     if scheme == "url" and not re.match(r"https?://[^/\s]+", rest):
         raise ValueError(f"must be url:http(s)://... (got {value!r})")
+    if scheme == "file" and _glob_starts_at_the_root(rest):
+        raise ValueError(
+            f"is a glob that starts at the filesystem root, so it would search the whole file system; "
+            f"start it in the directory that holds the files, e.g. 'file:/data/**/*.txt' (got {value!r})"
+        )
+
+
+def _glob_starts_at_the_root(pattern: str) -> bool:
+    """Whether a file: glob has no directory of its own before its first wildcard: `/**/x.txt`, `/*/y`."""
+    parts = posixpath.normpath(pattern).split("/")
+    literal = list(itertools.takewhile(lambda part: not re.search(r"[*?\[]", part), parts))
+    return len(literal) < len(parts) and pattern.startswith("/") and not any(literal)
 
 
 @attrs.frozen(kw_only=True)
