@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nanogpt.errors import NanoGPTError
+from nanogpt.errors import InputError, NanoGPTError
 from nanogpt.spec import SpecError, load_spec, to_toml
 
 EPILOG = (
@@ -88,8 +88,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from nanogpt.registry import load_entry_points
     from nanogpt.spec.jsonschema import experiment_schema
 
+    failures = load_entry_points()
+    if failures:  # the schema would silently lack their kinds
+        raise InputError("\nerror: ".join(failures))
     text = json.dumps(experiment_schema(), indent=2) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

@@ -8,7 +8,6 @@ which is what the manifest records and what error messages point at.
 
 from __future__ import annotations
 
-import importlib
 import os
 import stat
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from nanogpt.registry import REGISTRIES
+from nanogpt.registry import REGISTRIES, import_plugin, load_entry_points
 from nanogpt.spec.convert import structure
 from nanogpt.spec.diff import flatten
 from nanogpt.spec.errors import Problem, SpecError, show_value
@@ -338,17 +337,17 @@ def _apply_override(raw: dict[str, Any], provenance: dict[str, str], word: str) 
 
 
 def _import_plugins(raw: dict[str, Any]) -> list[Problem]:
+    """Import the installed plugins and those the spec names; a Problem for each that fails."""
+    problems = [Problem("plugins", failure) for failure in load_entry_points()]
     plugins = raw.get("plugins", [])
     if not isinstance(plugins, list):
-        return []  # structuring reports the type
-    problems = []
+        return problems  # structuring reports the type
     for i, name in enumerate(plugins):
         if not isinstance(name, str) or not name:
             continue
-        try:
-            importlib.import_module(name)
-        except Exception as e:  # noqa: BLE001 - a plugin's own error is reported, not raised
-            problems.append(Problem(f"plugins[{i}]", f"cannot import {name!r}: {type(e).__name__}: {e}"))
+        failure = import_plugin(name)
+        if failure is not None:
+            problems.append(Problem(f"plugins[{i}]", f"cannot import {name!r}: {failure}"))
     return problems
 
 
