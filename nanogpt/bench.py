@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from nanogpt.dist import DistEnv
+from nanogpt.fileio import make_dirs
 from nanogpt.hardware import mfu, peak_for
 from nanogpt.registry import DATA, MODELS, OPTIMIZERS, SCHEDULES
 from nanogpt.spec import Experiment, load_spec
@@ -190,6 +191,8 @@ def bench_command(spec_path: str, overrides: list[str], args: argparse.Namespace
     if args.steps < 1 or args.warmup < 0:
         raise InputError(f"--steps must be at least 1 and --warmup at least 0 (got --steps {args.steps}, --warmup {args.warmup})")
     exp, _ = load_spec(spec_path, overrides, check_files=not args.synthetic)
+    if args.profile:  # before the steps: the trace is written only after them
+        make_dirs(Path(args.profile), f"--profile {args.profile!r}")
     result = benchmark(exp, steps=args.steps, warmup=args.warmup, synthetic=args.synthetic, profile=args.profile)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nanogpt.errors import InputError, NanoGPTError
+from nanogpt.errors import InputError, NanoGPTError, exhaustion
 from nanogpt.spec import SpecError, load_spec, to_toml
 
 EPILOG = (
@@ -96,7 +96,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
         raise InputError("\nerror: ".join(failures))
     text = json.dumps(experiment_schema(), indent=2) + "\n"
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        output = Path(args.output)
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as e:
+            why = "it is a directory" if output.is_dir() else (
+                f"its folder {str(output.parent)!r} does not exist" if not output.parent.is_dir() else e.strerror or str(e))
+            raise InputError(f"schema -o {args.output!r}: cannot write the schema there: {why}") from None
     else:
         sys.stdout.write(text)
     return 0
@@ -319,6 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except BrokenPipeError:  # `nanogpt show x | head`
         return 0
+    except Exception as e:
+        message = exhaustion(e)  # a full disk or absurd sizes: the machine's limits, not a bug
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogpt.errors import InputError
-from nanogpt.fileio import atomic_write_text
+from nanogpt.fileio import atomic_write_text, make_dirs
 from nanogpt.spec import Experiment, SpecOrigin, resolved, spec_sha256, to_toml
 
 SCHEMA_VERSION = 1
@@ -159,9 +159,12 @@ class RunDir:
         final = parent / run_id
         if final.exists():
             raise InputError(f"run directory {str(final)!r} exists already (continue it with: nanogpt run --resume {final})")
-        parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(parent, f"logging.out_dir {exp.logging.out_dir!r}")
         staging = parent / f".{run_id}.tmp-{secrets.token_hex(3)}"
-        staging.mkdir()
+        try:
+            staging.mkdir()
+        except OSError as e:  # a directory that exists but cannot be written
+            raise InputError(f"logging.out_dir {exp.logging.out_dir!r}: cannot create a run directory in {str(parent)!r}: {e.strerror or e}") from None
         try:
             git, diff = git_info()
             manifest = {

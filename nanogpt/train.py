@@ -24,7 +24,7 @@ import torch
 
 from nanogpt import checkpoint as ckpt
 from nanogpt.dist import DistEnv
-from nanogpt.errors import InputError, NanoGPTError
+from nanogpt.errors import InputError, NanoGPTError, exhaustion
 from nanogpt.fileio import atomic_open, atomic_write_text, sha256_file
 from nanogpt.hardware import Peak, keep_freed_memory_in_process, mfu, peak_for
 from nanogpt.manifest import METRICS, RunDir, device_name, env_info, now_iso, read_manifest
@@ -385,6 +385,9 @@ class Trainer:
             if isinstance(e, NanoGPTError):
                 print(f"error: {e}", file=sys.stderr)
                 return e.exit_code
+            if exhaustion(e) is not None:  # a full disk or memory: recorded above, no traceback needed
+                print(f"error: {exhaustion(e)}; the run is marked failed, its last good checkpoint kept", file=sys.stderr)
+                return 1
             traceback.print_exc()
             return 1
         finally:
