@@ -147,6 +147,10 @@ def _check_source(inst: TokensSpec, attribute: attrs.Attribute, value: Optional[
         )
     if scheme == "url" and not re.match(r"https?://[^/\s]+", rest):
         raise ValueError(f"must be url:http(s)://... (got {value!r})")
+    if scheme == "hf":
+        hf_id, at, revision = rest.partition(":")[0].partition("@")
+        if not hf_id or (at and not revision):
+            raise ValueError(f"must be hf:DATASET_ID[@REVISION][:CONFIG] (got {value!r})")
     if scheme == "file" and _glob_starts_at_the_root(rest):
         raise ValueError(
             f"is a glob that starts at the filesystem root, so it would search the whole file system; "
@@ -172,7 +176,7 @@ class TokensSpec(DataSpec):
     data_dir: str = attrs.field(default="data", validator=Pattern(r".+", "a non-empty path"))
     """Folder holding the datasets, relative to the working directory."""
     source: Optional[str] = attrs.field(default=None, validator=_check_source)
-    """Where `prepare` gets text: "embedded:shakespeare", "url:https://...", "file:path/or/glob" (a text file, files of documents, .jsonl or .parquet), or "hf:<dataset id>[:<config>]". Left out, the files must exist already."""
+    """Where `prepare` gets text: "embedded:shakespeare", "url:https://...", "file:path/or/glob" (a text file, files of documents, .jsonl or .parquet), or "hf:<dataset id>[@<revision>][:<config>]" (a dataset script is read from the hub's parquet conversion, refs/convert/parquet). Left out, the files must exist already."""
     source_sha256: Optional[str] = attrs.field(default=None, validator=SHA256)
     """Pin for a url: (or single file:) source: its sha256; a download that differs is refused."""
     text_column: str = "text"
