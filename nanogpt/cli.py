@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nanogpt.errors import NanoGPTError
-from nanogpt.spec import SpecError, load_spec, to_toml
+from nanogpt.spec import SpecError, load_spec, spec_sha256, to_toml
 
 EPILOG = "Overrides are dotted.key=value words after the spec, values read as TOML: train.max_iters=100 optimizer.betas=[0.9,0.99]"
 
@@ -36,12 +36,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     status = 0
     for path in paths:
         try:
-            load_spec(path, overrides)
+            exp, _ = load_spec(path, overrides)
         except SpecError as e:
             print(e.report(), file=sys.stderr)
             status = 2
         else:
-            print(f"ok: {path}")
+            print(f"ok: {path}  spec_sha256 {spec_sha256(exp)}" if args.hash else f"ok: {path}")
     return status
 
 
@@ -50,7 +50,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if len(paths) != 1:
         raise _usage("show takes exactly one SPEC")
     exp, _ = load_spec(paths[0], overrides)
-    sys.stdout.write(to_toml(exp))
+    sys.stdout.write(f"{spec_sha256(exp)}\n" if args.hash else to_toml(exp))
     return 0
 
 
@@ -164,10 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = verbs.add_parser("check", help="validate specs (never imports torch)", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC... [key=value ...]")
+    v.add_argument("--hash", action="store_true", help="print each valid spec's spec_sha256 after its ok")
     v.set_defaults(fn=cmd_check)
 
     v = verbs.add_parser("show", help="print the fully resolved spec as TOML", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
+    v.add_argument("--hash", action="store_true", help="print only its spec_sha256 (what a run's manifest records)")
     v.set_defaults(fn=cmd_show)
 
     v = verbs.add_parser("diff", help="compare two runs, manifests or specs")
