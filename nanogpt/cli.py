@@ -80,6 +80,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
         resume_dir = None
         exp, origin = load_spec(paths[0], overrides)
+        if not exp.train.auto_resume:  # with it, an existing run may be the one to continue
+            from nanogpt.manifest import refuse_existing_run_dir
+
+            refuse_existing_run_dir(exp)
     from nanogpt.train import run
 
     return run(exp, origin, resume_dir=resume_dir)

@@ -43,6 +43,26 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
+def refuse_existing_run_dir(exp: Experiment) -> None:
+    """Before any work: a spec naming its run id (`logging.run_id`) must not name a run that exists.
+
+    A run's spec.toml keeps the id the run had, so running it again lands here; the message says
+    how to continue that run, or repeat it under another id.
+    """
+    if exp.logging.run_id is not None:
+        path = Path(exp.logging.out_dir) / exp.name / exp.logging.run_id
+        if path.exists():
+            raise InputError(existing_run_message(path, exp.logging.run_id))
+
+
+def existing_run_message(path: Path, run_id: str) -> str:
+    return (
+        f"run directory {str(path)!r} exists already (logging.run_id = {run_id!r}). Continue that run with "
+        f"`nanogpt run --resume {path}`, or repeat it under another id: add logging.run_id=NEW, or "
+        f"logging.run_id= (nothing after '=') for a new timestamped one"
+    )
+
+
 # ------------------------------------------------------------------------ what went in
 
 
@@ -162,7 +182,7 @@ class RunDir:
         parent = Path(exp.logging.out_dir) / exp.name
         final = parent / run_id
         if final.exists():
-            raise InputError(f"run directory {str(final)!r} exists already (continue it with: nanogpt run --resume {final})")
+            raise InputError(existing_run_message(final, run_id))
         parent.mkdir(parents=True, exist_ok=True)
         staging = parent / f".{run_id}.tmp-{secrets.token_hex(3)}"
         staging.mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,6 +70,32 @@ def test_spec_toml_repeats_the_run(completed_run: Path):
     from nanogpt.spec import loads_spec, to_toml
 
     assert to_toml(loads_spec(text)) == text
+
+
+def test_running_a_runs_spec_toml_repeats_it(completed_run: Path, capsys):
+    """`run RUN/spec.toml` repeats a run under a new id, bit for bit. A run named by logging.run_id
+    keeps that id in its spec.toml: running it again is refused before any work (exit 2) with what
+    to do, and `logging.run_id=` (nothing after '=') repeats it under a new timestamped id."""
+    runs = completed_run.parent
+    before = set(runs.iterdir())
+    assert main(["run", str(completed_run / "spec.toml")]) == 0
+    (repeat,) = set(runs.iterdir()) - before
+    assert losses(repeat) == losses(completed_run)
+
+    assert main(["run", str(completed_run / "spec.toml"), "logging.run_id=named"]) == 0
+    named = runs / "named"
+    capsys.readouterr()
+    assert main(["run", str(named / "spec.toml")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        f"error: run directory {str(named)!r} exists already (logging.run_id = 'named'). Continue that run "
+        f"with `nanogpt run --resume {named}`, or repeat it under another id: add logging.run_id=NEW, or "
+        "logging.run_id= (nothing after '=') for a new timestamped one\n"
+    )
+    before = set(runs.iterdir())
+    assert main(["run", str(named / "spec.toml"), "logging.run_id="]) == 0
+    (fresh,) = set(runs.iterdir()) - before
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", fresh.name) and losses(fresh) == losses(completed_run)
 
 
 def test_loss_falls_and_checkpoints_are_pruned(completed_run: Path):
