@@ -8,13 +8,19 @@ dataset) print their message and exit with their status; they never show a trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nanogpt.errors import NanoGPTError
 from nanogpt.spec import SpecError, load_spec, spec_sha256, to_toml
+
+QUIET_EXIT_DELAY_S = 3.0
+"""How long a process that leaves an error to its node's first process waits before it exits."""
 
 EPILOG = "Overrides are dotted.key=value words after the spec, values read as TOML: train.max_iters=100 optimizer.betas=[0.9,0.99]"
 
@@ -68,22 +74,24 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     paths, overrides = split_overrides(args.words)
     # the spec is validated before torch is imported: a bad spec fails in a fraction of a second
-    if args.resume is not None:
-        if paths:
-            raise _usage("run --resume RUN_DIR takes overrides only, not a SPEC")
-        from nanogpt.manifest import load_for_resume
+    with _reported_once_per_node():
+        if args.resume is not None:
+            if paths:
+                raise _usage("run --resume RUN_DIR takes overrides only, not a SPEC")
+            from nanogpt.manifest import load_for_resume
 
-        resume_dir = Path(args.resume)
-        exp, origin = load_for_resume(resume_dir, overrides, force=args.force)
-    else:
-        if len(paths) != 1:
-            raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
-        resume_dir = None
-        exp, origin = load_spec(paths[0], overrides)
-        if not exp.train.auto_resume:  # with it, an existing run may be the one to continue
-            from nanogpt.manifest import refuse_existing_run_dir
+            resume_dir = Path(args.resume)
+            exp, origin = load_for_resume(resume_dir, overrides, force=args.force)
+        else:
+            if len(paths) != 1:
+                raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
+            resume_dir = None
+            exp, origin = load_spec(paths[0], overrides)
+            if not exp.train.auto_resume:  # with it, an existing run may be the one to continue
+                from nanogpt.manifest import refuse_existing_run_dir
 
-            refuse_existing_run_dir(exp)
+                refuse_existing_run_dir(exp)
+        _check_world_size(exp, origin.path)
     from nanogpt.train import run
 
     return run(exp, origin, resume_dir=resume_dir)
@@ -136,6 +144,39 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     from nanogpt.scaling import scaling_command
 
     return scaling_command(args.rest)
+
+
+def _check_world_size(exp, source: str) -> None:
+    """train.grad_accum against torchrun's WORLD_SIZE, before any process starts any work."""
+    world_size = int(os.environ.get("WORLD_SIZE") or 1)
+    if exp.train.grad_accum % world_size:
+        raise SpecError.single(
+            source, "train.grad_accum",
+            f"{exp.train.grad_accum} must be divisible by the number of processes ({world_size}): it counts "
+            "micro-batches over all of them, so that the global batch is the same on any number of processes",
+        )
+
+
+@contextlib.contextmanager
+def _reported_once_per_node() -> Iterator[None]:
+    """Under torchrun, problems found before any work are the same in every process of a node
+    (the same files, the same spec): only its first process (LOCAL_RANK 0) prints them."""
+    try:
+        yield
+    except (SpecError, NanoGPTError) as e:
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            raise
+        # torchrun stops every process once one exits: give the one that reports the time to
+        time.sleep(QUIET_EXIT_DELAY_S)
+        raise _Quiet(getattr(e, "exit_code", 2)) from None
+
+
+class _Quiet(NanoGPTError):
+    """An error another process of this node has reported already: exit with its status, say nothing."""
+
+    def __init__(self, exit_code: int):
+        super().__init__("")
+        self.exit_code = exit_code
 
 
 # ------------------------------------------------------------------------------- the parser
@@ -269,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_scaling(argparse.Namespace(rest=argv[1:]))
         args = build_parser().parse_args(argv)
         return args.fn(args)
+    except _Quiet as e:
+        return e.exit_code
     except SpecError as e:
         print(e.report(), file=sys.stderr)
         return 2
