@@ -282,6 +282,7 @@ class Trainer:
         self.best_val_loss = math.inf
         self.metrics: dict[str, Any] = {}
         self.wall_before = 0.0  # wall seconds of earlier sessions of this run
+        self.windows_this_session = 0  # logged training windows since this process started
         self.stop_signal: int | None = None
         scaler_state = self._resume_from_checkpoint()  # before wrapping: DDP starts from these weights
         self.step = TrainStep(exp, env, data, model, optimizer, lr_at)
@@ -457,7 +458,8 @@ class Trainer:
         tokens_per_sec = self.tokens_per_iter * iters / dt if dt > 0 else 0.0
         util = mfu(self.flops_per_token, tokens_per_sec, self.peak, self.env.world_size)
         norm = grad_norm.item() if grad_norm is not None else None
-        self.metrics.update(tokens_per_sec=tokens_per_sec, mfu=util, last_train_step_loss=loss)
+        self._add_to_average(self.tokens_per_iter * iters, dt, tokens_per_sec)
+        self.metrics.update(last_train_step_loss=loss)
         self.tracker.scalars(
             it,
             {"loss/train_step": loss, "lr": lr, "grad_norm": norm, "tokens_per_sec": tokens_per_sec, "mfu": util},
@@ -468,6 +470,20 @@ class Trainer:
         )
         mfu_text = f", mfu {util * 100:.1f}%" if util is not None else ""
         self._say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt / iters * 1000:.1f} ms/iter, {tokens_per_sec:,.0f} tok/s{mfu_text}")
+
+    def _add_to_average(self, tokens: int, seconds: float, window_tokens_per_sec: float) -> None:
+        """The manifest's tokens/s and MFU are the run's average over its logged windows, each
+        session's first left out (it holds the warm-up, and torch.compile's start); TensorBoard and
+        metrics.jsonl have each window's own. The sums live in `metrics`, which checkpoints carry."""
+        self.windows_this_session += 1
+        if self.windows_this_session > 1:
+            self.metrics["timed_tokens"] = self.metrics.get("timed_tokens", 0) + tokens
+            self.metrics["timed_seconds"] = self.metrics.get("timed_seconds", 0.0) + seconds
+        timed = self.metrics.get("timed_seconds", 0.0)
+        average = self.metrics["timed_tokens"] / timed if timed > 0 else window_tokens_per_sec  # a first window only
+        self.metrics.update(
+            tokens_per_sec=average, mfu=mfu(self.flops_per_token, average, self.peak, self.env.world_size)
+        )
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if self.env.is_main:

@@ -98,6 +98,20 @@ def test_running_a_runs_spec_toml_repeats_it(completed_run: Path, capsys):
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", fresh.name) and losses(fresh) == losses(completed_run)
 
 
+def test_manifest_throughput_is_the_runs_average(completed_run: Path):
+    """The manifest's tokens_per_sec (what `runs` shows) is the run's average over its logged windows
+    but the first (the warm-up), not the last window's; its MFU goes with it."""
+    windows = [r for r in map(json.loads, (completed_run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    assert [w["iter"] for w in windows] == list(range(40))  # log_interval 1: each window is one iteration
+    tokens_per_iter = 4 * 2 * 32
+    seconds = [tokens_per_iter / w["tokens_per_sec"] for w in windows[1:]]
+    m = json.loads((completed_run / "manifest.json").read_text())
+    assert m["metrics"]["tokens_per_sec"] == pytest.approx(tokens_per_iter * len(seconds) / sum(seconds), rel=1e-9)
+    assert m["metrics"]["tokens_per_sec"] != windows[-1]["tokens_per_sec"]
+    peak = m["hardware"]["peak_tflops"] * 1e12
+    assert m["metrics"]["mfu"] == pytest.approx(m["model"]["flops_per_token"] * m["metrics"]["tokens_per_sec"] / peak)
+
+
 def test_loss_falls_and_checkpoints_are_pruned(completed_run: Path):
     """The val loss falls from its initial value and only the latest checkpoints and the best are kept."""
     evals = [r for r in map(json.loads, (completed_run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
