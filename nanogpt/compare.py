@@ -121,21 +121,35 @@ def diff_command(a: str, b: str, *, as_json: bool, show_all: bool) -> int:
 
 
 def runs_command(directory: str, *, name: str | None = None) -> int:
-    rows = list_runs(Path(directory), name_filter=name)
-    if not rows:
-        print(f"no runs under {directory}")
+    """The table of runs under `directory`; exit 0 whatever it finds (even no directory: no runs)."""
+    path = Path(directory)
+    if not path.is_dir():
+        why = "it is not a directory" if path.exists() else "no such directory"
+        print(f"no runs under {directory}: {why}")
         return 0
-    header = ("name", "run id", "status", "iter", "best val", "tok/s", "age")
+    every = list_runs(path)
+    rows = [r for r in every if not name or name in r["name"]]
+    if not rows:
+        if every:
+            names = ", ".join(sorted({r["name"] for r in every}))
+            print(f"no runs under {directory} whose name contains {name!r} (names there: {names})")
+        else:
+            print(f"no runs under {directory}")
+        return 0
+    header = ("name", "run id", "status", "iter", "best val", "avg tok/s", "age")
     table = [header] + [
         (
-            r["name"], r["run_id"], r["status"], _cell(r["iter"]), _cell(r["best_val_loss"], ".4f"),
-            _cell(r["tokens_per_sec"], ",.0f"), r["age"],
+            r["name"], r["run_id"] + ("*" if r["moved"] else ""), r["status"], _cell(r["iter"]),
+            _cell(r["best_val_loss"], ".4f"), _cell(r["tokens_per_sec"], ",.0f"), r["age"],
         )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for r in rows:
+        if r["moved"]:
+            print(f"* {r['path']}: its manifest says {r['moved']} (a copied or renamed run directory)")
     problems = [r for r in rows if r.get("problem")]
     for r in problems:
         print(f"{r['path']}: {r['problem']}", file=sys.stderr)
@@ -152,7 +166,11 @@ def _cell(value: Any, fmt: str = "") -> str:
 
 
 def list_runs(directory: Path, name_filter: str | None = None) -> list[dict[str, Any]]:
-    """One row per run directory under `directory` (<out_dir>/<name>/<run_id>), newest first."""
+    """One row per run directory under `directory` (<out_dir>/<name>/<run_id>), newest first.
+
+    A row's name and run id are its folders' (what `sample`, `diff` and `--resume` are given);
+    `moved` is the manifest's `<name>/<run_id>` when that differs (a copied or renamed run dir).
+    """
     if not directory.is_dir():
         raise InputError(f"{str(directory)!r} is not a directory")
     rows = []
@@ -166,15 +184,16 @@ def list_runs(directory: Path, name_filter: str | None = None) -> list[dict[str,
             continue  # not a run directory
         row: dict[str, Any] = {
             "name": run_dir.parent.name, "run_id": run_dir.name, "path": str(run_dir), "iter": None,
-            "best_val_loss": None, "tokens_per_sec": None,
+            "best_val_loss": None, "tokens_per_sec": None, "moved": None,
         }
         try:
             m = read_manifest(manifest_path)
             metrics = m.get("metrics") or {}
+            recorded = (m.get("name", row["name"]), m.get("run_id", row["run_id"]))
             row.update(
-                name=m.get("name", row["name"]), run_id=m.get("run_id", row["run_id"]), status=str(m.get("status", "?")),
-                iter=metrics.get("iter"), best_val_loss=metrics.get("best_val_loss"),
+                status=str(m.get("status", "?")), iter=metrics.get("iter"), best_val_loss=metrics.get("best_val_loss"),
                 tokens_per_sec=metrics.get("tokens_per_sec"), created=m.get("created_at"),
+                moved=None if recorded == (row["name"], row["run_id"]) else "/".join(map(str, recorded)),
             )
         except ManifestError as e:
             row.update(status="unreadable", problem=str(e), created=None)
