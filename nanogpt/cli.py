@@ -131,7 +131,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from nanogpt.compare import diff_command
 
-    return diff_command(args.a, args.b, as_json=args.json, show_all=args.all)
+    return diff_command(args.a, args.b, as_json=args.json, show_all=args.all, results_only=args.results_only)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("b", metavar="B")
     v.add_argument("--json", action="store_true", help='print a JSON list of {"path", "a", "b"}')
     v.add_argument("--all", action="store_true", help="include values that always differ (ids, times)")
+    v.add_argument(
+        "--results-only", action="store_true",
+        help="leave out the spec fields that cannot change results (marked [no effect on results]): exit 0 means same results",
+    )
     v.set_defaults(fn=cmd_diff)
 
     v = verbs.add_parser("runs", help="table of runs under DIR (default runs/)")

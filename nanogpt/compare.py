@@ -55,8 +55,13 @@ def load_side(path: str) -> tuple[str, dict[str, Any]]:
     raise InputError(f"{path!r} is neither a run directory, a manifest.json nor a .toml spec")
 
 
-def diff_records(a: dict[str, Any], b: dict[str, Any], *, spec_only: bool, show_all: bool) -> list[dict[str, Any]]:
-    """Every differing path, grouped and ordered (spec, model, data, environment, metrics)."""
+def diff_records(
+    a: dict[str, Any], b: dict[str, Any], *, spec_only: bool, show_all: bool, results_only: bool = False
+) -> list[dict[str, Any]]:
+    """Every differing path, grouped and ordered (spec, model, data, environment, metrics).
+
+    `results_only` leaves out the spec fields that cannot change the numbers (INERT_FIELDS).
+    """
     out: list[dict[str, Any]] = []
     for group, sections in GROUPS:
         if spec_only and group != "spec":
@@ -68,6 +73,8 @@ def diff_records(a: dict[str, Any], b: dict[str, Any], *, spec_only: bool, show_
                 item = {"path": path, "a": _plain(va), "b": _plain(vb), "group": group}
                 if group == "spec":
                     item["affects_results"] = not under(path.removeprefix("spec."), INERT_FIELDS)
+                    if results_only and not item["affects_results"]:
+                        continue
                 out.append(item)
     # within the spec group, what changes the numbers comes before what does not
     return sorted(out, key=lambda d: (_group_rank(d["group"]), d["group"] == "spec" and not d["affects_results"]))
@@ -105,10 +112,12 @@ def _show(v: Any) -> str:
     return repr(v) if isinstance(v, str) else str(v)
 
 
-def diff_command(a: str, b: str, *, as_json: bool, show_all: bool) -> int:
+def diff_command(a: str, b: str, *, as_json: bool, show_all: bool, results_only: bool = False) -> int:
     kind_a, rec_a = load_side(a)
     kind_b, rec_b = load_side(b)
-    diffs = diff_records(rec_a, rec_b, spec_only="spec" in (kind_a, kind_b), show_all=show_all)
+    diffs = diff_records(
+        rec_a, rec_b, spec_only="spec" in (kind_a, kind_b), show_all=show_all, results_only=results_only
+    )
     if as_json:
         print(json.dumps([{"path": d["path"], "a": d["a"], "b": d["b"]} for d in diffs], indent=2))
     else:

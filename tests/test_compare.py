@@ -199,6 +199,24 @@ def test_runs_shows_the_folder_of_a_copied_run_and_the_average_throughput(two_ru
     assert all(f"{average:,.0f}" in line.split() for line in lines[1:3])
 
 
+def test_diff_results_only_answers_same_results_by_exit_code(two_runs, tmp_path, capsys):
+    """Two runs of one spec under other ids and out_dirs differ only in fields marked [no effect on
+    results]: plain diff exits 1 on them, --results-only exits 0 and prints nothing; a real
+    change (b's lr) still exits 1 with --results-only, without the inert lines."""
+    a, b, spec = two_runs
+    assert main(["run", str(spec), "logging.run_id=again", f"logging.out_dir={tmp_path / 'other'}"]) == 0
+    again = tmp_path / "other" / "tiny" / "again"
+    capsys.readouterr()
+    assert main(["diff", str(a), str(again)]) == 1
+    assert all(line.endswith("[no effect on results]") for line in capsys.readouterr().out.splitlines())
+    assert main(["diff", "--results-only", str(a), str(again)]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["diff", "--results-only", str(a / "spec.toml"), str(again / "spec.toml")]) == 0
+    assert main(["diff", "--results-only", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "spec.optimizer.lr: 0.003 -> 0.001" in out and "no effect on results" not in out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
