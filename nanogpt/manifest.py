@@ -163,6 +163,27 @@ def provenance_record(exp: Experiment, origin: SpecOrigin) -> dict[str, str]:
     return out
 
 
+def resumed_provenance(previous: Any, exp: Experiment, origin: SpecOrigin) -> dict[str, str]:
+    """The provenance after `run --resume RUN_DIR key=value ...`: what the run had recorded, with
+    every value the resume's overrides set marked as theirs ("override key=value (--resume)")."""
+    from nanogpt.spec.diff import under
+    from nanogpt.spec.load import DEFAULT
+
+    # a component's `kind` given anew replaces its whole table
+    touched = tuple(
+        key.removesuffix("kind") if key.endswith(".kind") else key
+        for key in (word.partition("=")[0].strip() for word in origin.overrides)
+    )
+    previous = previous if isinstance(previous, dict) else {}
+    out = {}
+    for path, source in provenance_record(exp, origin).items():
+        if under(path, touched):
+            out[path] = source if source == DEFAULT else f"{source} (--resume)"
+        else:
+            out[path] = previous.get(path, source)
+    return out
+
+
 # ----------------------------------------------------------------------------- the run dir
 
 

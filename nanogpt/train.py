@@ -27,7 +27,7 @@ from nanogpt.dist import DistEnv
 from nanogpt.errors import InputError, NanoGPTError
 from nanogpt.fileio import atomic_open, atomic_write_text, sha256_file
 from nanogpt.hardware import Peak, keep_freed_memory_in_process, mfu, peak_for
-from nanogpt.manifest import METRICS, RunDir, device_name, env_info, now_iso, read_manifest
+from nanogpt.manifest import METRICS, RunDir, device_name, env_info, now_iso, read_manifest, resumed_provenance
 from nanogpt.registry import DATA, MODELS, OPTIMIZERS, SCHEDULES
 from nanogpt.spec import Experiment, SpecOrigin, resolved, spec_sha256, to_toml
 from nanogpt.tracking import build_tracker, flat_hparams, markdown_code
@@ -136,6 +136,7 @@ def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Any, model
             run.manifest.update(record_sections(exp, env, data, model))
             run.manifest["spec"] = resolved(exp)
             run.manifest["spec_sha256"] = spec_sha256(exp)
+            run.manifest["provenance"] = resumed_provenance(run.manifest.get("provenance"), exp, origin)
             run.manifest.setdefault("resumes", []).append(
                 {"at": now_iso(), "overrides": list(origin.overrides), "command": " ".join(sys.argv)}
             )

@@ -233,6 +233,24 @@ def test_resume_refuses_training_changes(tmp_path: Path, completed_run: Path):
     assert "optimizer.lr" in proc.stderr and "--force" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_resume_records_its_overrides_in_the_provenance(tmp_path: Path):
+    """After `run --resume RUN train.max_iters=40`, the manifest's provenance names the resume's
+    override for max_iters (not the first command's), keeps the other sources, and `resumes` lists it."""
+    spec = tiny_spec(tmp_path)
+    nanogpt("run", str(spec), "train.max_iters=20", "logging.run_id=r", check=True)
+    run = tmp_path / "runs" / "tiny" / "r"
+    before = json.loads((run / "manifest.json").read_text())
+    assert before["provenance"]["train.max_iters"] == "override train.max_iters=20"
+    nanogpt("run", "--resume", str(run), "train.max_iters=40", check=True)
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["metrics"]["iter"] == 40 and m["spec"]["train"]["max_iters"] == 40
+    assert m["provenance"]["train.max_iters"] == "override train.max_iters=40 (--resume)"
+    assert m["provenance"]["optimizer.lr"] == before["provenance"]["optimizer.lr"] == str(spec)
+    assert m["provenance"]["logging.run_id"] == "override logging.run_id=r"
+    assert m["overrides"] == ["train.max_iters=20", "logging.run_id=r"]
+    assert [r["overrides"] for r in m["resumes"]] == [["train.max_iters=40"]]
+
+
 @pytest.mark.slow
 def test_compiled_path(tmp_path: Path):
     """torch.compile trains the same model to a loss close to the eager one's."""
