@@ -98,7 +98,9 @@ class DistEnv:
             dist.destroy_process_group()
 
 
-def pick_device(name: str, local_rank: int | None) -> torch.device:
+def pick_device(name: str, local_rank: int | None, setting: str = "system.device") -> torch.device:
+    """The device `name` says; `setting` is what named it, for the error when it is not here."""
+    given = name
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -108,11 +110,11 @@ def pick_device(name: str, local_rank: int | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         from nanogpt.errors import InputError
 
-        raise InputError(f"system.device is {name!r} but this machine has no CUDA device (use \"auto\" or \"cpu\")")
+        raise InputError(f"{setting} is {given!r} but this machine has no CUDA device (use \"auto\" or \"cpu\")")
     if device.type == "mps" and not torch.backends.mps.is_available():
         from nanogpt.errors import InputError
 
-        raise InputError("system.device is 'mps' but MPS is not available here")
+        raise InputError(f"{setting} is 'mps' but MPS is not available here")
     return device
 
 

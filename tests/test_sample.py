@@ -140,6 +140,23 @@ def test_start_from_file(char_run, capsys, tmp_path):
     assert all(s.startswith(prompt) for s in split_samples(from_file[1]))
 
 
+def test_start_from_file_lowercase(char_run, capsys, tmp_path):
+    """--start file:path (as data.source spells it) reads the file too, not the words 'file:...'."""
+    (tmp_path / "prompt.txt").write_text("KING:", encoding="utf-8")
+    args = [str(char_run["dir"]), "--num-samples", "1", "--max-new-tokens", "8"]
+    code, from_file, _ = sample(capsys, *args, "--start", f"file:{tmp_path / 'prompt.txt'}")
+    assert code == 0 and from_file == sample(capsys, *args, "--start", "KING:")[1]
+    assert from_file.startswith("KING:")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_names_the_flag(char_run, capsys):
+    """--device cuda on a machine without CUDA blames --device as given, not a spec's system.device."""
+    code, out, err = sample(capsys, str(char_run["dir"]), "--device", "cuda")
+    assert code == 2 and out == ""
+    assert err == "error: --device is 'cuda' but this machine has no CUDA device (use \"auto\" or \"cpu\")\n"
+
+
 def test_checkpoint_best_and_latest(char_run, capsys, tmp_path):
     """--checkpoint best loads the lowest-val-loss checkpoint the manifest lists, latest the last one."""
     run = tmp_path / "run"
