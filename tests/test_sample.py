@@ -7,6 +7,7 @@ import io
 import json
 import random
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -334,6 +335,23 @@ def test_gpt2_offline_is_a_clear_error(tmp_path):
     proc = nanogpt("sample", "gpt2", "--max-new-tokens", "5", cwd=tmp_path, env=env_with_plugins(HF_HUB_OFFLINE="1"), timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "'gpt2'" in proc.stderr and "Hugging Face hub" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gpt2_with_an_unresolvable_hub_fails_at_once(tmp_path, monkeypatch):
+    """When the hub's host cannot even be looked up, weights not in the cache fail at once, naming
+    HF_HUB_OFFLINE, instead of after the hub client's retries (~23 s)."""
+    from nanogpt.errors import InputError
+    from nanogpt.model import GPT
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "https://hub.invalid")
+    start = time.perf_counter()
+    with pytest.raises(InputError) as e:
+        GPT.from_hf("gpt2")
+    assert time.perf_counter() - start < 5
+    assert "hub.invalid cannot be looked up" in str(e.value) and "HF_HUB_OFFLINE=1" in str(e.value)
 
 
 def test_unknown_source_exit_2(capsys, tmp_path):
