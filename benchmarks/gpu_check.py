@@ -491,7 +491,7 @@ class Check:
         out.append("")
         out.append("fast paths (on against off, same setting; > 1x means the fast path pays):")
         if s.dry_run:
-            out.append("  (dry run: a few tiny steps each, on a CPU where fused AdamW is off and TF32 does nothing: noise, not findings)")
+            out.append("  (dry run: a few tiny steps each, on a CPU, where TF32 does nothing: noise, not findings)")
         pairs = [
             ("flash attention (SDPA)", "eager/on", "eager/math-sdpa"),
             ("fused AdamW", "eager/on", "eager/foreach-adamw"),
