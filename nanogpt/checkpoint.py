@@ -8,18 +8,22 @@ checkpoint file alone is enough to rebuild the model for sampling or finetuning.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import pickle
 import re
+import threading
 import zipfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from nanogpt.errors import InputError
-from nanogpt.fileio import atomic_open
+from nanogpt.errors import InputError, NanoGPTError
+from nanogpt.fileio import atomic_open, inside, read_regular_bytes
 
 FORMAT = "nanogpt-checkpoint-1"
 """Value of the "format" key of every checkpoint this product writes."""
@@ -27,8 +31,39 @@ FORMAT = "nanogpt-checkpoint-1"
 CHECKPOINT_DIR = "checkpoints"
 
 
+class CheckpointError(NanoGPTError):
+    """No checkpoint of a run can be trusted, or one does not fit the model it should load into."""
+
+
 def checkpoint_name(iteration: int) -> str:
     return f"ckpt-{iteration:08d}.pt"
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], given: Any) -> str | None:
+    """What keeps state dict `given` from loading into a module whose state dict is `expected`."""
+    if not isinstance(given, dict):
+        return f"its weights are a {type(given).__name__}, not a dict of tensors"
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    parts = []
+    if missing:
+        parts.append(f"missing {_names(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {_names(unexpected)}")
+    if parts:
+        return "; ".join(parts)
+    for key, tensor in expected.items():
+        value = given[key]
+        if not isinstance(value, torch.Tensor):
+            return f"{key} is a {type(value).__name__}, not a tensor"
+        if tuple(value.shape) != tuple(tensor.shape):
+            return f"{key} has shape {tuple(value.shape)}, the model needs {tuple(tensor.shape)}"
+    return None
+
+
+def _names(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
@@ -63,49 +98,288 @@ def checkpoint_for(run_dir: str | os.PathLike[str], which: str = "best") -> Path
     checkpoints/ is used. Falls back to the latest when no checkpoint has a val loss.
     """
     run_dir = Path(run_dir)
-    entries = _manifest_checkpoints(run_dir)
-    entries = [e for e in entries if (run_dir / e["path"]).is_file()]
+    entries, _ = recorded_checkpoints(run_dir, _manifest_entries(run_dir))
     if not entries:
-        files = sorted((run_dir / CHECKPOINT_DIR).glob("ckpt-*.pt"))
+        files = sorted(p for p in (run_dir / CHECKPOINT_DIR).glob("ckpt-*.pt") if p.is_file())
         if not files:
             raise InputError(f"run {str(run_dir)!r} has no checkpoint")
         return files[-1]
     if which == "best":
-        scored = [e for e in entries if isinstance(e.get("val_loss"), (int, float))]
-        if scored:
-            return run_dir / min(scored, key=lambda e: (e["val_loss"], -e["step"]))["path"]
+        best = best_entry(entries)
+        if best is not None:
+            return run_dir / best["path"]
     return run_dir / max(entries, key=lambda e: e["step"])["path"]
 
 
-def _manifest_checkpoints(run_dir: Path) -> list[dict[str, Any]]:
+def best_entry(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The entry with the lowest val loss (the later one on a tie); None when none has one."""
+    scored = [e for e in entries if _finite_number(e.get("val_loss"))]
+    return min(scored, key=lambda e: (e["val_loss"], -e["step"])) if scored else None
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _manifest_entries(run_dir: Path) -> Any:
     try:
-        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-        entries = manifest.get("checkpoints") or []
-        return [e for e in entries if isinstance(e, dict) and "path" in e and isinstance(e.get("step"), int)]
-    except (OSError, ValueError, AttributeError):
+        manifest = json.loads(read_regular_bytes(run_dir / "manifest.json"))
+        return manifest.get("checkpoints") or []
+    except (OSError, ValueError, AttributeError, RecursionError):
         return []
 
 
-def save_checkpoint(run_dir: str | os.PathLike[str], iteration: int, state: dict[str, Any]) -> Path:
-    """Write `state` as the checkpoint of `iteration`, atomically: a crash leaves the old files."""
+def recorded_checkpoints(run_dir: str | os.PathLike[str], entries: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """The manifest's checkpoint entries that name a file which exists in the run's checkpoints/.
+
+    Returns (entries kept, sorted by step; one line for each entry left out and why). An entry
+    whose path leads outside checkpoints/ (absolute, `..`, a link elsewhere) is never followed:
+    it is left out with a warning, as is one that is malformed. An entry whose file is gone is
+    left out too: the list is rebuilt from what exists.
+    """
+    run_dir = Path(run_dir)
+    folder = (run_dir / CHECKPOINT_DIR).resolve()
+    kept: dict[int, dict[str, Any]] = {}
+    ignored = []
+    for e in entries if isinstance(entries, list) else []:
+        if not (isinstance(e, dict) and isinstance(e.get("step"), int) and not isinstance(e.get("step"), bool)
+                and isinstance(e.get("sha256"), str)):
+            ignored.append(f"ignoring a malformed checkpoint entry in the manifest: {_short(e)}")
+            continue
+        path = inside(run_dir, e.get("path"))
+        if path is None or path.parent != folder:
+            ignored.append(
+                f"ignoring the manifest's checkpoint entry {_short(e.get('path'))}: it is not a file in "
+                f"{CHECKPOINT_DIR}/ of this run, and paths outside it are never followed"
+            )
+            continue
+        if not path.is_file():
+            ignored.append(f"checkpoint {e['path']} is listed in the manifest but no longer exists")
+            continue
+        kept[e["step"]] = {**e, "path": str(path.relative_to(run_dir.resolve()))}
+    return [kept[k] for k in sorted(kept)], ignored
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def unrecorded_files(run_dir: str | os.PathLike[str], entries: list[dict[str, Any]]) -> list[Path]:
+    """Checkpoint files in checkpoints/ that the manifest does not list (their sha256 is unknown)."""
+    run_dir = Path(run_dir)
+    listed = {run_dir / e["path"] for e in entries}
+    return [p for p in sorted((run_dir / CHECKPOINT_DIR).glob("ckpt-*.pt")) if p.is_file() and p not in listed]
+
+
+class HashingWriter:
+    """A file object for torch.save that hashes what it writes, so a checkpoint is never read back to hash it."""
+
+    def __init__(self, f: Any):
+        self.f = f
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def save_checkpoint(run_dir: str | os.PathLike[str], iteration: int, state: dict[str, Any]) -> tuple[Path, str]:
+    """Write `state` as the checkpoint of `iteration`, atomically; returns its path and sha256.
+
+    A crash leaves the old files: the new one is written under a temporary name and renamed.
+    """
     path = Path(run_dir) / CHECKPOINT_DIR / checkpoint_name(iteration)
     with atomic_open(path, "wb") as f:
-        torch.save(state, f)
-    return path
+        writer = HashingWriter(f)
+        torch.save(state, writer)
+    return path, writer.sha256.hexdigest()
+
+
+def snapshot(obj: Any, reuse: Any = None) -> Any:
+    """`obj` with every tensor copied to the CPU: a copy the training loop can no longer change.
+
+    `reuse` is an earlier snapshot of the same state: its tensors are overwritten in place, so a
+    run's second and later checkpoints allocate (and fault in) no new memory. Copies from a GPU go
+    to pinned memory, asynchronously, and are waited for once at the end.
+    """
+    copies_from_gpu = []
+    copied: dict[tuple, torch.Tensor] = {}  # tensors seen already: tied weights stay one tensor
+
+    def copy(value: Any, old: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+            key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
+                   tuple(value.stride()), value.dtype, value.device)
+            if key in copied:
+                return copied[key]
+            if isinstance(old, torch.Tensor) and old.shape == value.shape and old.dtype == value.dtype:
+                out = old
+            else:
+                out = torch.empty(value.shape, dtype=value.dtype, pin_memory=value.is_cuda)
+            out.copy_(value, non_blocking=value.is_cuda)
+            if value.is_cuda:
+                copies_from_gpu.append(value.device)
+            copied[key] = out
+            return out
+        if isinstance(value, dict):
+            old = old if isinstance(old, dict) else {}
+            return {k: copy(v, old.get(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            old = old if isinstance(old, (list, tuple)) and len(old) == len(value) else [None] * len(value)
+            return type(value)(copy(v, o) for v, o in zip(value, old))
+        return value
+
+    out = copy(obj, reuse)
+    for device in set(copies_from_gpu):
+        torch.cuda.synchronize(device)
+    return out
+
+
+class CheckpointWriter:
+    """Saves checkpoints on a thread of their own: the loop waits only for a CPU copy of the state.
+
+    For GPT-2 124M a checkpoint is ~1.5 GB; writing, fsyncing and publishing it held up every rank
+    of the job (benchmarks/checkpoint_stall.py). One save at a time: a new one first waits for the
+    last. `on_written(path, sha256)` runs (on the writer's thread) once a file is complete and
+    published under its final name, so whoever records checkpoints never lists a partial one. A
+    failed write is raised in the loop's thread at the next `save` or `wait`.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]):
+        self.run_dir = Path(run_dir)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._buffers: Any = None
+
+    def save(self, iteration: int, state: dict[str, Any], on_written: Callable[[Path, str], None]) -> None:
+        self.wait()  # also: the last save no longer reads the buffers the snapshot overwrites
+        copied = self._buffers = snapshot(state, reuse=self._buffers)  # the only part the loop waits for
+
+        def write() -> None:
+            try:
+                path, digest = save_checkpoint(self.run_dir, iteration, copied)
+                on_written(path, digest)
+            except BaseException as e:  # noqa: BLE001 - handed to the loop's thread
+                self._error = e
+
+        # a daemon: a process that is killed or exits mid-save leaves only a temporary file, which
+        # the next resume removes
+        self._thread = threading.Thread(target=write, name=f"checkpoint-{iteration}", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Until the save in flight (if any) is published and recorded; its error, if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            if isinstance(error, OSError):
+                raise CheckpointError(f"writing a checkpoint in {self.run_dir / CHECKPOINT_DIR} failed: {error}") from error
+            raise error
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
 
 def prune(run_dir: str | os.PathLike[str], entries: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
-    """Delete all but the `keep` latest checkpoints and the best one; returns the entries kept."""
+    """Delete all but the `keep` latest checkpoints and the best one; returns the entries kept.
+
+    Only files inside the run's checkpoints/ are ever deleted, whatever an entry says.
+    """
     run_dir = Path(run_dir)
+    folder = (run_dir / CHECKPOINT_DIR).resolve()
     by_step = sorted(entries, key=lambda e: e["step"])
     kept = {id(e) for e in by_step[-keep:]}
-    scored = [e for e in entries if isinstance(e.get("val_loss"), (int, float))]
-    if scored:
-        kept.add(id(min(scored, key=lambda e: (e["val_loss"], -e["step"]))))
+    best = best_entry(entries)
+    if best is not None:
+        kept.add(id(best))
     for e in by_step:
         if id(e) not in kept:
-            (run_dir / e["path"]).unlink(missing_ok=True)
+            path = inside(run_dir, e["path"])
+            if path is not None and path.parent == folder:
+                path.unlink(missing_ok=True)
     return [e for e in by_step if id(e) in kept]
+
+
+def resume_checkpoint(
+    run_dir: str | os.PathLike[str],
+    manifest: dict[str, Any],
+    usable: Callable[[dict[str, Any]], str | None],
+    *,
+    force: bool,
+    say: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The checkpoint a resume continues from, verified, and the manifest's rebuilt checkpoint list.
+
+    Newest first, each recorded checkpoint is checked against the sha256 the manifest recorded,
+    loaded (weights only, onto the CPU) and put to `usable(state)` (None when it fits the run,
+    else why not); the first that passes is returned with its entry as `state["entry"]`. A bad
+    one is named and skipped. When none passes: CheckpointError (exit 1) if some exist but none
+    is intact, InputError (exit 2) if the manifest recorded checkpoints that are all gone — unless
+    `force`, which starts the run over (None). A run that never saved a checkpoint starts over too.
+    """
+    run_dir = Path(run_dir)
+    recorded = manifest.get("checkpoints")
+    entries, ignored = recorded_checkpoints(run_dir, recorded)
+    for line in ignored:
+        say(f"warning: {line}")
+    for path in unrecorded_files(run_dir, entries):
+        say(
+            f"warning: {path.relative_to(run_dir)} is not recorded in the manifest (the run was stopped while "
+            "recording it?); without a recorded sha256 it cannot be verified, so it is not used"
+        )
+    rejected = []
+    for entry in reversed(entries):
+        path = run_dir / entry["path"]
+        problem = _verify(path, entry, usable)
+        if isinstance(problem, dict):
+            return [e for e in entries if e["step"] <= entry["step"] and e not in rejected], {**problem, "entry": entry}
+        rejected.append(entry)
+        say(f"warning: checkpoint {entry['path']} {problem}; it is not used")
+    if force:
+        say(f"--force: no usable checkpoint in {run_dir}; the run starts over from iteration 0")
+        return [], None
+    if rejected:
+        raise CheckpointError(
+            f"run {str(run_dir)!r} has no intact checkpoint to resume from (see the warnings above); "
+            "pass --force to start it over from iteration 0"
+        )
+    if isinstance(recorded, list) and recorded:
+        raise InputError(
+            f"run {str(run_dir)!r} recorded checkpoints, but none of them exists any more "
+            f"({CHECKPOINT_DIR}/ was emptied or moved?): a resume would start over from iteration 0 and "
+            "replace its metrics. Put the checkpoints back, or pass --force to start over"
+        )
+    say(f"{run_dir} saved no checkpoint before it stopped: starting from iteration 0")
+    return [], None
+
+
+def _verify(path: Path, entry: dict[str, Any], usable: Callable[[dict[str, Any]], str | None]) -> dict[str, Any] | str:
+    """The loaded state of a checkpoint that is intact and fits, else why it is not."""
+    from nanogpt.fileio import sha256_file
+
+    try:
+        digest = sha256_file(path)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if digest != entry["sha256"]:
+        return f"is corrupt or was replaced: its sha256 is {digest[:16]}..., the manifest recorded {entry['sha256'][:16]}..."
+    try:
+        state = load_checkpoint(path, map_location="cpu")
+    except InputError as e:
+        return f"cannot be loaded: {e}"
+    if state.get("format") != FORMAT:
+        return f"has format {state.get('format')!r}, not {FORMAT!r}"
+    if state.get("iter") != entry["step"]:
+        return f"holds iteration {state.get('iter')!r}, but the manifest says {entry['step']}"
+    problem = usable(state)
+    return problem if problem is not None else state
 
 
 def remove_torn_files(run_dir: str | os.PathLike[str]) -> list[Path]:

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,8 @@ from nanogpt.spec import SpecError, load_spec, spec_sha256, to_toml
 
 QUIET_EXIT_DELAY_S = 3.0
 """How long a process that leaves an error to its node's first process waits before it exits."""
+
+EXIT_INTERRUPTED = 130
 
 EPILOG = "Overrides are dotted.key=value words after the spec, values read as TOML: train.max_iters=100 optimizer.betas=[0.9,0.99]"
 
@@ -72,29 +75,37 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from nanogpt.console import survive_closed_console
+    from nanogpt.signals import StopSignals
+
     paths, overrides = split_overrides(args.words)
-    # the spec is validated before torch is imported: a bad spec fails in a fraction of a second
-    with _reported_once_per_node():
-        if args.resume is not None:
-            if paths:
-                raise _usage("run --resume RUN_DIR takes overrides only, not a SPEC")
-            from nanogpt.manifest import load_for_resume
+    stop = StopSignals().install()  # from the first moment: a signal never leaves a run `running`
+    try:
+        with survive_closed_console():
+            # the spec is validated before torch is imported: a bad spec fails in a fraction of a second
+            with _reported_once_per_node():
+                if args.resume is not None:
+                    if paths:
+                        raise _usage("run --resume RUN_DIR takes overrides only, not a SPEC")
+                    from nanogpt.manifest import load_for_resume
 
-            resume_dir = Path(args.resume)
-            exp, origin = load_for_resume(resume_dir, overrides, force=args.force)
-        else:
-            if len(paths) != 1:
-                raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
-            resume_dir = None
-            exp, origin = load_spec(paths[0], overrides)
-            if not exp.train.auto_resume:  # with it, an existing run may be the one to continue
-                from nanogpt.manifest import refuse_existing_run_dir
+                    resume_dir = Path(args.resume)
+                    exp, origin = load_for_resume(resume_dir, overrides, force=args.force)
+                else:
+                    if len(paths) != 1:
+                        raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
+                    resume_dir = None
+                    exp, origin = load_spec(paths[0], overrides)
+                    if not exp.train.auto_resume:  # with it, an existing run may be the one to continue
+                        from nanogpt.manifest import refuse_existing_run_dir
 
-                refuse_existing_run_dir(exp)
-        _check_world_size(exp, origin.path)
-    from nanogpt.train import run
+                        refuse_existing_run_dir(exp)
+                _check_world_size(exp, origin.path)
+            from nanogpt.train import run
 
-    return run(exp, origin, resume_dir=resume_dir)
+            return run(exp, origin, resume_dir=resume_dir, force=args.force, stop=stop)
+    finally:
+        stop.restore()
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -167,7 +178,8 @@ def _reported_once_per_node() -> Iterator[None]:
         if os.environ.get("LOCAL_RANK", "0") == "0":
             raise
         # torchrun stops every process once one exits: give the one that reports the time to
-        time.sleep(QUIET_EXIT_DELAY_S)
+        with contextlib.suppress(KeyboardInterrupt):  # torchrun's SIGTERM ends the wait, quietly too
+            time.sleep(QUIET_EXIT_DELAY_S)
         raise _Quiet(getattr(e, "exit_code", 2)) from None
 
 
@@ -204,7 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = verbs.add_parser("run", help="validate, prepare data if missing, train/evaluate", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
     v.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run in place")
-    v.add_argument("--force", action="store_true", help="resume even though training-relevant fields changed")
+    v.add_argument(
+        "--force", action="store_true",
+        help="resume even though training-relevant fields changed, or start over when no checkpoint is usable",
+    )
     v.set_defaults(fn=cmd_run)
 
     v = verbs.add_parser("check", help="validate specs (never imports torch)", epilog=EPILOG)
@@ -324,7 +339,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except BrokenPipeError:  # `nanogpt show x | head`
         return 0
+    except KeyboardInterrupt:  # SIGINT/SIGTERM before a run dir existed (a run records its own)
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does: a scheduler's stop ends a command with exit 130."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def entry(argv: Sequence[str] | None = None) -> None:
+    """The process's way out of `main` (the console script, `python -m nanogpt`, `-m nanogpt.run`)."""
+    interrupt_on_sigterm()
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    exit_with(code)
+
+
+def exit_with(code: int) -> None:
+    """Exit with `code`; signals arriving now no longer change it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if code == EXIT_INTERRUPTED:
+        # CPython exits by SIGINT instead of with our status when a KeyboardInterrupt passed through
+        # C code that runs Python source (importing torch does): leave with the status we chose
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

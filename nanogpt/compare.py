@@ -99,7 +99,13 @@ def format_line(d: dict[str, Any]) -> str:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite number that arithmetic on floats can take (an int of 400 digits is not)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _show(v: Any) -> str:
@@ -197,19 +203,30 @@ def list_runs(directory: Path, name_filter: str | None = None) -> list[dict[str,
         }
         try:
             m = read_manifest(manifest_path)
-            metrics = m.get("metrics") or {}
-            recorded = (m.get("name", row["name"]), m.get("run_id", row["run_id"]))
-            row.update(
-                status=str(m.get("status", "?")), iter=metrics.get("iter"), best_val_loss=metrics.get("best_val_loss"),
-                tokens_per_sec=metrics.get("tokens_per_sec"), created=m.get("created_at"),
-                moved=None if recorded == (row["name"], row["run_id"]) else "/".join(map(str, recorded)),
-            )
         except ManifestError as e:
             row.update(status="unreadable", problem=str(e), created=None)
+        else:
+            # a hand-edited or foreign manifest may hold anything: each cell takes only what fits it
+            metrics = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
+            recorded = (_text(m.get("name"), row["name"]), _text(m.get("run_id"), row["run_id"]))
+            row.update(
+                status=_text(m.get("status"), "?"), iter=_finite(metrics.get("iter")),
+                best_val_loss=_finite(metrics.get("best_val_loss")), tokens_per_sec=_finite(metrics.get("tokens_per_sec")),
+                created=m.get("created_at"),
+                moved=None if recorded == (row["name"], row["run_id"]) else "/".join(recorded),
+            )
         row["sort"] = _timestamp(row.get("created")) or _mtime(manifest_path) or _mtime(run_dir)
         row["age"] = _age(row["sort"])
         rows.append(row)
     return sorted(rows, key=lambda r: r["sort"], reverse=True)
+
+
+def _text(value: Any, default: str) -> str:
+    return value if isinstance(value, str) and value and value.isprintable() else default
+
+
+def _finite(value: Any) -> int | float | None:
+    return value if _number(value) else None
 
 
 def _mtime(path: Path) -> float | None:
@@ -224,7 +241,7 @@ def _timestamp(iso: Any) -> float | None:
         return None
     try:
         return datetime.datetime.fromisoformat(iso).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return None
 
 

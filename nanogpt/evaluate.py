@@ -152,8 +152,8 @@ def score_sequence(
         y = y.to(device)
         with autocast or contextlib.nullcontext():
             logits, _ = model(x, all_logits=True)  # (B, T, vocab)
-        keep = y != -1
-        nll = F.cross_entropy(logits[keep].float(), y[keep], reduction="none")  # (scored,)
+        # ignore_index rather than a boolean mask: selecting the kept rows would sync the device per batch
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1, reduction="none")  # (B*T,)
         total.add_(nll.to(total.dtype).sum())
         batch.clear()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +100,39 @@ def read_user_text(path: str | os.PathLike[str], what: str) -> str:
         raise InputError(f"{what}: {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise InputError(f"{what}: cannot read {str(path)!r}: {e.strerror or e}") from None
+
+
+def inside(directory: str | os.PathLike[str], relative: object) -> Path | None:
+    """`directory / relative` if that path (links resolved) lies within `directory`, else None.
+
+    For paths read from files a user can edit (a manifest's checkpoint entries, meta.json's file
+    names): an absolute path, a `..` that climbs out, or a link pointing elsewhere is never followed.
+    """
+    if not isinstance(relative, str) or not relative or "\x00" in relative:
+        return None
+    base = Path(directory).resolve()
+    candidate = (base / relative).resolve()
+    return candidate if candidate != base and candidate.is_relative_to(base) else None
+
+
+class NotRegularFile(OSError):
+    """A path that exists but is a FIFO, a device, a socket or a directory: never read it."""
+
+
+def read_regular_bytes(path: str | os.PathLike[str], max_bytes: int | None = None) -> bytes:
+    """The bytes of a regular file, without ever blocking on a FIFO or reading a device.
+
+    NotRegularFile for anything else; OSError (EFBIG) when the file is bigger than `max_bytes`.
+    """
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"{os.fspath(path)!r} is not a regular file")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise OSError(27, f"{os.fspath(path)!r} is {st.st_size:,} bytes, more than the {max_bytes:,} allowed")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read() if max_bytes is None else f.read(max_bytes + 1)
+    finally:
+        os.close(fd)

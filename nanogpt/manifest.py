@@ -17,12 +17,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from nanogpt.errors import InputError
-from nanogpt.fileio import atomic_write_text
+from nanogpt.fileio import NotRegularFile, atomic_write_text, read_regular_bytes
+from nanogpt.runlock import RunLock
 from nanogpt.spec import Experiment, SpecOrigin, resolved, spec_sha256, to_toml
 
 SCHEMA_VERSION = 1
@@ -188,11 +190,16 @@ def resumed_provenance(previous: Any, exp: Experiment, origin: SpecOrigin) -> di
 
 
 class RunDir:
-    """A run directory with its manifest held in memory and written atomically on `save()`."""
+    """A run directory with its manifest held in memory and written atomically on `save()`.
 
-    def __init__(self, path: Path, manifest: dict[str, Any]):
+    The process that creates or reopens one for writing holds its lock (`lock`) until the run ends.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], lock: RunLock | None = None):
         self.path = path
         self.manifest = manifest
+        self.lock = lock
+        self._writing = threading.Lock()  # the checkpoint writer's thread records checkpoints too
 
     @classmethod
     def create(
@@ -207,7 +214,9 @@ class RunDir:
         parent.mkdir(parents=True, exist_ok=True)
         staging = parent / f".{run_id}.tmp-{secrets.token_hex(3)}"
         staging.mkdir()
+        lock = None
         try:
+            lock = RunLock.acquire(staging)  # held from before the directory has its final name
             git, diff = git_info()
             manifest = {
                 "schema_version": SCHEMA_VERSION,
@@ -228,38 +237,55 @@ class RunDir:
                 "metrics": {},
                 "checkpoints": [],
                 "error": None,
+                "failure": None,
             }
             (staging / SPEC).write_text(to_toml(exp), encoding="utf-8")
             if diff is not None and len(diff) <= MAX_SAVED_DIFF:
                 (staging / GIT_DIFF).write_text(diff, encoding="utf-8")
-            run = cls(staging, manifest)
+            run = cls(staging, manifest, lock)
             run.save()
             staging.rename(final)
         except BaseException:
+            if lock is not None:
+                lock.release()
             shutil.rmtree(staging, ignore_errors=True)
             raise
         run.path = final
         return run
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> RunDir:
+    def open(cls, path: str | os.PathLike[str], lock: RunLock | None = None) -> RunDir:
         path = Path(path)
         manifest = read_manifest(path / MANIFEST)
-        return cls(path, manifest)
+        return cls(path, manifest, lock)
 
     def save(self) -> None:
-        atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=2, allow_nan=True) + "\n")
+        with self._writing:
+            atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=2, allow_nan=True) + "\n")
 
-    def update(self, **fields: Any) -> None:
-        self.manifest.update(fields)
+    def record_checkpoint(self, entry: dict[str, Any], keep: int) -> None:
+        """List a checkpoint that is complete on disk, prune the ones no longer kept, and save."""
+        from nanogpt.checkpoint import prune
+
+        with self._writing:
+            entries = [e for e in self.manifest["checkpoints"] if e["step"] != entry["step"]] + [entry]
+            self.manifest["checkpoints"] = prune(self.path, entries, keep=keep)
         self.save()
 
-    def finish(self, status: str, error: str | None = None) -> None:
-        self.manifest["status"] = status
-        self.manifest["finished_at"] = now_iso()
-        if error is not None:
-            self.manifest["error"] = error
+    def finish(self, status: str, error: str | None = None, failure: str | None = None) -> None:
+        """Record how the run ended; `failure` says what kind ("nonfinite", "error", "lost_peer")."""
+        with self._writing:
+            self.manifest["status"] = status
+            self.manifest["finished_at"] = now_iso()
+            if error is not None:
+                self.manifest["error"] = error
+            self.manifest["failure"] = failure
         self.save()
+
+    def release(self) -> None:
+        """Give up the run's lock (the run is over)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _command() -> str:
@@ -273,19 +299,30 @@ class ManifestError(InputError):
     """A manifest that cannot be read: missing, truncated, or not this product's."""
 
 
+MAX_MANIFEST_BYTES = 64 << 20
+"""A manifest is tens of kB; anything this big is not one, and is not read into memory."""
+
+
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A manifest's contents; a clear ManifestError for a missing, truncated or foreign file."""
+    """A manifest's contents; a clear ManifestError for a missing, truncated or foreign file.
+
+    Never blocks: a FIFO, a device or a directory named manifest.json is refused unread.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_bytes(path, MAX_MANIFEST_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ManifestError(f"{str(path)!r} does not exist") from None
+    except NotRegularFile:
+        raise ManifestError(f"{str(path)!r} is not a regular file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(f"cannot read {str(path)!r}: {e}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ManifestError(f"{str(path)!r} is not valid JSON (truncated?): {e}") from None
+    except RecursionError:
+        raise ManifestError(f"{str(path)!r} nests too deeply to be a manifest") from None
     if not isinstance(data, dict) or "schema_version" not in data or "spec" not in data:
         raise ManifestError(f"{str(path)!r} is not a nanogpt run manifest")
     return data
@@ -320,3 +357,51 @@ def training_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str
     from nanogpt.spec.diff import RESUMABLE_FIELDS, diff_data, under
 
     return [d for d in diff_data(old, new) if not under(d[0], RESUMABLE_FIELDS)]
+
+
+def find_resumable(exp: Experiment) -> tuple[Path, RunLock] | None:
+    """The newest unfinished run `train.auto_resume` continues, with its lock now held; or None.
+
+    A candidate is a run dir under `<out_dir>/<name>/` whose manifest has the same name and the
+    same spec up to the fields a resume may change, and which did not complete or stop on a
+    non-finite loss (that would only fail again). `running` counts: a run whose process died
+    (SIGKILL, a lost node, a requeue) never said otherwise. A run a live process holds is skipped.
+    """
+    parent = Path(exp.logging.out_dir) / exp.name
+    if not parent.is_dir():
+        return None
+    spec = resolved(exp)
+    candidates = []
+    for run_dir in parent.iterdir():
+        if run_dir.name.startswith(".") or not run_dir.is_dir():
+            continue
+        try:
+            manifest = read_manifest(run_dir / MANIFEST)
+        except InputError:
+            continue
+        if manifest.get("name") != exp.name or manifest.get("status") == "completed":
+            continue
+        if manifest.get("status") == "failed" and manifest.get("failure") == "nonfinite":
+            continue
+        if not isinstance(manifest.get("spec"), dict) or training_changes(manifest["spec"], spec):
+            continue
+        candidates.append((_created_timestamp(manifest), run_dir.name, run_dir))
+    for _, _, run_dir in sorted(candidates, reverse=True):
+        lock = RunLock.try_acquire(run_dir)
+        if lock is None:
+            continue  # a live process is training it
+        try:
+            still_unfinished = read_manifest(run_dir / MANIFEST).get("status") != "completed"
+        except InputError:
+            still_unfinished = False
+        if still_unfinished:  # (it may have completed while we looked)
+            return run_dir, lock
+        lock.release()
+    return None
+
+
+def _created_timestamp(manifest: dict[str, Any]) -> float:
+    try:
+        return datetime.datetime.fromisoformat(manifest["created_at"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return 0.0

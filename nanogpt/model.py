@@ -549,26 +549,11 @@ class GPT(nn.Module):
                 # the padding rows: zero, and out of reach (no token id points at them, no logit is read)
                 pad = table.new_zeros(config.padded_vocab_size - table.size(0), table.size(1))
                 sd[key] = torch.cat((table, pad))
-        expected = model.state_dict()
-        missing = [k for k in expected if k not in sd]
-        unexpected = [k for k in sd if k not in expected]
-        if missing or unexpected:
-            raise InputError(
-                f"{source!r} does not hold this architecture's weights: "
-                + "; ".join(
-                    part
-                    for part in (
-                        f"missing {_names(missing)}" if missing else "",
-                        f"unexpected {_names(unexpected)}" if unexpected else "",
-                    )
-                    if part
-                )
-            )
-        for key, tensor in expected.items():
-            if tuple(sd[key].shape) != tuple(tensor.shape):
-                raise InputError(
-                    f"{source!r}: {key} has shape {tuple(sd[key].shape)}, the architecture needs {tuple(tensor.shape)}"
-                )
+        from nanogpt.checkpoint import state_mismatch
+
+        problem = state_mismatch(model.state_dict(), sd)
+        if problem is not None:
+            raise InputError(f"{source!r} does not hold this architecture's weights: {problem}")
         model.load_state_dict(sd, strict=True)
         return model
 
@@ -758,11 +743,6 @@ def _check_hf_config(hf: Any, source: str) -> None:
         problems.append("cross-attention layers")
     if problems:
         raise InputError(f"{source!r} is a GPT-2 variant this model does not compute: {'; '.join(problems)}")
-
-
-def _names(keys: list[str], limit: int = 6) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def load_pretrained(

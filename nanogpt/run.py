@@ -3,9 +3,19 @@
 Also what torchrun launches: `torchrun --standalone --nproc_per_node=8 -m nanogpt.run SPEC`.
 """
 
+import signal
 import sys
 
-from nanogpt.cli import main
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    # a scheduler's SIGTERM while the modules load ends the command as Ctrl-C does: exit 130
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        from nanogpt.cli import entry
+    except KeyboardInterrupt:
+        sys.exit(130)
+    entry(["run", *sys.argv[1:]])

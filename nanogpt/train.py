@@ -13,21 +13,27 @@ import contextlib
 import json
 import math
 import os
-import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
 from nanogpt import checkpoint as ckpt
 from nanogpt.dist import DistEnv
 from nanogpt.errors import InputError, NanoGPTError
-from nanogpt.fileio import atomic_open, atomic_write_text, sha256_file
+from nanogpt.fileio import atomic_open, atomic_write_text
 from nanogpt.hardware import Peak, keep_freed_memory_in_process, mfu, peak_for
-from nanogpt.manifest import METRICS, RunDir, device_name, env_info, now_iso, read_manifest, resumed_provenance
+from nanogpt.manifest import (
+    MANIFEST, METRICS, RunDir, device_name, env_info, find_resumable, now_iso, read_manifest, resumed_provenance,
+    training_changes,
+)
+from nanogpt.runlock import RunLock
+from nanogpt.signals import StopSignals
 from nanogpt.registry import DATA, MODELS, OPTIMIZERS, SCHEDULES
 from nanogpt.spec import Experiment, SpecOrigin, resolved, spec_sha256, to_toml
 from nanogpt.tracking import build_tracker, flat_hparams, markdown_code
@@ -40,7 +46,7 @@ class NonFiniteLoss(NanoGPTError):
 
 
 class Interrupted(Exception):
-    pass
+    """A signal asked the run to stop: it saves a checkpoint and ends `interrupted`."""
 
 
 def _lost_peer(e: BaseException) -> bool:
@@ -51,34 +57,53 @@ def _lost_peer(e: BaseException) -> bool:
     return any(s in text for s in ("Connection closed by peer", "Connection reset", "remote worker", "NCCL"))
 
 
-# --------------------------------------------------------------------------- entry points
-
-
 # -------------------------------------------------------------------------------- the run
 
 
-def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None) -> int:
-    """Train (or evaluate) what the spec says; returns the process exit status."""
+def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, force: bool = False,
+        stop: StopSignals | None = None) -> int:
+    """Train (or evaluate) what the spec says; returns the process exit status.
+
+    `resume_dir` continues that run; `force` lets a resume start over when no checkpoint is
+    usable. `stop` is the command's signal handler (one is installed when none is given).
+    """
+    stop = stop or StopSignals().install()
     env = DistEnv.from_env(exp.system)
     configure_backends(exp, env)
     torch.manual_seed(exp.seed)  # the same initial weights on every rank
+    claim: Claim | None = None
     try:
+        check_world_size(exp, env)
+        claim = claim_run(exp, env, resume_dir, force)  # before the data: a second writer waits for nothing
         data = DATA.build(exp.data, env=env, seed=exp.seed, batch_size=exp.train.batch_size, block_size=exp.model.block_size)
         model = MODELS.build(exp.model, vocab_size=data.vocab_size).to(env.device)
         optimizer = OPTIMIZERS.build(exp.optimizer, model=model)
         lr_at = SCHEDULES.build(exp.schedule, lr=exp.optimizer.lr)
-        check_world_size(exp, env)
-        resume_dir = resume_dir or find_auto_resume(exp, env)
-        run_dir = open_run(exp, origin, env, data, model, resume_dir)
+        stop.defer(announce=env.is_main)  # a run dir exists from here on: signals stop it cleanly
+        run_dir = open_run(exp, origin, env, data, model, claim)
     except BaseException:
+        if claim is not None:
+            claim.release()
         env.close(barrier=False)
         raise
-    trainer = Trainer(exp, env, data, model, optimizer, lr_at, run_dir)
     status = 1
     try:
+        trainer = Trainer(exp, env, data, model, optimizer, lr_at, run_dir, claim, stop)
         status = trainer.train()
         return status
+    except BaseException as e:
+        # the run dir exists but the loop never started (a checkpoint that does not fit, a second
+        # Ctrl-C): it must not be left `running`
+        status = EXIT_INTERRUPTED if isinstance(e, KeyboardInterrupt) else getattr(e, "exit_code", 1)
+        if isinstance(run_dir, RunDir):
+            with contextlib.suppress(Exception):
+                if isinstance(e, KeyboardInterrupt):
+                    run_dir.finish("interrupted", "stopped before training started")
+                else:
+                    run_dir.finish("failed", f"{type(e).__name__}: {e}", failure="error")
+        raise
     finally:
+        claim.release()
         # a rank that failed must not wait for the others: they may be waiting for it
         env.close(barrier=status == 0)
 
@@ -106,44 +131,119 @@ def check_world_size(exp: Experiment, env: DistEnv) -> None:
         )
 
 
-def find_auto_resume(exp: Experiment, env: DistEnv) -> Path | None:
-    """Under torchrun --max-restarts, the run this job started before it was restarted."""
-    job = os.environ.get("TORCHELASTIC_RUN_ID")
-    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    if not exp.train.auto_resume or not job or restarts == 0:
-        return None
-    found = None
+# ----------------------------------------------------------------------------- the run dir
+
+
+@attrs.define
+class Claim:
+    """What rank 0 decided before the run started: which run dir, its lock, and the checkpoint to resume."""
+
+    resume_dir: Path | None = None
+    """The run being continued; None for a new run."""
+    lock: RunLock | None = None
+    """Rank 0's lock on `resume_dir` (a new run's lock is taken when its dir is made)."""
+    checkpoint: Path | None = None
+    """The verified checkpoint to resume from; None to start at iteration 0."""
+    state: dict[str, Any] | None = None
+    """Its contents, already loaded on rank 0 (the other ranks load `checkpoint` themselves)."""
+    checkpoints: list[dict[str, Any]] = attrs.Factory(list)
+    """The manifest's checkpoint list, rebuilt from the files that exist and verify."""
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def claim_run(exp: Experiment, env: DistEnv, resume_dir: Path | None, force: bool) -> Claim:
+    """Rank 0 locks the run dir to continue (an explicit one, or with `train.auto_resume` the newest
+    unfinished run of this spec) and picks its newest verified checkpoint; every rank learns both."""
+    claim = Claim()
+    problem = None
     if env.is_main:
-        for manifest_path in sorted((Path(exp.logging.out_dir) / exp.name).glob("*/manifest.json")):
-            try:
-                manifest = read_manifest(manifest_path)
-            except InputError:
-                continue
-            if (manifest.get("launcher") or {}).get("torchelastic_run_id") == job:
-                found = str(manifest_path.parent)
-    found = env.broadcast_object(found)
-    return Path(found) if found else None
+        try:
+            if resume_dir is not None:
+                claim.resume_dir, claim.lock = resume_dir, RunLock.acquire(resume_dir)
+            elif exp.train.auto_resume and (found := find_resumable(exp)) is not None:
+                claim.resume_dir, claim.lock = found
+                print(f"auto_resume: continuing {claim.resume_dir} (status {read_manifest(claim.resume_dir / MANIFEST).get('status')})", flush=True)
+            if claim.resume_dir is not None:
+                _pick_checkpoint(exp, claim, force)
+        except BaseException as e:
+            claim.release()
+            if not env.distributed:
+                raise
+            problem = e  # every rank must hear of it, or they would wait for rank 0 forever
+    shared = env.broadcast_object(
+        None if problem is not None
+        else (str(claim.resume_dir) if claim.resume_dir else None, str(claim.checkpoint) if claim.checkpoint else None)
+    )
+    if problem is not None:
+        raise problem
+    if shared is None:
+        raise InputError("rank 0 could not open the run directory (its error is above)")
+    if not env.is_main:
+        claim.resume_dir = Path(shared[0]) if shared[0] else None
+        claim.checkpoint = Path(shared[1]) if shared[1] else None
+    return claim
 
 
-def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Any, model: Any, resume_dir: Path | None) -> RunDir | Path:
+def _pick_checkpoint(exp: Experiment, claim: Claim, force: bool) -> None:
+    run_dir = claim.resume_dir
+    assert run_dir is not None
+    ckpt.remove_torn_files(run_dir)
+    manifest = read_manifest(run_dir / MANIFEST)
+    spec = resolved(exp)
+
+    def usable(state: dict[str, Any]) -> str | None:
+        saved = state.get("spec")
+        if not isinstance(saved, dict):
+            return "records no spec"
+        changes = training_changes(saved, spec)
+        if changes and not force:
+            shown = ", ".join(f"{path} {a!r} -> {b!r}" for path, a, b in changes[:3])
+            return f"was saved by a different spec ({shown}{', ...' if len(changes) > 3 else ''})"
+        return None
+
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    claim.checkpoints, state = ckpt.resume_checkpoint(run_dir, manifest, usable, force=force, say=say)
+    if state is None:
+        return
+    claim.checkpoint, claim.state = run_dir / state["entry"]["path"], state
+    reached = int(state["iter"])
+    if reached > exp.train.max_iters and not exp.train.eval_only:
+        raise InputError(
+            f"run {str(run_dir)!r} is at iteration {reached} ({claim.checkpoint.name}), past "
+            f"train.max_iters = {exp.train.max_iters}: there is nothing left to train. Resume with "
+            f"train.max_iters={reached} or more"
+        )
+
+
+def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Any, model: Any, claim: Claim) -> RunDir | Path:
     """Rank 0 creates (or reopens) the run directory; the others learn its path."""
     run: RunDir | None = None
     if env.is_main:
-        if resume_dir is None:
+        if claim.resume_dir is None:
             run = RunDir.create(exp, origin, record_sections(exp, env, data, model))
+            claim.lock = run.lock
         else:
-            run = RunDir.open(resume_dir)
+            run = RunDir.open(claim.resume_dir, claim.lock)
             run.manifest.update(record_sections(exp, env, data, model))
             run.manifest["spec"] = resolved(exp)
             run.manifest["spec_sha256"] = spec_sha256(exp)
             run.manifest["provenance"] = resumed_provenance(run.manifest.get("provenance"), exp, origin)
             run.manifest.setdefault("resumes", []).append(
-                {"at": now_iso(), "overrides": list(origin.overrides), "command": " ".join(sys.argv)}
+                {"at": now_iso(), "overrides": list(origin.overrides), "command": " ".join(sys.argv),
+                 "from_checkpoint": str(claim.checkpoint.relative_to(claim.resume_dir)) if claim.checkpoint else None}
             )
+            run.manifest["checkpoints"] = claim.checkpoints
             run.manifest["status"] = "running"
             run.manifest["finished_at"] = None
             run.manifest["error"] = None
+            run.manifest["failure"] = None
+            if claim.checkpoint is None:
+                run.manifest["metrics"] = {}
             atomic_write_text(run.path / "spec.toml", to_toml(exp))
+            run.save()
     path = env.broadcast_object(str(run.path) if run else None)
     return run if run is not None else Path(path)
 
@@ -203,7 +303,14 @@ class TrainStep:
         if env.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.model = DDP(self.model, device_ids=[env.device.index] if env.device_type == "cuda" else None)
+            # buffers that are not part of the state (GPT's vocab_mask) are constants: broadcasting
+            # them from rank 0 before every forward would be a collective per micro-batch for nothing
+            persistent = set(model.state_dict())
+            stateful_buffers = any(name in persistent for name, _ in model.named_buffers())
+            self.model = DDP(
+                self.model, device_ids=[env.device.index] if env.device_type == "cuda" else None,
+                broadcast_buffers=stateful_buffers,
+            )
         self.micro = data.micro_steps(self.grad_accum)
 
     def __call__(self, it: int, want_norm: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, float]:
@@ -247,20 +354,35 @@ class TrainStep:
         elif self.env.device_type == "mps":
             torch.mps.manual_seed(seed)
 
+    EVAL_STOP_CHECK = 4
+    """Evaluation batches between two looks at the stop flag (all ranks look at the same batches)."""
+
     @torch.no_grad()
-    def estimate_loss(self, eval_iters: int) -> dict[str, float]:
-        """Mean loss over the fixed evaluation batches of each split (the same on any number of ranks)."""
+    def estimate_loss(self, eval_iters: int, should_stop: Callable[[int, int], bool] | None = None) -> dict[str, float] | None:
+        """Mean loss over the fixed evaluation batches of each split (the same on any number of ranks).
+
+        None when `should_stop(round, every)` says a signal arrived: a long evaluation must not
+        hold up a scheduler's SIGTERM.
+        """
         self.model.eval()
         out = {}
-        for split in ("train", "val"):
-            total = torch.zeros((), device=self.env.device)
-            for key in self.data.eval_keys(split, eval_iters):
-                x, y = self.data.to_device(self.data.batch(split, key))
-                with self.autocast:
-                    _, loss = self.model(x, y)
-                total += loss.float()
-            out[split] = (self.env.sum(total) / eval_iters).item()
-        self.model.train()
+        world, rank = self.env.world_size, self.env.rank
+        try:
+            for split in ("train", "val"):
+                total = torch.zeros((), device=self.env.device)
+                keys = self.data.eval_keys(split, eval_iters)
+                # rounds of one batch per rank; a rank past its share still takes part in the checks
+                for r in range(-(-eval_iters // world)):
+                    if should_stop is not None and should_stop(r, self.EVAL_STOP_CHECK):
+                        return None
+                    if r < len(keys):
+                        x, y = self.data.to_device(self.data.batch(split, keys[r]))
+                        with self.autocast:
+                            _, loss = self.model(x, y)
+                        total += loss.float()
+                out[split] = (self.env.sum(total) / eval_iters).item()
+        finally:
+            self.model.train()
         return out
 
 
@@ -270,7 +392,8 @@ class TrainStep:
 class Trainer:
     """The loop around `TrainStep`: evaluation, logging, checkpoints, the manifest, signals."""
 
-    def __init__(self, exp: Experiment, env: DistEnv, data: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_at: Any, run: RunDir | Path):
+    def __init__(self, exp: Experiment, env: DistEnv, data: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 lr_at: Any, run: RunDir | Path, claim: Claim, stop: StopSignals):
         self.exp, self.env, self.data, self.optimizer = exp, env, data, optimizer
         self.raw_model = model
         self.run = run if isinstance(run, RunDir) else None  # only rank 0 holds the record
@@ -284,35 +407,42 @@ class Trainer:
         self.metrics: dict[str, Any] = {}
         self.wall_before = 0.0  # wall seconds of earlier sessions of this run
         self.windows_this_session = 0  # logged training windows since this process started
-        self.stop_signal: int | None = None
-        scaler_state = self._resume_from_checkpoint()  # before wrapping: DDP starts from these weights
+        self.stop = stop
+        self.session_start = time.perf_counter()
+        self.checkpoints = ckpt.CheckpointWriter(self.run_path)
+        scaler_state = self._resume_from_checkpoint(claim)  # before wrapping: DDP starts from these weights
         self.step = TrainStep(exp, env, data, model, optimizer, lr_at)
         if scaler_state:
             self.step.scaler.load_state_dict(scaler_state)
-        self.tracker = build_tracker(self.run_path, enabled=exp.logging.tensorboard, is_main=env.is_main, purge_step=self.iter or None)
+        # a resumed run hides what it logged after its checkpoint (or everything, when it starts over)
+        purge_step = self.iter if claim.resume_dir is not None else None
+        self.tracker = build_tracker(self.run_path, enabled=exp.logging.tensorboard, is_main=env.is_main, purge_step=purge_step)
 
     # ------------------------------------------------------------------ resume
 
-    def _resume_from_checkpoint(self) -> dict[str, Any] | None:
-        """Load the run's latest checkpoint, if it has one; returns the gradient scaler's state."""
-        latest = None
-        if self.env.is_main:
-            ckpt.remove_torn_files(self.run_path)
-        if (self.run_path / ckpt.CHECKPOINT_DIR).is_dir():
-            with contextlib.suppress(InputError):
-                latest = ckpt.checkpoint_for(self.run_path, "latest")
-        if latest is None:
+    def _resume_from_checkpoint(self, claim: Claim) -> dict[str, Any] | None:
+        """Load the checkpoint rank 0 verified, if any; returns the gradient scaler's state."""
+        if claim.checkpoint is None:
             self._truncate_metrics(0)
             return None
-        state = ckpt.load_checkpoint(latest, map_location=self.env.device)
+        state = claim.state if claim.state is not None else ckpt.load_checkpoint(claim.checkpoint, map_location=self.env.device)
+        claim.state = None  # the loaded tensors are copied into the model; let them go
+        problem = ckpt.state_mismatch(self.raw_model.state_dict(), state.get("model"))
+        if problem is not None:
+            raise ckpt.CheckpointError(f"checkpoint {str(claim.checkpoint)!r} does not fit this run's model: {problem}")
         self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise ckpt.CheckpointError(
+                f"checkpoint {str(claim.checkpoint)!r} holds optimizer state that does not fit this run's optimizer ({e})"
+            ) from None
         self.iter = int(state["iter"])
         self.best_val_loss = float(state["best_val_loss"])
         self.wall_before = float(state.get("wall_seconds", 0.0))
         self.metrics = dict(state.get("metrics") or {})
         self._truncate_metrics(self.iter)
-        self._say(f"resuming {self.run_path} from {latest.name} (iteration {self.iter})")
+        self._say(f"resuming {self.run_path} from {claim.checkpoint.name} (iteration {self.iter})")
         return state.get("scaler")
 
     def _truncate_metrics(self, before_iter: int) -> None:
@@ -336,7 +466,6 @@ class Trainer:
 
     def train(self) -> int:
         cfg = self.train_cfg
-        previous_handlers = self._install_signal_handlers()
         self._announce()
         self._log_spec()
         self.session_start = time.perf_counter()
@@ -352,7 +481,7 @@ class Trainer:
                     iters_since_log = 0
                 if cfg.eval_only or it >= cfg.max_iters:
                     break
-                if self.env.any_rank(self.stop_signal is not None):
+                if self._stop_requested(it, cfg.log_interval):
                     raise Interrupted
                 log_now = it % cfg.log_interval == 0 or it == cfg.max_iters - 1
                 loss_sum, grad_norm, lr = self.step(it, want_norm=log_now)
@@ -373,12 +502,12 @@ class Trainer:
             )
             return EXIT_INTERRUPTED
         except NonFiniteLoss as e:
-            self._finish("failed", str(e))
+            self._finish("failed", str(e), failure="nonfinite")
             print(f"error: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             # a second Ctrl-C during the checkpoint: give up saving, but record it
-            self._finish("interrupted", "stopped before a checkpoint could be saved")
+            self._finish("interrupted", "stopped before a checkpoint could be saved", wait_for_checkpoint=False)
             return EXIT_INTERRUPTED
         except BaseException as e:
             message = f"rank {self.env.rank}: {type(e).__name__}: {e}" if self.env.distributed else f"{type(e).__name__}: {e}"
@@ -390,16 +519,29 @@ class Trainer:
             return 1
         finally:
             self.tracker.close()
-            for signum, previous in previous_handlers.items():
-                signal.signal(signum, previous)
+
+    def _stop_requested(self, it: int, every: int) -> bool:
+        """Whether a signal asks the job to stop, agreed by every rank at the same iteration.
+
+        Alone, a process looks at its flag each time (free). In a job the ranks agree through a
+        small collective, so they only ask every `every` iterations (at the logging steps, which
+        sync anyway): the cost is one gloo all-reduce per `every` steps, the delay at most `every` steps.
+        """
+        if not self.env.distributed:
+            return self.stop.received is not None
+        if it % every:
+            return False
+        return self.env.any_rank(self.stop.received is not None)
 
     def _evaluate_and_checkpoint(self, it: int) -> None:
-        losses = self.step.estimate_loss(self.train_cfg.eval_iters)
+        losses = self.step.estimate_loss(self.train_cfg.eval_iters, should_stop=self._stop_requested)
+        if losses is None:
+            raise Interrupted
         train_loss, val_loss = losses["train"], losses["val"]
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise NonFiniteLoss(
                 f"the evaluation loss is not finite at iteration {it} (train {train_loss}, val {val_loss}); "
-                "the run stopped and its last good checkpoint is kept"
+                f"the run stopped, {self._kept_checkpoint_text()}"
             )
         improved = val_loss < self.best_val_loss
         self.best_val_loss = min(self.best_val_loss, val_loss)
@@ -431,6 +573,8 @@ class Trainer:
         tokenizer = getattr(self.data.dataset, "tokenizer", None)
         if not self.env.is_main or n == 0 or tokenizer is None or not self.exp.logging.tensorboard:
             return
+        if self.env.distributed and it < self.train_cfg.max_iters and not self.train_cfg.eval_only:
+            return  # every other GPU would wait for rank 0's generation: in a job, only at the end
         from nanogpt.sample import generate_texts
 
         texts = generate_texts(
@@ -452,8 +596,8 @@ class Trainer:
         if bad_at >= 0 or not math.isfinite(loss):
             bad_at = bad_at if bad_at >= 0 else it
             raise NonFiniteLoss(
-                f"the training loss is not finite at iteration {bad_at}; the run stopped and its last "
-                "good checkpoint is kept (try a lower optimizer.lr or optimizer.grad_clip)"
+                f"the training loss is not finite at iteration {bad_at}; the run stopped, "
+                f"{self._kept_checkpoint_text()} (try a lower optimizer.lr or optimizer.grad_clip)"
             )
         dt = time.perf_counter() - t_log
         tokens_per_sec = self.tokens_per_iter * iters / dt if dt > 0 else 0.0
@@ -485,6 +629,15 @@ class Trainer:
         self.metrics.update(
             tokens_per_sec=average, mfu=mfu(self.flops_per_token, average, self.peak, self.env.world_size)
         )
+
+    def _kept_checkpoint_text(self) -> str:
+        with contextlib.suppress(Exception):
+            self.checkpoints.wait()
+        entries = self.run.manifest.get("checkpoints") if self.run is not None else None
+        if not entries:
+            return "and it had saved no checkpoint yet"
+        last = max(entries, key=lambda e: e["step"])
+        return f"and its last good checkpoint ({last['path']}, iteration {last['step']}) is kept"
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if self.env.is_main:
@@ -552,13 +705,13 @@ class Trainer:
             "spec": self.run.manifest["spec"],
             "metrics": dict(self.metrics),
             "wall_seconds": self.wall_before + time.perf_counter() - self.session_start,
-            "rng": {"torch": torch.get_rng_state()},
         }
-        path = ckpt.save_checkpoint(self.run_path, it, state)
-        entries = [e for e in self.run.manifest["checkpoints"] if e["step"] != it]
-        entries.append({"path": str(path.relative_to(self.run_path)), "step": it, "sha256": sha256_file(path), "val_loss": val_loss})
-        self.run.manifest["checkpoints"] = ckpt.prune(self.run_path, entries, keep=self.train_cfg.keep_checkpoints)
-        self.run.save()
+        run, keep = self.run, self.train_cfg.keep_checkpoints
+
+        def record(path: Path, digest: str) -> None:
+            run.record_checkpoint({"path": str(path.relative_to(run.path)), "step": it, "sha256": digest, "val_loss": val_loss}, keep)
+
+        self.checkpoints.save(it, state, on_written=record)
 
     # --------------------------------------------------------------- endings
 
@@ -580,7 +733,9 @@ class Trainer:
         }
         self.run.save()
 
-    def _finish(self, status: str, error: str | None = None) -> None:
+    def _finish(self, status: str, error: str | None = None, failure: str | None = None, *, wait_for_checkpoint: bool = True) -> None:
+        if wait_for_checkpoint:
+            self.checkpoints.wait()  # a run is done only once its last checkpoint is on disk and listed
         self._update_manifest(self.iter)
         if self.run is None:
             return
@@ -588,7 +743,7 @@ class Trainer:
             flat_hparams(self.run.manifest["spec"]),
             {"loss/val": self.metrics.get("val_loss"), "loss/train": self.metrics.get("train_loss")},
         )
-        self.run.finish(status, error)
+        self.run.finish(status, error, failure)
         if status == "completed":
             self._say(
                 f"done: {self.iter} iterations, best val loss {self.best_val_loss:.4f}\n"
@@ -600,6 +755,8 @@ class Trainer:
                 self._say("sample:\n" + samples[0])
 
     def _record_failure(self, message: str, lost_peer: bool) -> None:
+        with contextlib.suppress(BaseException):
+            self.checkpoints.wait()  # a checkpoint already being written is a good one: keep it listed
         if self.run is not None:
             if lost_peer:
                 # rank 0 failed only because another rank did (its collective lost a peer): give
@@ -610,11 +767,11 @@ class Trainer:
             with contextlib.suppress(Exception):
                 self._update_manifest(self.iter)
             with contextlib.suppress(Exception):
-                self.run.finish("failed", message)
+                self.run.finish("failed", message, failure="lost_peer" if lost_peer else "error")
         elif self.env.distributed:
             # a rank other than 0 records its own failure: rank 0 may be stuck waiting for it
             with contextlib.suppress(Exception):
-                RunDir.open(self.run_path).finish("failed", message)
+                RunDir.open(self.run_path).finish("failed", message, failure="lost_peer" if lost_peer else "error")
 
     def _peer_failure(self, wait_seconds: float) -> str | None:
         deadline = time.time() + wait_seconds
@@ -627,12 +784,3 @@ class Trainer:
             if time.time() > deadline:
                 return None
             time.sleep(0.1)
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        def handler(signum: int, frame: Any) -> None:
-            if self.stop_signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.stop_signal = signum
-            self._say(f"\n{signal.Signals(signum).name} received: stopping after this iteration to save a checkpoint")
-
-        return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}

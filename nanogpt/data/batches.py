@@ -95,8 +95,8 @@ def build_tokens(spec: TokensSpec, *, env: DistEnv, seed: int, batch_size: int, 
 
     if env.is_main:
         dataset = ensure_prepared(spec)
-    if env.distributed:
-        env.any_rank(False)  # a barrier on the control group: rank 0 has finished preparing
+    # not bounded by the collective timeout: preparing OpenWebText takes longer than any of them
+    env.wait_for_main()
     if not env.is_main:
         dataset = open_dataset(spec)
     return TokenBatches(dataset, seed=seed, batch_size=batch_size, block_size=block_size, env=env)

@@ -29,7 +29,7 @@ import attrs
 import numpy as np
 
 from nanogpt.errors import DataError
-from nanogpt.fileio import atomic_write_text, sha256_file, want_progress
+from nanogpt.fileio import atomic_write_text, inside, read_regular_bytes, sha256_file, want_progress
 from nanogpt.spec.tables import TokensSpec
 
 META = "meta.json"
@@ -56,17 +56,27 @@ def dtype_for(vocab_size: int) -> str:
 # -------------------------------------------------------------------------------- plumbing
 
 
+MAX_META_BYTES = 64 << 20
+"""meta.json is a few kB (a char vocabulary, a list of source files); anything this big is not one."""
+
+
 def read_meta(directory: Path) -> Optional[dict]:
-    """meta.json of a dataset folder; None when there is none. DataError when it is unreadable."""
+    """meta.json of a dataset folder; None when there is none. DataError when it is unreadable.
+
+    Never blocks: a FIFO or device named meta.json is refused unread. The contents are checked
+    when the dataset is opened (`check_meta`), not here.
+    """
     path = directory / META
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_bytes(path, MAX_META_BYTES).decode("utf-8")
     except FileNotFoundError:
         return None
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {path}: {e}") from None
     try:
         meta = json.loads(text)
+    except RecursionError:
+        raise DataError(f"{path} nests too deeply to be a dataset record; run `nanogpt prepare SPEC --force` to rebuild it") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path} is not valid JSON ({e}); run `nanogpt prepare SPEC --force` to rebuild the dataset") from None
     if not isinstance(meta, dict):
@@ -82,19 +92,84 @@ def write_meta(directory: Path, meta: dict) -> None:
 # ----------------------------------------------------------------------------- verification
 
 
-def _split_entry(meta: dict, split: str, directory: Path) -> dict:
-    entry = meta.get(split)
-    keys = ("file", "tokens", "bytes", "sha256")
-    if not isinstance(entry, dict) or any(k not in entry for k in keys):
-        raise DataError(f"{directory / META} lacks a complete {split!r} entry ({', '.join(keys)}); rebuild it with `nanogpt prepare SPEC --force`")
-    return entry
+def check_meta(meta: dict, directory: Path) -> None:
+    """Check the fields of meta.json a dataset is opened by: their types, ranges and agreement.
+
+    DataError listing every problem: a hand-edited or foreign meta.json is refused with a clear
+    message (and `prepare` rebuilds it), never followed into a traceback, an IndexError in the
+    embedding, or a file outside the dataset's folder.
+    """
+    problems = []
+
+    def want(ok: bool, key: str, what: str) -> bool:
+        if not ok:
+            value = _lookup(meta, key)
+            problems.append(f"{key}: {what} (found {_shown(value)})")
+        return ok
+
+    want(meta.get("format") == FORMAT, "format", f"must be {FORMAT!r}")
+    tokenizer = meta.get("tokenizer")
+    want(isinstance(tokenizer, str) and bool(tokenizer), "tokenizer", "must name the tokenizer")
+    vocab = meta.get("vocab_size")
+    vocab_ok = want(_count(vocab) and vocab > 0, "vocab_size", "must be a positive integer")
+    eot = meta.get("eot_id")
+    if want(eot is None or _count(eot), "eot_id", "must be null or a token id") and vocab_ok and eot is not None:
+        want(eot < vocab, "eot_id", f"must be below vocab_size ({vocab})")
+    dtype_ok = want(meta.get("dtype") in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
+    if dtype_ok and vocab_ok:
+        want(vocab <= np.iinfo(DTYPES[meta["dtype"]]).max + 1, "vocab_size", f"does not fit {meta['dtype']} token ids")
+    if tokenizer == "char":
+        chars = meta.get("chars")
+        if want(isinstance(chars, list) and all(isinstance(c, str) and len(c) == 1 for c in chars), "chars",
+                "must list the vocabulary as single characters") and vocab_ok:
+            want(vocab == len(chars) + (eot is not None), "vocab_size",
+                 f"must be the number of chars{' plus the end-of-text id' if eot is not None else ''} ({len(chars) + (eot is not None)})")
+    elif tokenizer == "gpt2" and vocab_ok:
+        from nanogpt.data.tokenizers import GPT2_EOT, GPT2_VOCAB_SIZE
+
+        want(vocab == GPT2_VOCAB_SIZE, "vocab_size", f"must be {GPT2_VOCAB_SIZE} for the gpt2 tokenizer")
+        want(eot == GPT2_EOT, "eot_id", f"must be {GPT2_EOT} for the gpt2 tokenizer")
+    for split in SPLITS:
+        entry = meta.get(split)
+        if not want(isinstance(entry, dict), split, "must be an object with file, tokens, bytes and sha256"):
+            continue
+        path = inside(directory, entry.get("file"))
+        want(path is not None and path.parent == directory.resolve(), f"{split}.file",
+             "must name a file in the dataset's folder (paths outside it are never followed)")
+        want(_count(entry.get("tokens")), f"{split}.tokens", "must be a whole number")
+        want(_count(entry.get("bytes")), f"{split}.bytes", "must be a whole number")
+        sha = entry.get("sha256")
+        want(isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha), f"{split}.sha256",
+             "must be 64 hex digits")
+        want(entry.get("mtime_ns") is None or _count(entry.get("mtime_ns")), f"{split}.mtime_ns", "must be null or a whole number")
+        want(entry.get("chars") is None or _count(entry.get("chars")), f"{split}.chars", "must be null or a whole number")
+    for key in ("source", "settings"):
+        want(meta.get(key) is None or isinstance(meta.get(key), dict), key, "must be an object")
+    if isinstance(meta.get("source"), dict) and "files" in meta["source"]:
+        files = meta["source"]["files"]
+        want(isinstance(files, list) and all(isinstance(f, dict) for f in files), "source.files", "must be a list of objects")
+    if problems:
+        raise DataError(
+            f"{directory / META} is not a valid dataset record ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  "
+            + "\n  ".join(problems) + "\nrebuild it with `nanogpt prepare SPEC --force`"
+        )
 
 
-def _dtype_of(meta: dict, directory: Path) -> np.dtype:
-    name = meta.get("dtype")
-    if name not in DTYPES:
-        raise DataError(f"{directory / META} names dtype {name!r}; expected one of {', '.join(DTYPES)}")
-    return np.dtype(DTYPES[name])
+def _count(value: Any) -> bool:
+    """A non-negative int (JSON's bools are not counts)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _lookup(meta: dict, dotted: str) -> Any:
+    value: Any = meta
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def verify_split(directory: Path, meta: dict, split: str, *, progress: bool = False) -> bool:
@@ -103,8 +178,8 @@ def verify_split(directory: Path, meta: dict, split: str, *, progress: bool = Fa
     DataError names the file and what is wrong: missing, a size that is not a whole number of
     tokens, a token count other than meta.json's, a sha256 other than meta.json's.
     """
-    entry = _split_entry(meta, split, directory)
-    dtype = _dtype_of(meta, directory)
+    entry = meta[split]
+    dtype = np.dtype(DTYPES[meta["dtype"]])
     path = directory / entry["file"]
     try:
         st = os.stat(path)
@@ -134,11 +209,8 @@ def verify_split(directory: Path, meta: dict, split: str, *, progress: bool = Fa
 
 
 def verify(directory: Path, meta: dict, *, progress: bool = False) -> None:
-    """Check every split against meta.json (see `verify_split`), refreshing recorded mtimes."""
-    if meta.get("format") != FORMAT:
-        raise DataError(
-            f"{directory / META} has format {meta.get('format')!r}, not {FORMAT!r}; rebuild it with `nanogpt prepare SPEC --force`"
-        )
+    """Check meta.json (`check_meta`), then every split against it (`verify_split`), refreshing recorded mtimes."""
+    check_meta(meta, directory)
     refreshed = [verify_split(directory, meta, split, progress=progress) for split in SPLITS]
     if any(refreshed):
         # Remember the new mtimes so the next open skips hashing. A read-only data folder, or a
@@ -218,15 +290,17 @@ def open_dataset(spec: TokensSpec, *, progress: Optional[bool] = None) -> Prepar
         hint = "run `nanogpt prepare SPEC`" if spec.source else "set data.source and run `nanogpt prepare SPEC`"
         raise DataError(f"{what}; {hint}")
     verify(directory, meta, progress=want_progress(progress))
+    if meta["tokenizer"] != spec.tokenizer:
+        raise DataError(
+            f"{directory} was tokenized with {meta['tokenizer']!r}, but the spec says data.tokenizer = "
+            f"{spec.tokenizer!r}; rebuild it with `nanogpt prepare SPEC --force` (or name another data.dataset)"
+        )
     maps = {}
     for split in SPLITS:
         entry = meta[split]
         if entry["tokens"] == 0:
             raise DataError(f"{directory / entry['file']} is empty; rebuild the dataset with `nanogpt prepare SPEC --force`")
-        maps[split] = np.memmap(directory / entry["file"], dtype=_dtype_of(meta, directory), mode="r")
-    for key in ("tokenizer", "vocab_size"):
-        if key not in meta:
-            raise DataError(f"{directory / META} lacks {key!r}; rebuild it with `nanogpt prepare SPEC --force`")
+        maps[split] = np.memmap(directory / entry["file"], dtype=DTYPES[meta["dtype"]], mode="r")
     return PreparedDataset(dir=directory, meta=meta, train=maps["train"], val=maps["val"])
 
 

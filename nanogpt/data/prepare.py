@@ -218,6 +218,8 @@ def _current(directory: Path, spec: TokensSpec, source: Source, settings: dict) 
     changed += [f"{k} {v!r} -> (none)" for k, v in old.items() if k not in settings]
     if changed:
         return None, "changed: " + ", ".join(changed)
+    if meta.get("tokenizer") != spec.tokenizer:  # a hand-edited meta.json
+        return None, f"its {META} says tokenizer {meta.get('tokenizer')!r}, the spec {spec.tokenizer!r}"
     reason = unchanged(source, spec, meta.get("source"))
     if reason is not None:
         return None, reason

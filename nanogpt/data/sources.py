@@ -240,7 +240,8 @@ def unchanged(source: Source, spec: TokensSpec, previous: Any) -> Optional[str]:
 
 def hash_files(paths: tuple[Path, ...], previous: Optional[list], *, progress: bool = False) -> list[dict]:
     """[{path, size, mtime_ns, sha256}] of `paths`, reusing a previous hash while stat agrees."""
-    known = {e.get("path"): e for e in previous or () if isinstance(e, dict)}
+    # `previous` comes from a meta.json a user may have edited: take only entries of the right shape
+    known = {e.get("path"): e for e in (previous if isinstance(previous, list) else ()) if isinstance(e, dict)}
     out = []
     for p in paths:
         try:
@@ -248,7 +249,7 @@ def hash_files(paths: tuple[Path, ...], previous: Optional[list], *, progress: b
         except FileNotFoundError:
             raise SourceMissing(f"source file {str(p)!r} does not exist") from None
         e = known.get(str(p))
-        if e and e.get("size") == st.st_size and e.get("mtime_ns") == st.st_mtime_ns and e.get("sha256"):
+        if e and e.get("size") == st.st_size and e.get("mtime_ns") == st.st_mtime_ns and isinstance(e.get("sha256"), str):
             digest = e["sha256"]
         else:
             digest = sha256_file(p, progress=progress)

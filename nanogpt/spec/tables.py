@@ -322,7 +322,7 @@ class TrainSpec:
     keep_checkpoints: int = attrs.field(default=2, validator=at_least(1))
     """How many of the latest checkpoints to keep; the best by val loss is kept as well."""
     auto_resume: bool = False
-    """When restarted by torchrun (--max-restarts), continue the run from its latest checkpoint instead of starting afresh."""
+    """`run SPEC` continues the newest unfinished run of this name and spec (interrupted, failed on a fault, or left `running` by a killed process; never a completed one or one a live process holds) from its latest verified checkpoint, instead of starting a new run: for torchrun restarts and a scheduler's requeue."""
 
     def cross_checks(self) -> Iterator[Problem]:
         if self.max_iters == 0 and not self.eval_only:
@@ -337,7 +337,7 @@ class SystemSpec:
     """Where and how the numbers are computed."""
 
     device: str = attrs.field(default="auto", validator=DEVICE)
-    """"auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:N" or "mps". Under torchrun each process takes cuda:LOCAL_RANK."""
+    """"auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:N" or "mps". Under torchrun each process takes cuda:LOCAL_RANK ("cuda:N" is refused there: it would put every process on one GPU; choose GPUs with CUDA_VISIBLE_DEVICES)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Autocast precision: "auto" is bfloat16 where the hardware computes it (most GPUs; CPUs with AVX512-BF16 or AMX), float16 (with a gradient scaler) on older GPUs, float32 elsewhere."""
     compile: bool = True
@@ -348,6 +348,8 @@ class SystemSpec:
     """TensorFloat-32 matmuls on Ampere and newer GPUs."""
     backend: Literal["auto", "nccl", "gloo"] = "auto"
     """Process-group backend under torchrun: "auto" is nccl on CUDA, gloo on CPU."""
+    collective_timeout_minutes: float = attrs.field(default=30.0, validator=above(0.0))
+    """How long a collective (a gradient all-reduce, a stop-flag check) waits for the other processes before the job fails, as torch's process-group timeout. Waiting for rank 0 to prepare the data is not bounded by it."""
     peak_tflops: Optional[float] = attrs.field(default=None, validator=above(0.0))
     """The device's peak TFLOP/s at `dtype`, for MFU; left out, it is looked up from the device name."""
 
@@ -363,7 +365,7 @@ class LoggingSpec:
     tensorboard: bool = True
     """Write TensorBoard event files into the run directory."""
     samples: int = attrs.field(default=1, validator=at_least(0))
-    """Text samples generated at each evaluation (text datasets only), shown in TensorBoard."""
+    """Text samples generated at each evaluation (text datasets only), shown in TensorBoard. In a job of several processes only at the last evaluation: the others would wait for rank 0's generation."""
     sample_tokens: int = attrs.field(default=200, validator=at_least(1))
     """Length of each such sample, in tokens."""
 
