@@ -107,6 +107,9 @@ class DistEnv:
             dist.destroy_process_group()
 
 
+PATIENT_TIMEOUT = datetime.timedelta(days=7)
+
+
 def pick_device(name: str, local_rank: int | None, world_size: int = 1, setting: str = "system.device") -> torch.device:
     """The device `name` says for this process (under torchrun, cuda:LOCAL_RANK); `setting` is what
     named it (a spec's system.device, a verb's --device), for the errors.
