@@ -23,14 +23,18 @@ What it prints (block 1024, bf16 autocast, torch.compile, GPT-2 124M: 12 x 768, 
 3. Fast paths, each on against off on the same setting: flash SDPA (against the math kernel), fused
    AdamW (against foreach), TF32 (in float32, where it matters), torch.compile (and its start-up
    cost), vocab padding to a multiple of 64, no host sync per step, the host-to-device copy of
-   the batches (the product's against contiguous pinned tensors), and what
-   `system.deterministic = true` costs.
+   the batches (the product's x and y, each made contiguous and pinned, against both filled into
+   one pinned (2, B, T) buffer), and what `system.deterministic = true` costs.
 
 MFU is nanoGPT's: tokens/s x FLOPs per token / peak FLOP/s, with FLOPs per token = 6N + 12·L·H·Q·T
 (N the non-embedding parameters with the head counted once, L layers, H heads, Q head size,
-T block size; PaLM's appendix B), and the peak from nanogpt/hardware.py's table (H200: 989
-TFLOP/s dense bf16). Times are medians of blocks of steps, each block ended by one device sync
-(the runner does not sync on non-logging steps either).
+T block size; PaLM's appendix B), and the peak from nanogpt/hardware.py's table of exact device
+names (the entry used is printed; "NVIDIA H200": 989.4 TFLOP/s dense bf16; a device not in the
+table gets no MFU rather than a near name's). Times are medians of blocks of steps, each block
+ended by one device sync (the runner does not sync on non-logging steps either).
+
+CUBLAS_WORKSPACE_CONFIG is set to ":4096:8" before any CUDA work (see `fix_cublas_workspace`),
+so the deterministic row can turn determinism on.
 
 Every section runs under its own time limit, and sections stop being started when the budget
 (--budget, default 420 s) is nearly spent, so the whole check stays under 8 minutes; a skipped or
@@ -67,6 +71,7 @@ from seed_model import SeedConfig, SeedGPT
 SPEC = REPO / "experiments" / "bench.toml"
 GPT2_VOCAB = 50257
 MFU_TARGET = 0.50
+DETERMINISTIC_WORKSPACE = ":4096:8"
 
 
 # ----------------------------------------------------------------------------- settings
@@ -160,16 +165,16 @@ class RealShaped:
         self.dataset = PreparedDataset(dir=directory, meta=meta, train=maps["train"], val=maps["val"])
 
 
-def contiguous_pinned_batches():
-    """TokenBatches whose x and y are each a contiguous pinned tensor (the same windows, the same values).
+def one_pinned_buffer_batches():
+    """TokenBatches whose x and y are the two halves of one pinned (2, B, T) buffer (the same windows, the same values).
 
-    The product's batch() pins one (B, T+1) tensor and returns two non-contiguous views of it; a
-    copy of a non-contiguous CPU tensor to the GPU goes through a contiguous, unpinned temporary,
-    so the "non-blocking" copy is neither. This variant is what the check compares it against.
+    The product's batch() makes x and y contiguous and pins each (two pinned allocations and
+    copies a batch); this variant allocates one pinned buffer and copies both into it. The check
+    times the product's layout against this one.
     """
     from nanogpt.data.batches import TokenBatches
 
-    class ContiguousPinnedBatches(TokenBatches):
+    class OnePinnedBufferBatches(TokenBatches):
         def batch(self, split: str, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
             data = self.arrays[split]
             rng = np.random.default_rng([self.seed, *key])
@@ -180,7 +185,7 @@ def contiguous_pinned_batches():
             xy[1].copy_(tokens[:, 1:])
             return xy[0], xy[1]
 
-    return ContiguousPinnedBatches
+    return OnePinnedBufferBatches
 
 
 # ------------------------------------------------------------------------ the two steps
@@ -385,8 +390,8 @@ class Check:
         r.startup_s = startup
         if not extras:
             return
-        step.data = contiguous_pinned_batches()(self.real.dataset, seed=exp.seed, batch_size=batch, block_size=s.block_size, env=env)
-        measure(s, self.row(f"ours{tag}/real-contiguous", label, "real, contiguous pinned", batch, accum), step, flops, self.peak.flops, warmup=1)
+        step.data = one_pinned_buffer_batches()(self.real.dataset, seed=exp.seed, batch_size=batch, block_size=s.block_size, env=env)
+        measure(s, self.row(f"ours{tag}/real-contiguous", label, "real, one pinned buffer", batch, accum), step, flops, self.peak.flops, warmup=1)
         step.data = synthetic
 
         def synced(it: int) -> None:
@@ -429,14 +434,11 @@ class Check:
         run("eager/no-pad", "ours eager bf16, vocab 50257 (not padded)", ["model.pad_vocab_multiple=1"])
         run("eager/fp32-tf32", "ours eager float32, TF32 on", ['system.dtype="float32"', "system.tf32=true"], peak=self.peak_fp32)
         run("eager/fp32-no-tf32", "ours eager float32, TF32 off", ['system.dtype="float32"', "system.tf32=false"], peak=self.peak_fp32)
-        workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
         try:  # last: the runner turns determinism on for the whole process, and never off
             run("eager/deterministic", "ours eager bf16, system.deterministic", ["system.deterministic=true"])
         finally:
             torch.use_deterministic_algorithms(False)
             torch.backends.cudnn.deterministic = False
-            if workspace is None:
-                os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
     # ------------------------------------------------------------------------ report
 
@@ -452,7 +454,8 @@ class Check:
             f"model: {m['n_layer']} layers x {m['n_embd']} (n_head {m['n_head']}), block {m['block_size']}, vocab {GPT2_VOCAB}; "
             f"real-shaped data: {s.memmap_tokens:,} random uint16 tokens, written in {self.memmap_seconds:.1f} s"
         )
-        peak_text = f"{self.peak.tflops:.3g} TFLOP/s ({self.peak.source})" if self.peak.tflops else "unknown"
+        # the table entry used is named (its exact device name); an unknown device has no MFU at all
+        peak_text = f"{self.peak.tflops:.4g} TFLOP/s ({self.peak.source})" if self.peak.tflops else f"none, so no MFU ({self.peak.source})"
         out.append(
             f"MFU = tokens/s x FLOPs/token / peak; FLOPs/token = 6N + 12*L*H*Q*T = 6 x {n:,} + 12 x {m['n_layer']} x "
             f"{m['n_embd']} x {m['block_size']} = {ours_flops['flops'] / 1e6:,.1f} MFLOP (ours, vocab padded); "
@@ -491,7 +494,7 @@ class Check:
         out.append("")
         out.append("fast paths (on against off, same setting; > 1x means the fast path pays):")
         if s.dry_run:
-            out.append("  (dry run: a few tiny steps each, on a CPU, where TF32 does nothing: noise, not findings)")
+            out.append("  (dry run: a few tiny steps each, on a CPU where TF32 does nothing: noise, not findings)")
         pairs = [
             ("flash attention (SDPA)", "eager/on", "eager/math-sdpa"),
             ("fused AdamW", "eager/on", "eager/foreach-adamw"),
@@ -500,7 +503,7 @@ class Check:
             ("system.deterministic off (its cost when on)", "eager/on", "eager/deterministic"),
             ("torch.compile", "ours-seedbatch/synthetic" if s.compile else None, "eager/on"),
             ("no host sync per step", "ours/synthetic", "ours/sync-every-step"),
-            ("contiguous pinned batches vs the product's", "ours/real-contiguous", "ours/real"),
+            ("one pinned (2, B, T) buffer vs the product's", "ours/real-contiguous", "ours/real"),
             ("real-shaped batches vs synthetic (data cost)", "ours/synthetic", "ours/real"),
         ]
         for name, on, off in pairs:
@@ -524,7 +527,19 @@ class Check:
         return {"n": n, "flops": scaling.mfu_flops_per_token(n_params=n, **m)}
 
 
+def fix_cublas_workspace() -> None:
+    """Give cuBLAS the fixed workspace deterministic algorithms need, before any CUDA work.
+
+    cuBLAS reads CUBLAS_WORKSPACE_CONFIG when the process makes its first handle, so setting it
+    just before the deterministic row (after hundreds of matmuls) is too late: with determinism on,
+    PyTorch's matmuls then raise. ":4096:8" (32 MiB) is the runner's own setting and the workspace
+    NVIDIA recommends on Hopper, so the other rows run as they would without it there.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_WORKSPACE)
+
+
 def main(argv: list[str] | None = None) -> int:
+    fix_cublas_workspace()  # first of all: see its docstring
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dry-run", action="store_true", help="tiny sizes, few steps, no compile, on CPU (automatic without CUDA)")
     p.add_argument("--budget", type=float, default=420.0, help="seconds for the sections; those that no longer fit are skipped (default 420: with start-up, under 8 minutes)")
@@ -553,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
         print(check.report())
         print(f"\ntotal {time.perf_counter() - t_start:.0f} s; load average {load_average():.2f} at the end")
         if args.json:
-            Path(args.json).write_text(json.dumps({"dry_run": dry, "rows": [r.as_dict() for r in check.rows.values()],
+            peaks = {name: {"tflops": p.tflops, "source": p.source} for name, p in (("bfloat16", check.peak), ("float32", check.peak_fp32))}
+            Path(args.json).write_text(json.dumps({"dry_run": dry, "peaks": peaks, "rows": [r.as_dict() for r in check.rows.values()],
                                                    "sections": check.sections}, indent=2, default=str))
         measured = [r for r in check.rows.values() if r.ms is not None and math.isfinite(r.ms)]
     return 0 if measured and all("FAILED" not in o for _, o in check.sections) else 1

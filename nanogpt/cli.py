@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from nanogpt.errors import NanoGPTError
+from nanogpt.errors import InputError, NanoGPTError, exhaustion
 from nanogpt.spec import SpecError, load_spec, spec_sha256, to_toml
 
 QUIET_EXIT_DELAY_S = 3.0
@@ -25,21 +25,54 @@ QUIET_EXIT_DELAY_S = 3.0
 
 EXIT_INTERRUPTED = 130
 
-EPILOG = "Overrides are dotted.key=value words after the spec, values read as TOML: train.max_iters=100 optimizer.betas=[0.9,0.99]"
+EPILOG = (
+    "Overrides are dotted.key=value words, anywhere among the flags, their values read as TOML: "
+    "train.max_iters=100 optimizer.betas=[0.9,0.99]. A word that names an existing file is a spec even "
+    "when it holds '=' (runs/x/lr=1e-3/spec.toml), and every word after -- is a spec."
+)
 
 
-def split_overrides(words: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Positional words -> (paths, overrides): a word with '=' is an override."""
-    paths = [w for w in words if "=" not in w]
-    overrides = [w for w in words if "=" in w]
-    return paths, overrides
+def split_overrides(words: Sequence[str], specs: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """Command-line words -> (spec paths, overrides).
+
+    A word with '=' is an override unless it names an existing file; `specs` (the words after
+    `--`) are paths whatever they hold.
+    """
+    paths, overrides = [], []
+    for word in words:
+        (overrides if "=" in word and not _is_file(word) else paths).append(word)
+    return paths + list(specs), overrides
+
+
+def _is_file(word: str) -> bool:
+    try:
+        return Path(word).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL in it
+        return False
+
+
+def parse_words(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """One verb's arguments, its SPEC and key=value words anywhere among its flags.
+
+    argparse alone takes positional words only before the first flag (`run SPEC --force k=v` would be
+    "unrecognized arguments"); intermixed parsing takes them anywhere. The words after `--` are
+    set aside as `args.specs`, so that a spec path holding '=' can always be given.
+    """
+    argv = list(argv)
+    specs: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, specs = argv[:at], argv[at + 1:]
+    args = parser.parse_intermixed_args(argv)
+    args.specs = specs
+    return args
 
 
 # ----------------------------------------------------------------------------------- verbs
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if not paths:
         raise _usage("check needs at least one SPEC")
     status = 0
@@ -55,7 +88,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if len(paths) != 1:
         raise _usage("show takes exactly one SPEC")
     exp, _ = load_spec(paths[0], overrides)
@@ -64,11 +97,21 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from nanogpt.registry import load_entry_points
     from nanogpt.spec.jsonschema import experiment_schema
 
+    failures = load_entry_points()
+    if failures:  # the schema would silently lack their kinds
+        raise InputError("\nerror: ".join(failures))
     text = json.dumps(experiment_schema(), indent=2) + "\n"
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        output = Path(args.output)
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as e:
+            why = "it is a directory" if output.is_dir() else (
+                f"its folder {str(output.parent)!r} does not exist" if not output.parent.is_dir() else e.strerror or str(e))
+            raise InputError(f"schema -o {args.output!r}: cannot write the schema there: {why}") from None
     else:
         sys.stdout.write(text)
     return 0
@@ -78,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nanogpt.console import survive_closed_console
     from nanogpt.signals import StopSignals
 
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     stop = StopSignals().install()  # from the first moment: a signal never leaves a run `running`
     try:
         with survive_closed_console():
@@ -111,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from nanogpt.data.prepare import prepare_command
 
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if len(paths) != 1:
         raise _usage("prepare takes exactly one SPEC")
     exp, _ = load_spec(paths[0], overrides)
@@ -133,7 +176,7 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from nanogpt.bench import bench_command
 
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if len(paths) != 1:
         raise _usage("bench takes exactly one SPEC")
     return bench_command(paths[0], overrides, args)
@@ -203,15 +246,22 @@ def _usage(message: str) -> _Usage:
 
 
 class _Parser(argparse.ArgumentParser):
+    verb_parsers: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str):  # argparse exits 2 too, but through SystemExit with a usage line
         self.print_usage(sys.stderr)
         raise _usage(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+WORD_VERBS = ("run", "check", "show", "prepare", "bench")
+"""The verbs that take a SPEC and overrides (parsed by `parse_words`)."""
+
+
+def build_parser() -> _Parser:
     p = _Parser(prog="nanogpt", description="Declarative, reproducible GPT training.", epilog=EPILOG)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     verbs.required = True
+    p.verb_parsers = verbs.choices
 
     v = verbs.add_parser("run", help="validate, prepare data if missing, train/evaluate", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
@@ -327,7 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["scaling"]:  # its own parser, --help included
             return cmd_scaling(argparse.Namespace(rest=argv[1:]))
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if argv[:1] and argv[0] in WORD_VERBS:
+            args = parse_words(parser.verb_parsers[argv[0]], argv[1:])
+        else:
+            args = parser.parse_args(argv)
         return args.fn(args)
     except _Quiet as e:
         return e.exit_code
@@ -342,6 +396,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # SIGINT/SIGTERM before a run dir existed (a run records its own)
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+    except Exception as e:
+        message = exhaustion(e)  # a full disk or absurd sizes: the machine's limits, not a bug
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
 
 
 def interrupt_on_sigterm() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogpt.errors import InputError
-from nanogpt.fileio import NotRegularFile, atomic_write_text, read_regular_bytes
+from nanogpt.fileio import NotRegularFile, atomic_write_text, make_dirs, read_regular_bytes
 from nanogpt.runlock import RunLock
 from nanogpt.spec import Experiment, SpecOrigin, resolved, spec_sha256, to_toml
 
@@ -122,13 +122,9 @@ def device_name(device: Any) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return platform.processor() or platform.machine()
+        from nanogpt.hardware import cpu_model
+
+        return cpu_model()
     return device.type
 
 
@@ -211,9 +207,12 @@ class RunDir:
         final = parent / run_id
         if final.exists():
             raise InputError(existing_run_message(final, run_id))
-        parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(parent, f"logging.out_dir {exp.logging.out_dir!r}")
         staging = parent / f".{run_id}.tmp-{secrets.token_hex(3)}"
-        staging.mkdir()
+        try:
+            staging.mkdir()
+        except OSError as e:  # a directory that exists but cannot be written
+            raise InputError(f"logging.out_dir {exp.logging.out_dir!r}: cannot create a run directory in {str(parent)!r}: {e.strerror or e}") from None
         lock = None
         try:
             lock = RunLock.acquire(staging)  # held from before the directory has its final name

@@ -378,6 +378,8 @@ def _positive_int(text: str) -> int:
 
 
 def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
+    from nanogpt.cli import EPILOG
+
     p = _Parser(
         prog="nanogpt scaling",
         description="The seed's scaling-law notebook: parameters, FLOPs, Chinchilla loss and compute-optimal sizes.",
@@ -389,7 +391,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         ("params", "parameter counts of a spec's model or of explicit sizes"),
         ("flops", "FLOPs per token and per sequence (Chinchilla Appendix F, 6N, MFU's 6N+12LHQT)"),
     ):
-        s = subs[name] = sub.add_parser(name, help=help_text, description=help_text)
+        s = subs[name] = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG)
         s.add_argument("words", nargs="*", metavar="SPEC [key=value ...]", help="a spec and its overrides")
         s.add_argument("--n-layer", type=_positive_int, metavar="L")
         s.add_argument("--n-head", type=_positive_int, metavar="H")
@@ -417,9 +419,16 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
 
 def scaling_command(argv: Sequence[str]) -> int:
     """`nanogpt scaling params|flops|optimal|loss ...`: print tables (or --json). Exit 0; usage errors raise InputError."""
+    from nanogpt.cli import parse_words
+
     top, subs = _build_parser()
+    argv = list(argv)
     try:
-        args = top.parse_args(list(argv))
+        if argv[:1] and argv[0] in subs:  # a spec and overrides anywhere among the flags
+            args = parse_words(subs[argv[0]], argv[1:])
+            args.what = argv[0]
+        else:
+            args = top.parse_args(argv)
     except _HelpShown as shown:
         return shown.status
     parser = subs[args.what]
@@ -486,11 +495,11 @@ def scaling_command(argv: Sequence[str]) -> int:
 
 def _arch_from_args(args: argparse.Namespace, parser: _Parser) -> tuple[Arch, Optional[Training], str]:
     explicit = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
-    if args.words:
+    if args.words or args.specs:
         given = [f"--{k.replace('_', '-')}" for k, v in explicit.items() if v is not None]
         if given:
             parser.error(f"give a SPEC or sizes ({', '.join(given)}), not both; override a spec with model.KEY=VALUE")
-        return _arch_from_spec(args.words, parser)
+        return _arch_from_spec(args.words, args.specs, parser)
     missing = [f"--{k.replace('_', '-')}" for k, v in explicit.items() if v is None and k != "vocab_size"]
     if missing:
         parser.error(f"give a SPEC, or the sizes (missing {', '.join(missing)})")
@@ -507,12 +516,12 @@ def _arch_from_args(args: argparse.Namespace, parser: _Parser) -> tuple[Arch, Op
     return arch, None, "sizes"
 
 
-def _arch_from_spec(words: list[str], parser: _Parser) -> tuple[Arch, Training, str]:
+def _arch_from_spec(words: list[str], specs: list[str], parser: _Parser) -> tuple[Arch, Training, str]:
+    from nanogpt.cli import split_overrides
     from nanogpt.spec import load_spec
     from nanogpt.spec.tables import GPTSpec
 
-    paths = [w for w in words if "=" not in w]
-    overrides = [w for w in words if "=" in w]
+    paths, overrides = split_overrides(words, specs)
     if len(paths) != 1:
         parser.error(f"takes one SPEC (got {len(paths)}: {' '.join(paths) or 'none'})")
     exp, _ = load_spec(paths[0], overrides)  # SpecError propagates: the CLI prints it, exit 2

@@ -25,7 +25,7 @@ import torch
 
 from nanogpt import checkpoint as ckpt
 from nanogpt.dist import DistEnv
-from nanogpt.errors import InputError, NanoGPTError
+from nanogpt.errors import InputError, NanoGPTError, exhaustion
 from nanogpt.fileio import atomic_open, atomic_write_text
 from nanogpt.hardware import Peak, keep_freed_memory_in_process, mfu, peak_for
 from nanogpt.manifest import (
@@ -260,6 +260,7 @@ def record_sections(exp: Experiment, env: DistEnv, data: Any, model: Any) -> dic
             "dtype": str(env.dtype).removeprefix("torch."),
             "peak_tflops": peak.tflops,
             "peak_tflops_source": peak.source,
+            "peak_measurement": peak.measurement,
             "deterministic": {
                 "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                 "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
@@ -515,6 +516,9 @@ class Trainer:
             if isinstance(e, NanoGPTError):
                 print(f"error: {e}", file=sys.stderr)
                 return e.exit_code
+            if exhaustion(e) is not None:  # a full disk or memory: recorded above, no traceback needed
+                print(f"error: {exhaustion(e)}; the run is marked failed, its last good checkpoint kept", file=sys.stderr)
+                return 1
             traceback.print_exc()
             return 1
         finally:

@@ -117,6 +117,27 @@ def test_resolve_kinds(tmp_path, monkeypatch):
     assert (got["hf:user/set:cfg"].hf_id, got["hf:user/set:cfg"].hf_config) == ("user/set", "cfg")
 
 
+@pytest.mark.parametrize(("target", "parsed"), [
+    ("user/set", ("user/set", None, None)),
+    ("user/set:cfg", ("user/set", None, "cfg")),
+    ("user/set@refs/convert/parquet", ("user/set", "refs/convert/parquet", None)),
+    ("Skylion007/openwebtext@0a1b2c3:plain_text", ("Skylion007/openwebtext", "0a1b2c3", "plain_text")),
+])
+def test_hf_sources_name_a_revision_with_at(target, parsed):
+    """hf:ID[@REVISION][:CONFIG]: a revision (a branch, tag, commit or refs/convert/parquet) follows '@'."""
+    assert sources.parse_hf(target) == parsed
+
+
+@pytest.mark.parametrize("source", ["hf:@main", "hf:user/set@", "hf:user/set@:cfg"])
+def test_hf_source_with_an_empty_id_or_revision_is_refused(source):
+    """An '@' with nothing on one side of it is a spec error, at check time."""
+    from nanogpt.spec import SpecError, loads_spec
+
+    with pytest.raises(SpecError) as e:
+        loads_spec(f'name = "h"\n[data]\nsource = "{source}"\n', source="s.toml")
+    assert e.value.report() == f"s.toml: 1 problem\n  data.source: must be hf:DATASET_ID[@REVISION][:CONFIG] (got {source!r})"
+
+
 def test_non_utf8_file(tmp_path):
     """A file that is not UTF-8 is a DataError naming it and the byte."""
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,7 +23,6 @@ from nanogpt.model import GPT
 from nanogpt.sample import SEPARATOR, TextStream, generate_texts, load_model
 from tests.tinyrun import WORDS, env_with_plugins, nanogpt, only_run_dir, tiny_spec
 
-transformers = pytest.importorskip("transformers")
 
 
 def sample(capsys, *args: str) -> tuple[int, str, str]:

@@ -48,6 +48,9 @@ def test_manifest_has_every_key(completed_run: Path):
     assert set(m["git"]) >= {"commit", "dirty", "diff_sha256"}
     assert set(m["env"]) >= {"python", "torch", "cuda", "platform", "hostname", "packages"}
     assert set(m["hardware"]) >= {"device", "device_name", "world_size"} and m["hardware"]["world_size"] == 1
+    # the CPU peak behind MFU: measured at the run's precision, and how
+    how = m["hardware"]["peak_measurement"]
+    assert how["dtype"] == m["hardware"]["dtype"] and how["threads"] >= 1 and "matmuls" in how["method"]
     for split in ("train", "val"):
         assert set(m["data"][split]) >= {"path", "tokens", "sha256"} and m["data"][split]["tokens"] > 0
     assert m["data"]["tokenizer"] == "char" and m["data"]["vocab_size"] > 10
@@ -281,7 +284,7 @@ def test_auto_dtype_on_cpu_is_bf16_only_where_the_cpu_computes_it(monkeypatch, n
     assert pick_dtype("bfloat16", cpu) == torch.bfloat16
     peak = hardware.peak_for(cpu, pick_dtype("auto", cpu))
     assert peak.source == "measured" and peak.tflops > 0
-    assert peak.tflops == hardware.measured_cpu_tflops(torch.bfloat16 if native else torch.float32)
+    assert peak.measurement["dtype"] == ("bfloat16" if native else "float32")
 
 
 ALLOCATE_AND_FREE = """

@@ -157,7 +157,7 @@ def prepare(
                 reason = "--force"
             say(f"preparing {directory} from {spec.source} ({reason})")
             start = time.perf_counter()
-            meta = _build(directory, spec, source, settings, progress=progress)
+            meta = _build(directory, spec, source, settings, progress=progress, say=say)
             say(f"wrote {directory}: {_summary(meta)} in {time.perf_counter() - start:.1f} s")
             return meta
         except BaseException:
@@ -233,20 +233,20 @@ def _current(directory: Path, spec: TokensSpec, source: Source, settings: dict) 
 # ------------------------------------------------------------------------------------ build
 
 
-def _build(directory: Path, spec: TokensSpec, source: Source, settings: dict, *, progress: bool) -> dict:
+def _build(directory: Path, spec: TokensSpec, source: Source, settings: dict, *, progress: bool, say: Say) -> dict:
     fetch(source, spec, progress=progress)
     source_fp = fingerprint(source, spec, _previous_source(directory), progress=progress)
     work = directory / f".work-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     tmp = {s: directory / f".{s}.bin.{os.getpid()}.tmp" for s in SPLITS}
     try:
-        corpus = load_corpus(source, spec, work_dir=work, progress=progress)
+        corpus = load_corpus(source, spec, work_dir=work, progress=progress, say=say)
         if isinstance(corpus, TextStream):
             tokenizer, splits, dtype = _prepare_stream(corpus, spec, tmp, progress=progress)
         else:
             tokenizer, splits, dtype = _prepare_documents(corpus, spec, tmp, work, progress=progress)
             if source.format == "hf":
-                source_fp.update(hf_record(corpus.dataset))
+                source_fp.update(hf_record(corpus.dataset), **corpus.revision)
         for name in SPLITS:
             if splits[name]["tokens"] == 0:  # cannot happen by construction; never write it
                 raise DataError(f"the {name} split of {spec.source!r} came out empty")
