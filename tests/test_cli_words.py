@@ -53,7 +53,7 @@ def test_run_takes_overrides_anywhere(spec, monkeypatch, order):
     calls = capture(monkeypatch, "nanogpt.train.run")
     assert main(["run", *ORDERS[order](spec, OVERRIDE, ["--force"])]) == 0
     (exp, origin), kwargs = calls[0]
-    assert exp.model.n_layer == 5 and origin.overrides == (OVERRIDE,) and kwargs == {"resume_dir": None}
+    assert exp.model.n_layer == 5 and origin.overrides == (OVERRIDE,) and kwargs["resume_dir"] is None and kwargs["force"] is True
 
 
 @pytest.mark.parametrize("order", ["O F", "F O", "F1 O F2"])
