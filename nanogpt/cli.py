@@ -13,11 +13,15 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nanogpt.errors import InputError, NanoGPTError, exhaustion
-from nanogpt.spec import SpecError, load_spec, to_toml
+from nanogpt.spec import SpecError, load_spec, spec_sha256, to_toml
+
+QUIET_EXIT_DELAY_S = 3.0
+"""How long a process that leaves an error to its node's first process waits before it exits."""
 
 EXIT_INTERRUPTED = 130
 
@@ -74,12 +78,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     status = 0
     for path in paths:
         try:
-            load_spec(path, overrides)
+            exp, _ = load_spec(path, overrides)
         except SpecError as e:
             print(e.report(), file=sys.stderr)
             status = 2
         else:
-            print(f"ok: {path}")
+            print(f"ok: {path}  spec_sha256 {spec_sha256(exp)}" if args.hash else f"ok: {path}")
     return status
 
 
@@ -88,7 +92,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if len(paths) != 1:
         raise _usage("show takes exactly one SPEC")
     exp, _ = load_spec(paths[0], overrides)
-    sys.stdout.write(to_toml(exp))
+    sys.stdout.write(f"{spec_sha256(exp)}\n" if args.hash else to_toml(exp))
     return 0
 
 
@@ -122,18 +126,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with survive_closed_console():
             # the spec is validated before torch is imported: a bad spec fails in a fraction of a second
-            if args.resume is not None:
-                if paths:
-                    raise _usage("run --resume RUN_DIR takes overrides only, not a SPEC")
-                from nanogpt.manifest import load_for_resume
+            with _reported_once_per_node():
+                if args.resume is not None:
+                    if paths:
+                        raise _usage("run --resume RUN_DIR takes overrides only, not a SPEC")
+                    from nanogpt.manifest import load_for_resume
 
-                resume_dir = Path(args.resume)
-                exp, origin = load_for_resume(resume_dir, overrides, force=args.force)
-            else:
-                if len(paths) != 1:
-                    raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
-                resume_dir = None
-                exp, origin = load_spec(paths[0], overrides)
+                    resume_dir = Path(args.resume)
+                    exp, origin = load_for_resume(resume_dir, overrides, force=args.force)
+                else:
+                    if len(paths) != 1:
+                        raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
+                    resume_dir = None
+                    exp, origin = load_spec(paths[0], overrides)
+                    if not exp.train.auto_resume:  # with it, an existing run may be the one to continue
+                        from nanogpt.manifest import refuse_existing_run_dir
+
+                        refuse_existing_run_dir(exp)
+                _check_world_size(exp, origin.path)
             from nanogpt.train import run
 
             return run(exp, origin, resume_dir=resume_dir, force=args.force, stop=stop)
@@ -175,7 +185,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from nanogpt.compare import diff_command
 
-    return diff_command(args.a, args.b, as_json=args.json, show_all=args.all)
+    return diff_command(args.a, args.b, as_json=args.json, show_all=args.all, results_only=args.results_only)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -188,6 +198,40 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     from nanogpt.scaling import scaling_command
 
     return scaling_command(args.rest)
+
+
+def _check_world_size(exp, source: str) -> None:
+    """train.grad_accum against torchrun's WORLD_SIZE, before any process starts any work."""
+    world_size = int(os.environ.get("WORLD_SIZE") or 1)
+    if exp.train.grad_accum % world_size:
+        raise SpecError.single(
+            source, "train.grad_accum",
+            f"{exp.train.grad_accum} must be divisible by the number of processes ({world_size}): it counts "
+            "micro-batches over all of them, so that the global batch is the same on any number of processes",
+        )
+
+
+@contextlib.contextmanager
+def _reported_once_per_node() -> Iterator[None]:
+    """Under torchrun, problems found before any work are the same in every process of a node
+    (the same files, the same spec): only its first process (LOCAL_RANK 0) prints them."""
+    try:
+        yield
+    except (SpecError, NanoGPTError) as e:
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            raise
+        # torchrun stops every process once one exits: give the one that reports the time to
+        with contextlib.suppress(KeyboardInterrupt):  # torchrun's SIGTERM ends the wait, quietly too
+            time.sleep(QUIET_EXIT_DELAY_S)
+        raise _Quiet(getattr(e, "exit_code", 2)) from None
+
+
+class _Quiet(NanoGPTError):
+    """An error another process of this node has reported already: exit with its status, say nothing."""
+
+    def __init__(self, exit_code: int):
+        super().__init__("")
+        self.exit_code = exit_code
 
 
 # ------------------------------------------------------------------------------- the parser
@@ -230,10 +274,12 @@ def build_parser() -> _Parser:
 
     v = verbs.add_parser("check", help="validate specs (never imports torch)", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC... [key=value ...]")
+    v.add_argument("--hash", action="store_true", help="print each valid spec's spec_sha256 after its ok")
     v.set_defaults(fn=cmd_check)
 
     v = verbs.add_parser("show", help="print the fully resolved spec as TOML", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
+    v.add_argument("--hash", action="store_true", help="print only its spec_sha256 (what a run's manifest records)")
     v.set_defaults(fn=cmd_show)
 
     v = verbs.add_parser("diff", help="compare two runs, manifests or specs")
@@ -241,6 +287,10 @@ def build_parser() -> _Parser:
     v.add_argument("b", metavar="B")
     v.add_argument("--json", action="store_true", help='print a JSON list of {"path", "a", "b"}')
     v.add_argument("--all", action="store_true", help="include values that always differ (ids, times)")
+    v.add_argument(
+        "--results-only", action="store_true",
+        help="leave out the spec fields that cannot change results (marked [no effect on results]): exit 0 means same results",
+    )
     v.set_defaults(fn=cmd_diff)
 
     v = verbs.add_parser("runs", help="table of runs under DIR (default runs/)")
@@ -333,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args = parser.parse_args(argv)
         return args.fn(args)
+    except _Quiet as e:
+        return e.exit_code
     except SpecError as e:
         print(e.report(), file=sys.stderr)
         return 2

@@ -45,6 +45,26 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
+def refuse_existing_run_dir(exp: Experiment) -> None:
+    """Before any work: a spec naming its run id (`logging.run_id`) must not name a run that exists.
+
+    A run's spec.toml keeps the id the run had, so running it again lands here; the message says
+    how to continue that run, or repeat it under another id.
+    """
+    if exp.logging.run_id is not None:
+        path = Path(exp.logging.out_dir) / exp.name / exp.logging.run_id
+        if path.exists():
+            raise InputError(existing_run_message(path, exp.logging.run_id))
+
+
+def existing_run_message(path: Path, run_id: str) -> str:
+    return (
+        f"run directory {str(path)!r} exists already (logging.run_id = {run_id!r}). Continue that run with "
+        f"`nanogpt run --resume {path}`, or repeat it under another id: add logging.run_id=NEW, or "
+        f"logging.run_id= (nothing after '=') for a new timestamped one"
+    )
+
+
 # ------------------------------------------------------------------------ what went in
 
 
@@ -141,6 +161,27 @@ def provenance_record(exp: Experiment, origin: SpecOrigin) -> dict[str, str]:
     return out
 
 
+def resumed_provenance(previous: Any, exp: Experiment, origin: SpecOrigin) -> dict[str, str]:
+    """The provenance after `run --resume RUN_DIR key=value ...`: what the run had recorded, with
+    every value the resume's overrides set marked as theirs ("override key=value (--resume)")."""
+    from nanogpt.spec.diff import under
+    from nanogpt.spec.load import DEFAULT
+
+    # a component's `kind` given anew replaces its whole table
+    touched = tuple(
+        key.removesuffix("kind") if key.endswith(".kind") else key
+        for key in (word.partition("=")[0].strip() for word in origin.overrides)
+    )
+    previous = previous if isinstance(previous, dict) else {}
+    out = {}
+    for path, source in provenance_record(exp, origin).items():
+        if under(path, touched):
+            out[path] = source if source == DEFAULT else f"{source} (--resume)"
+        else:
+            out[path] = previous.get(path, source)
+    return out
+
+
 # ----------------------------------------------------------------------------- the run dir
 
 
@@ -165,7 +206,7 @@ class RunDir:
         parent = Path(exp.logging.out_dir) / exp.name
         final = parent / run_id
         if final.exists():
-            raise InputError(f"run directory {str(final)!r} exists already (continue it with: nanogpt run --resume {final})")
+            raise InputError(existing_run_message(final, run_id))
         make_dirs(parent, f"logging.out_dir {exp.logging.out_dir!r}")
         staging = parent / f".{run_id}.tmp-{secrets.token_hex(3)}"
         try:

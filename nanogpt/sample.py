@@ -265,10 +265,7 @@ def pick_device_and_autocast(device: str, dtype: str) -> tuple[torch.device, Any
 
     if not re.fullmatch(DEVICE.regex, device):
         raise InputError(f"--device must be {DEVICE.means} (got {device!r})")
-    try:
-        dev = pick_device(device, None)
-    except InputError as e:
-        raise InputError(f"--device {device!r}: {str(e).removeprefix(f'system.device is {device!r} but ')}") from None
+    dev = pick_device(device, None, setting="--device")
     precision = pick_dtype(dtype, dev)
     if precision == torch.float32:
         return dev, contextlib.nullcontext()
@@ -375,12 +372,13 @@ def generate_texts(
 
 
 def read_start(start: str) -> str:
-    """The prompt `--start` gives: the text itself, or the contents of the file after `FILE:`."""
-    if not start.startswith(FILE_PREFIX):
+    """The prompt `--start` gives: the text itself, or the contents of the file after `FILE:`
+    (or `file:`, as data.source spells it)."""
+    if not start[: len(FILE_PREFIX)].upper() == FILE_PREFIX:
         return start
     name = start[len(FILE_PREFIX):]
     if not name:
-        raise InputError("--start FILE: needs a path after 'FILE:'")
+        raise InputError(f"--start {start!r} needs a path after '{start[:len(FILE_PREFIX)]}'")
     return read_user_text(name, f"--start {start!r}")
 
 

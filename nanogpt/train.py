@@ -29,7 +29,8 @@ from nanogpt.errors import InputError, NanoGPTError, exhaustion
 from nanogpt.fileio import atomic_open, atomic_write_text
 from nanogpt.hardware import Peak, keep_freed_memory_in_process, mfu, peak_for
 from nanogpt.manifest import (
-    MANIFEST, METRICS, RunDir, device_name, env_info, find_resumable, now_iso, read_manifest, training_changes,
+    MANIFEST, METRICS, RunDir, device_name, env_info, find_resumable, now_iso, read_manifest, resumed_provenance,
+    training_changes,
 )
 from nanogpt.runlock import RunLock
 from nanogpt.signals import StopSignals
@@ -229,6 +230,7 @@ def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Any, model
             run.manifest.update(record_sections(exp, env, data, model))
             run.manifest["spec"] = resolved(exp)
             run.manifest["spec_sha256"] = spec_sha256(exp)
+            run.manifest["provenance"] = resumed_provenance(run.manifest.get("provenance"), exp, origin)
             run.manifest.setdefault("resumes", []).append(
                 {"at": now_iso(), "overrides": list(origin.overrides), "command": " ".join(sys.argv),
                  "from_checkpoint": str(claim.checkpoint.relative_to(claim.resume_dir)) if claim.checkpoint else None}
@@ -405,6 +407,7 @@ class Trainer:
         self.best_val_loss = math.inf
         self.metrics: dict[str, Any] = {}
         self.wall_before = 0.0  # wall seconds of earlier sessions of this run
+        self.windows_this_session = 0  # logged training windows since this process started
         self.stop = stop
         self.session_start = time.perf_counter()
         self.checkpoints = ckpt.CheckpointWriter(self.run_path)
@@ -604,7 +607,8 @@ class Trainer:
         tokens_per_sec = self.tokens_per_iter * iters / dt if dt > 0 else 0.0
         util = mfu(self.flops_per_token, tokens_per_sec, self.peak, self.env.world_size)
         norm = grad_norm.item() if grad_norm is not None else None
-        self.metrics.update(tokens_per_sec=tokens_per_sec, mfu=util, last_train_step_loss=loss)
+        self._add_to_average(self.tokens_per_iter * iters, dt, tokens_per_sec)
+        self.metrics.update(last_train_step_loss=loss)
         self.tracker.scalars(
             it,
             {"loss/train_step": loss, "lr": lr, "grad_norm": norm, "tokens_per_sec": tokens_per_sec, "mfu": util},
@@ -615,6 +619,20 @@ class Trainer:
         )
         mfu_text = f", mfu {util * 100:.1f}%" if util is not None else ""
         self._say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt / iters * 1000:.1f} ms/iter, {tokens_per_sec:,.0f} tok/s{mfu_text}")
+
+    def _add_to_average(self, tokens: int, seconds: float, window_tokens_per_sec: float) -> None:
+        """The manifest's tokens/s and MFU are the run's average over its logged windows, each
+        session's first left out (it holds the warm-up, and torch.compile's start); TensorBoard and
+        metrics.jsonl have each window's own. The sums live in `metrics`, which checkpoints carry."""
+        self.windows_this_session += 1
+        if self.windows_this_session > 1:
+            self.metrics["timed_tokens"] = self.metrics.get("timed_tokens", 0) + tokens
+            self.metrics["timed_seconds"] = self.metrics.get("timed_seconds", 0.0) + seconds
+        timed = self.metrics.get("timed_seconds", 0.0)
+        average = self.metrics["timed_tokens"] / timed if timed > 0 else window_tokens_per_sec  # a first window only
+        self.metrics.update(
+            tokens_per_sec=average, mfu=mfu(self.flops_per_token, average, self.peak, self.env.world_size)
+        )
 
     def _kept_checkpoint_text(self) -> str:
         with contextlib.suppress(Exception):

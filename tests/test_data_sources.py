@@ -246,3 +246,33 @@ def test_url_without_its_download_stays_current(tmp_path, server):
     lines = []
     prepare(spec, say=lines.append)
     assert hits == ["/tiny/input.txt"] and "up to date" in lines[0]
+
+
+def test_a_pinned_url_and_a_local_copy_of_it_are_one_source(tmp_path, monkeypatch):
+    """Offline, a dataset made once from `file:` (the url's pinned content) is up to date for the
+    url spec, and stays so when the copy is put where the download would go: the pin names the
+    content, wherever it came from. Pinning other content still rebuilds (and fails offline)."""
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    Path("input.txt").write_bytes(BODY)
+    pinned = dict(source_sha256=BODY_SHA, tokenizer="char", split="contiguous", val_fraction=0.1)
+    url_spec = tokens_spec(tmp_path, source="url:https://example.invalid/data/input.txt", **pinned)
+    made = prepare(tokens_spec(tmp_path, source="file:input.txt", **pinned), say=lambda line: None)
+
+    lines = []
+    assert prepare(url_spec, say=lines.append) == made
+    assert "up to date" in lines[-1]
+    copy = tmp_path / "data" / "ds" / "source" / "input.txt"
+    copy.parent.mkdir()
+    copy.write_bytes(BODY)
+    assert prepare(url_spec, say=lines.append) == made
+    assert "up to date" in lines[-1]
+
+    copy.unlink()
+    other_pin = tokens_spec(tmp_path, source="url:https://example.invalid/data/input.txt", **{**pinned, "source_sha256": "ab" * 32})
+    with pytest.raises(DataError, match="could not download"):
+        prepare(other_pin, say=lines.append)
+    assert lines[-1].endswith("(the source changed)")

@@ -226,8 +226,12 @@ def fingerprint(source: Source, spec: TokensSpec, previous: Optional[dict] = Non
 def unchanged(source: Source, spec: TokensSpec, previous: Any) -> Optional[str]:
     """None when the source still has the content recorded in `previous`, else why not.
 
-    A url whose download was deleted counts as unchanged while the url and the pin are the same
-    (the remote file is assumed not to change; delete the dataset to fetch it again).
+    A url: or file: source is its content: a dataset made from a file with the same sha256 is up
+    to date whichever of the two brought it (the download, a copy put in the download's place, or
+    a `data.source=file:...` given once offline). A url whose download is not here counts as
+    unchanged while the url is the same, or while `data.source_sha256` pins the very content the
+    dataset was made from (the remote file is assumed not to change; delete the dataset to fetch
+    it again).
     """
     if not isinstance(previous, dict):
         return "meta.json records no source"
@@ -237,12 +241,15 @@ def unchanged(source: Source, spec: TokensSpec, previous: Any) -> Optional[str]:
             return "the source changed"
         return None
     if source.url is not None and not source.paths[0].exists():
-        same = previous.get("url") == source.url
-        pin_ok = spec.source_sha256 in (None, previous.get("sha256"))
-        return None if same and pin_ok else "the source changed"
+        if spec.source_sha256 is not None:
+            pinned = (previous.get("sha256"), previous.get("format")) == (spec.source_sha256, source.format)
+            return None if pinned else "the source changed"
+        return None if previous.get("url") == source.url else "the source changed"
     current = fingerprint(source, spec, previous)
-    keys = ("kind", "format", "sha256", "rendering")
-    if any(current.get(k) != previous.get(k) for k in keys):
+    local = {"url", "file"}
+    if current.get("kind") != previous.get("kind") and not {current.get("kind"), previous.get("kind")} <= local:
+        return "the source changed"
+    if any(current.get(k) != previous.get(k) for k in ("format", "sha256", "rendering")):
         return "the source's content changed"
     return None
 

@@ -303,6 +303,9 @@ def _apply_override(raw: dict[str, Any], provenance: dict[str, str], word: str) 
     parts = key.split(".")
     if not eq or not key or not all(parts):
         return [Problem("", f"override {word!r} must be dotted.key=value")]
+    if not text.strip():
+        # TOML has no null: nothing after "=" is how a command line says "unset" (the default)
+        return _unset(raw, provenance, parts, word)
     try:
         value = parse_override_value(text.strip())
         too_deep = _deeper_than(value, MAX_NESTING - len(parts)) is not None
@@ -330,6 +333,25 @@ def _apply_override(raw: dict[str, Any], provenance: dict[str, str], word: str) 
         provenance.update({f"{key}.{p}": source for p in flatten(value)})
     else:
         provenance[key] = source
+    return []
+
+
+def _unset(raw: dict[str, Any], provenance: dict[str, str], parts: list[str], word: str) -> list[Problem]:
+    """`key=`: drop the key, so that it takes its default (a component's `kind` resets its table)."""
+    key = ".".join(parts)
+    table: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        table = table.get(part)
+        if table is None:
+            return []  # nothing set there: it is the default already
+        if not isinstance(table, dict):
+            return [Problem(key, f"override {word!r}: {'.'.join(parts[: i + 1])} is not a table")]
+    if len(parts) == 2 and parts[1] == "kind" and parts[0] in COMPONENT_DEFAULT_KINDS:
+        if table.get("kind", COMPONENT_DEFAULT_KINDS[parts[0]]) != COMPONENT_DEFAULT_KINDS[parts[0]]:
+            table.clear()  # back to the default kind, which starts from its own defaults
+            _forget(provenance, parts[0])
+    table.pop(parts[-1], None)
+    _forget(provenance, key)
     return []
 
 
