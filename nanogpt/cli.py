@@ -221,9 +221,11 @@ def _reported_once_per_node() -> Iterator[None]:
         if os.environ.get("LOCAL_RANK", "0") == "0":
             raise
         # torchrun stops every process once one exits: give the one that reports the time to
-        with contextlib.suppress(KeyboardInterrupt):  # torchrun's SIGTERM ends the wait, quietly too
-            time.sleep(QUIET_EXIT_DELAY_S)
-        raise _Quiet(getattr(e, "exit_code", 2)) from None
+        code = getattr(e, "exit_code", 2)
+        for signum in (signal.SIGINT, signal.SIGTERM):  # torchrun's SIGTERM ends the wait, quietly too
+            signal.signal(signum, lambda *_: os._exit(code))
+        time.sleep(QUIET_EXIT_DELAY_S)
+        raise _Quiet(code) from None
 
 
 class _Quiet(NanoGPTError):
@@ -405,21 +407,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def interrupt_on_sigterm() -> None:
-    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does: a scheduler's stop ends a command with exit 130."""
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+def end_at_once_on_signals() -> None:
+    """SIGINT and SIGTERM end a command at once with exit 130, after the cleanups registered with
+    nanogpt.signals.on_abort (the `run` verb installs its own handling: see nanogpt/signals.py)."""
+    from nanogpt.signals import abort
 
+    def handler(signum, frame):
+        abort("interrupted")
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def entry(argv: Sequence[str] | None = None) -> None:
-    """The process's way out of `main` (the console script, `python -m nanogpt`, `-m nanogpt.run`)."""
-    interrupt_on_sigterm()
+    """The process's way in and out of `main` (the console script, `python -m nanogpt`, `-m nanogpt.run`)."""
+    end_at_once_on_signals()
     try:
         code = main(argv)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a KeyboardInterrupt a library raised itself
         code = EXIT_INTERRUPTED
     exit_with(code)
 

@@ -195,7 +195,7 @@ class RunDir:
         self.path = path
         self.manifest = manifest
         self.lock = lock
-        self._writing = threading.Lock()  # the checkpoint writer's thread records checkpoints too
+        self._writing = threading.RLock()  # the checkpoint writer's thread records checkpoints too; a signal handler may finish the run
 
     @classmethod
     def create(

@@ -33,7 +33,7 @@ from nanogpt.manifest import (
     training_changes,
 )
 from nanogpt.runlock import RunLock
-from nanogpt.signals import StopSignals
+from nanogpt.signals import StopSignals, on_abort
 from nanogpt.registry import DATA, MODELS, OPTIMIZERS, SCHEDULES
 from nanogpt.spec import Experiment, SpecOrigin, resolved, spec_sha256, to_toml
 from nanogpt.tracking import build_tracker, flat_hparams, markdown_code
@@ -87,9 +87,15 @@ def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, 
         env.close(barrier=False)
         raise
     status = 1
+
+    def record_abort() -> None:  # a second Ctrl-C ends the process at once: the record says so first
+        if isinstance(run_dir, RunDir):
+            run_dir.finish("interrupted", "stopped by a second Ctrl-C before a checkpoint could be saved")
+
     try:
-        trainer = Trainer(exp, env, data, model, optimizer, lr_at, run_dir, claim, stop)
-        status = trainer.train()
+        with on_abort(record_abort):
+            trainer = Trainer(exp, env, data, model, optimizer, lr_at, run_dir, claim, stop)
+            status = trainer.train()
         return status
     except BaseException as e:
         # the run dir exists but the loop never started (a checkpoint that does not fit, a second
