@@ -69,7 +69,8 @@ def synthetic_vocab_size(exp: Experiment) -> int:
 
 def benchmark(exp: Experiment, *, steps: int, warmup: int, synthetic: bool, profile: str | None = None) -> dict[str, Any]:
     """Time `steps` training steps after `warmup` untimed ones; returns the figures."""
-    from nanogpt.train import TrainStep, configure_backends
+    from nanogpt.runner import configure_backends
+    from nanogpt.train import TrainStep
 
     env = DistEnv.from_env(exp.system)
     configure_backends(exp, env)

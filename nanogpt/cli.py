@@ -144,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
                         refuse_existing_run_dir(exp)
                 _check_world_size(exp, origin.path)
-            from nanogpt.train import run
+            from nanogpt.runner import run
 
             return run(exp, origin, resume_dir=resume_dir, force=args.force, stop=stop)
     finally:

@@ -311,7 +311,7 @@ def open_spec_dataset(path: str) -> Any:
 
 
 def _same_tokenizer(a: Any, b: Any) -> bool:
-    from nanogpt.sample import tokenizer_record
+    from nanogpt.checkpoint import tokenizer_record
 
     return tokenizer_record(a.meta()) == tokenizer_record(b.meta())
 

@@ -47,17 +47,7 @@ from nanogpt.fileio import read_user_text
 SEPARATOR = "-" * 15
 """The line between two samples on stdout (the seed's)."""
 
-TOKENIZER_KEYS = ("tokenizer", "vocab_size", "eot_id", "chars")
-"""The part of a dataset's meta.json that `tokenizer_from_meta` needs."""
-
 FILE_PREFIX = "FILE:"
-
-
-def tokenizer_record(meta: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What a checkpoint stores of its dataset's meta.json to decode on its own (None without a tokenizer)."""
-    if not isinstance(meta, dict) or "tokenizer" not in meta:
-        return None
-    return {key: meta[key] for key in TOKENIZER_KEYS if key in meta}
 
 
 # --------------------------------------------------------------------------- loading models

@@ -19,7 +19,7 @@ from nanogpt.data.tokenizers import CharTokenizer, gpt2_tokenizer
 from nanogpt.evaluate import TokenSequence, count_windows, score_sequence, sliding_windows
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.weights import from_hf
-from nanogpt.sample import tokenizer_record
+from nanogpt.checkpoint import tokenizer_record
 from tests.tinyrun import only_run_dir, tiny_spec
 
 
