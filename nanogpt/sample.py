@@ -43,6 +43,7 @@ import torch
 
 from nanogpt.errors import DataError, InputError, NanoGPTError
 from nanogpt.fileio import read_user_text
+from nanogpt.generation import generate_stream
 
 SEPARATOR = "-" * 15
 """The line between two samples on stdout (the seed's)."""
@@ -282,7 +283,7 @@ def start_ids(tokenizer: Any, start: str | None) -> list[int]:
         return [0]
 
 
-class TextStream:
+class IncrementalDecoder:
     """Decode one row's ids as they come, passing on text only once it ends in whole characters.
 
     A BPE token can end inside a multi-byte character; its text then ends in U+FFFD until the
@@ -334,13 +335,13 @@ def generate_texts(
     idx = torch.tensor([prompt] * num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     eot = getattr(tokenizer, "eot_id", None) if stop_at_eot else None
-    stream = TextStream(tokenizer, on_text) if on_text is not None else None
+    stream = IncrementalDecoder(tokenizer, on_text) if on_text is not None else None
     rows: list[list[int]] = [[] for _ in range(num_samples)]
     ended = [False] * num_samples
     with autocast or contextlib.nullcontext():
         # generate_stream puts the model in eval mode for the stream and restores it after
-        steps = model.generate_stream(
-            idx, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p, eot_id=eot, generator=generator
+        steps = generate_stream(
+            model, idx, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p, eot_id=eot, generator=generator
         )
         with contextlib.closing(steps):  # an error here still closes the stream (and restores train mode)
             for step in steps:

@@ -90,18 +90,23 @@ def from_checkpoint(
 # ------------------------------------------------------------------- this product's checkpoints
 
 
-def rebuild(arch: dict[str, Any], *, dropout: float = 0.0, source: str = "the checkpoint") -> Any:
+def rebuild(arch: dict[str, Any], *, dropout: float = 0.0, plugins: Any = (), source: str = "the checkpoint") -> Any:
     """An untrained model of the architecture an `arch()` record describes, built by its kind's builder.
 
     The record's keys that are fields of the kind's spec class make a `[model]` table with
     `init_from = "scratch"` and the given `dropout`; `vocab_size` is the builder's vocabulary. A kind
-    no module has registered (a plugin the spec names is not imported yet) is an InputError.
-    Torch's global RNG is left as it was: the weights are overwritten next anyway.
+    that is not registered yet is looked for in `plugins` (the modules the run's spec named, as
+    `run` imports them); still unknown, it is an InputError. Torch's global RNG is left as it was:
+    the weights are overwritten next anyway.
     """
-    from nanogpt.registry import MODELS
+    from nanogpt.registry import MODELS, import_plugin
 
     arch = _current_arch(arch)
     kind = arch.get("kind")
+    if isinstance(kind, str) and MODELS.spec_class(kind) is None and isinstance(plugins, (list, tuple)):
+        for module in plugins:
+            if isinstance(module, str):
+                import_plugin(module)
     spec_class = MODELS.spec_class(kind) if isinstance(kind, str) else None
     if spec_class is None:
         raise InputError(
@@ -138,7 +143,9 @@ def _ours(state: dict[str, Any], path: Path, dropout: float) -> Any:
     sd = state.get("model")
     if not isinstance(arch, dict) or not isinstance(sd, dict):
         raise InputError(f"checkpoint {str(path)!r} lacks model_arch or model")
-    model = rebuild(arch, dropout=dropout, source=f"checkpoint {str(path)!r}")
+    spec = state.get("spec")
+    plugins = spec.get("plugins", ()) if isinstance(spec, dict) else ()
+    model = rebuild(arch, dropout=dropout, plugins=plugins, source=f"checkpoint {str(path)!r}")
     sd = _strip_prefixes(sd)
     problem = state_mismatch(model.state_dict(), sd)
     if problem is not None:

@@ -21,7 +21,7 @@ from nanogpt.cli import main
 from nanogpt.data.tokenizers import gpt2_tokenizer, tokenizer_from_meta
 from nanogpt.model import GPT
 from nanogpt.weights import from_checkpoint, from_hf
-from nanogpt.sample import SEPARATOR, TextStream, generate_texts, load_model
+from nanogpt.sample import SEPARATOR, IncrementalDecoder, generate_texts, load_model
 from tests.tinyrun import WORDS, env_with_plugins, nanogpt, only_run_dir, tiny_spec
 
 
@@ -370,7 +370,7 @@ def test_text_stream_adds_up_to_the_decoded_text(ids):
     """Streamed pieces hold whole characters only and join to the decoding of all ids, even mid-character BPE tokens."""
     tok = gpt2_tokenizer()
     pieces: list[str] = []
-    stream = TextStream(tok, pieces.append)
+    stream = IncrementalDecoder(tok, pieces.append)
     for i in ids:
         stream.push(i)
     stream.close()
@@ -383,7 +383,7 @@ def test_multibyte_characters_stream_whole():
     ids = tok.encode("日本語のテキスト")
     assert any(tok.decode([i]).endswith("\ufffd") for i in ids)  # some token ends mid-character
     pieces: list[str] = []
-    stream = TextStream(tok, pieces.append)
+    stream = IncrementalDecoder(tok, pieces.append)
     for i in ids:
         stream.push(i)
     stream.close()
