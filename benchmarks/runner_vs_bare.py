@@ -197,7 +197,7 @@ def compare(name: str, cfg: dict, args: argparse.Namespace, work: Path) -> float
         f"train.max_iters={iters}", f"train.eval_interval={iters + 1}",
         *cfg["overrides"], *args.override,
     ]
-    from nanogpt.data.files import ensure_prepared
+    from nanogpt.data.prepare import ensure_prepared
     from nanogpt.dist import pick_dtype
     from nanogpt.spec import load_spec
 

@@ -98,7 +98,8 @@ class TokenBatches:
 
 def build_tokens(spec: TokensSpec, *, env: DistEnv, seed: int, batch_size: int, block_size: int) -> TokenBatches:
     """Prepare the dataset if it is missing or stale (rank 0 only), then open it on every rank."""
-    from nanogpt.data.files import ensure_prepared, open_dataset
+    from nanogpt.data.files import open_dataset
+    from nanogpt.data.prepare import ensure_prepared
 
     if env.is_main:
         dataset = ensure_prepared(spec)

@@ -323,18 +323,3 @@ def dataset_record(ds: PreparedDataset) -> dict[str, Any]:
     if isinstance(source, dict) and source.get("kind") == "hf":  # a hub dataset changes under its name
         record["source"] = {k: source.get(k) for k in ("spec", "revision", "revision_read", "resolved_revision")}
     return record
-
-
-def ensure_prepared(spec: TokensSpec, *, progress: Optional[bool] = None, say=None) -> PreparedDataset:
-    """Prepare the dataset if it is missing or out of date with the spec, then open it.
-
-    Without `data.source` nothing can be prepared: an existing dataset is opened as it is, a
-    missing one is a DataError saying so. `say` receives one line when something was built
-    (default: stderr); an up-to-date dataset is opened silently.
-    """
-    if spec.source is None:
-        return open_dataset(spec, progress=progress)
-    from nanogpt.data.prepare import prepare
-
-    prepare(spec, progress=progress, say=say, quiet_if_current=True)
-    return open_dataset(spec, progress=progress)
