@@ -224,19 +224,17 @@ def _arch_from_spec(words: list[str], specs: list[str], parser: _Parser) -> tupl
 
 def _dataset_vocab(data: Any, spec_path: str) -> tuple[int, str]:
     """The vocabulary of a spec whose model leaves it to the dataset: meta.json, else GPT-2's for BPE."""
+    from nanogpt.data.files import META, prepared_vocab_size
+    from nanogpt.errors import DataError
+
     data_dir, dataset = getattr(data, "data_dir", None), getattr(data, "dataset", None)
-    tokenizer = getattr(data, "tokenizer", None)
-    if data_dir is not None and dataset is not None:
-        meta = Path(data_dir, dataset, "meta.json")
-        if meta.is_file():
-            try:
-                vocab = json.loads(meta.read_text(encoding="utf-8"))["vocab_size"]
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                raise InputError(f"cannot read vocab_size from {str(meta)!r}: {e}") from None
-            if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
-                raise InputError(f"{str(meta)!r}: vocab_size must be a positive integer (got {vocab!r})")
-            return vocab, f"from {meta}"
-    if tokenizer == "gpt2":
+    try:
+        vocab = prepared_vocab_size(data)
+    except DataError as e:
+        raise InputError(str(e)) from None
+    if vocab is not None:
+        return vocab, f"from {Path(str(data_dir), str(dataset), META)}"
+    if getattr(data, "tokenizer", None) == "gpt2":
         return GPT2_VOCAB, "GPT-2's BPE; the dataset is not prepared yet"
     raise InputError(
         f"{spec_path}: the vocabulary comes from the dataset, which is not prepared yet "

@@ -66,3 +66,29 @@ def test_a_plugin_dataset_trains_resumes_evaluates_and_samples(tmp_path):
     text.write_text("the quick brown fox jumps over the lazy dog. " * 8, encoding="utf-8")
     run = check_end_to_end(spec, text)
     assert '"path": "pattern:train"' in (run / "manifest.json").read_text()
+
+
+def test_built_in_and_plugin_components_keep_the_written_contracts(tmp_path, monkeypatch):
+    """GPT and the plugin MLP are LanguageModels, the token files' batches and the plugin's are Batches:
+    every method and property the runner calls is there (runtime_checkable checks their presence)."""
+    import sys
+
+    from nanogpt.contracts import Batches, LanguageModel
+    from nanogpt.data.batches import TokenBatches
+    from nanogpt.dist import DistEnv
+    from nanogpt.model import GPT, GPTConfig
+    from nanogpt.spec.tables import SystemSpec
+
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    import mlp_model
+    import pattern_data
+
+    gpt = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=11))
+    mlp = mlp_model.build_mlp(mlp_model.MLPSpec(width=8, block_size=8), vocab_size=11)
+    assert isinstance(gpt, LanguageModel) and isinstance(mlp, LanguageModel)
+    assert not isinstance(object(), LanguageModel)
+    env = DistEnv.from_env(SystemSpec(device="cpu"))
+    pattern = pattern_data.build_pattern(pattern_data.PatternSpec(), env=env, seed=1, batch_size=2, block_size=8)
+    assert isinstance(pattern, Batches)
+    assert {name for name in dir(Batches) if not name.startswith("_")} <= set(dir(TokenBatches))
+    assert "mlp_model" in sys.modules

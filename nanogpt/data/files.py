@@ -304,6 +304,22 @@ def open_dataset(spec: TokensSpec, *, progress: Optional[bool] = None) -> Prepar
     return PreparedDataset(dir=directory, meta=meta, train=maps["train"], val=maps["val"])
 
 
+def prepared_vocab_size(spec: Any) -> Optional[int]:
+    """The vocabulary of the dataset a `[data]` table names, from its meta.json; None when it is not
+    prepared (or the kind keeps no files). The one place outside an opened dataset that reads it:
+    DataError when meta.json is unreadable or its vocab_size is no positive integer."""
+    data_dir, dataset = getattr(spec, "data_dir", None), getattr(spec, "dataset", None)
+    if not isinstance(data_dir, str) or not isinstance(dataset, str):
+        return None
+    meta = read_meta(Path(data_dir, dataset))
+    if meta is None:
+        return None
+    vocab = meta.get("vocab_size")
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
+        raise DataError(f"{Path(data_dir, dataset, META)}: vocab_size must be a positive integer (got {vocab!r})")
+    return vocab
+
+
 def dataset_record(ds: PreparedDataset) -> dict[str, Any]:
     """The manifest's `data`: {"train"/"val": {path, tokens, sha256}, "tokenizer", "vocab_size"}.
 
