@@ -3,9 +3,9 @@
 The registry builds a model, a batch source, an optimizer and a schedule, each from its own spec
 table; from there on the runner, `bench`, `sample`, `perplexity`, checkpoints and the manifest see
 them only through these Protocols. A plugin kind that keeps its contract trains, checkpoints,
-resumes exactly, evaluates and samples like a built-in one (tests/plugins/tiny_components.py
-registers one model and one dataset to show it). Nothing here imports torch at run time: the
-types are for readers and type checkers.
+resumes exactly, evaluates and samples like a built-in one (tests/plugins/mlp_model.py, the
+registry's own example, and tests/plugins/pattern_data.py show one of each). Nothing here imports
+torch at run time: the types are for readers and type checkers.
 
 A model kind is three things, all registered under its `kind` (`MODELS.register`):
 - a spec class deriving from `nanogpt.spec.tables.ModelSpec` (which already carries

@@ -210,13 +210,12 @@ class ThroughputAverage:
         metrics.update(tokens_per_sec=average, mfu=self.utilization(average))
 
 
-def log_spec(tracker: Tracker, spec_toml: str, manifest: dict[str, Any]) -> None:
-    """The resolved spec, where each value came from, and what it changes of what it extends, as TensorBoard text."""
+def log_spec(tracker: Tracker, spec_toml: str, provenance: dict[str, str], extends: dict[str, Any]) -> None:
+    """The resolved spec, where each value came from (the manifest's `provenance`), and what it changes
+    of what it extends (its `extends`), as TensorBoard text."""
     tracker.text("spec", markdown_code(spec_toml))
-    provenance = manifest.get("provenance") or {}
     changed = [f"{path}: {source}" for path, source in provenance.items() if source != "default"]
     tracker.text("spec/provenance", markdown_code("\n".join(changed) or "(every value is a default)"))
-    extends = manifest.get("extends") or {}
     if extends.get("files"):
         lines = [f"extends {', '.join(extends['files'])}; this spec changes:"]
         for c in extends["changes"]:

@@ -214,7 +214,7 @@ class Trainer:
             tokens_per_iter=self.tokens_per_iter, compile=self.exp.system.compile,
         )
         if self.record.run is not None and self.iter == 0:
-            log_spec(self.reports.tracker, to_toml(self.exp), self.record.run.manifest)
+            log_spec(self.reports.tracker, to_toml(self.exp), self.record.get("provenance") or {}, self.record.get("extends") or {})
         self.session_start = time.perf_counter()
         try:
             # the first iteration whose loss was not finite, tracked on the device (no sync per step)
