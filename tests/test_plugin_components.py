@@ -92,3 +92,18 @@ def test_built_in_and_plugin_components_keep_the_written_contracts(tmp_path, mon
     assert isinstance(pattern, Batches)
     assert {name for name in dir(Batches) if not name.startswith("_")} <= set(dir(TokenBatches))
     assert "mlp_model" in sys.modules
+
+
+def test_run_with_a_plugin_that_fails_to_import_exits_2_and_makes_nothing(tmp_path):
+    """`run`, not only `check`: a named plugin that raises on import is a spec error (exit 2, no traceback),
+    found before any work, so no dataset and no run directory exist afterwards."""
+    (tmp_path / "broken_kinds.py").write_text("raise ImportError('needs a library this machine lacks')\n", encoding="utf-8")
+    spec = tiny_spec(tmp_path, name="broken", extra='plugins = ["broken_kinds"]')
+    from tests.tinyrun import env_with_plugins
+
+    env = env_with_plugins()
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    done = nanogpt("run", str(spec), env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "plugins[0]: cannot import 'broken_kinds': ImportError: needs a library this machine lacks" in done.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
