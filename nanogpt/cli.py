@@ -78,6 +78,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = StopSignals().install()  # from the first moment: a signal never leaves a run `running`
     try:
         with survive_closed_console():
+            member = None
+            if args.sweep_member is not None:
+                if args.resume is not None:
+                    raise _usage("--sweep-member starts a sweep's member; a member resumes with --resume RUN_DIR alone")
+                from nanogpt.sweep.record import SweepMembership
+
+                member = SweepMembership.from_json(args.sweep_member)
             # the spec is validated before torch is imported: a bad spec fails in a fraction of a second
             if args.resume is not None:
                 if paths:
@@ -90,10 +97,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if len(paths) != 1:
                     raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
                 resume_dir = None
-                exp, origin = load_spec(paths[0], overrides)
+                exp, origin = load_spec(paths[0], overrides, sweep_member=member is not None)
             from nanogpt.train import run
 
-            return run(exp, origin, resume_dir=resume_dir, force=args.force, stop=stop)
+            as_member = {} if member is None else {"run_id": member.run_id, "record": {"sweep": member.manifest_record()}}
+            return run(exp, origin, resume_dir=resume_dir, force=args.force, stop=stop, **as_member)
     finally:
         stop.restore()
 
@@ -141,6 +149,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return runs_command(args.dir, name=args.name)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from nanogpt.sweep.command import sweep_command
+
+    paths, overrides = split_overrides(args.words)
+    return sweep_command(paths, overrides, args)
+
+
 def cmd_scaling(args: argparse.Namespace) -> int:
     from nanogpt.scaling import scaling_command
 
@@ -176,7 +191,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true",
         help="resume even though training-relevant fields changed, or start over when no checkpoint is usable",
     )
+    v.add_argument(
+        "--sweep-member", metavar="JSON",
+        help='set by `nanogpt sweep`: start this run as a sweep\'s member ({"id", "index", "values", "run_id"}), recorded in its manifest',
+    )
     v.set_defaults(fn=cmd_run)
+
+    v = verbs.add_parser(
+        "sweep", help="launch a family of runs: axes key=a,b,c and the spec's [sweep] table",
+        description=(
+            "An override whose value has commas outside brackets and quotes is an axis (optimizer.lr=1e-3,3e-4; "
+            "optimizer.betas=[0.9,0.99] is one value); axes form a grid, the first slowest, crossed with the "
+            "random draws of the spec's [sweep] table. Every member is validated before any starts. Members are "
+            "ordinary runs; the sweep's record is <out_dir>/<name>/sweeps/<sweep_id>/sweep.json. "
+            "Exit 0 when every member completed, 1 when any failed, 2 for bad input, 130 when interrupted."
+        ),
+        epilog=EPILOG,
+    )
+    v.add_argument("words", nargs="*", metavar="SPEC [key=value | key=v1,v2,... ...]")
+    v.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="members at once, each a process with its share of the CPU cores (default 1)")
+    v.add_argument("--gpus-per-run", type=int, metavar="K", help="give each member K GPUs of its own (CUDA_VISIBLE_DEVICES; torchrun when K > 1)")
+    v.add_argument("--list", action="store_true", help="print the members, one a line (index, then key=value words), and stop")
+    v.add_argument("--dry-run", action="store_true", help="validate every member and stop")
+    v.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep: run what is missing, resume interrupted members, leave completed ones")
+    v.add_argument("--rerun", action="store_true", help="train a member even when a completed run of its name has its spec")
+    v.add_argument("--sweep-id", metavar="ID", help="name the sweep dir (<out_dir>/<name>/sweeps/ID); an existing one is continued")
+    v.add_argument("--index", type=int, metavar="I", help="run member I only, into the sweep --sweep-id names (one task of a job array)")
+    v.set_defaults(fn=cmd_sweep)
 
     v = verbs.add_parser("check", help="validate specs (never imports torch)", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC... [key=value ...]")
