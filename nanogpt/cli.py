@@ -156,6 +156,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return sweep_command(paths, overrides, args)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nanogpt.compare_runs import compare_command
+
+    return compare_command(args.paths, fmt="json" if args.json else "csv" if args.csv else "table", sort=args.sort, reverse=args.reverse)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from nanogpt.plot import plot_command
+
+    return plot_command(args.paths, output=args.output, metrics=args.metric, x=args.x)
+
+
 def cmd_scaling(args: argparse.Namespace) -> int:
     from nanogpt.scaling import scaling_command
 
@@ -218,6 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sweep-id", metavar="ID", help="name the sweep dir (<out_dir>/<name>/sweeps/ID); an existing one is continued")
     v.add_argument("--index", type=int, metavar="I", help="run member I only, into the sweep --sweep-id names (one task of a job array)")
     v.set_defaults(fn=cmd_sweep)
+
+    v = verbs.add_parser("compare", help="runs side by side: what differs in their specs, and their results")
+    v.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_OR_DIR")
+    fmt = v.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print a JSON list of objects, one per run")
+    fmt.add_argument("--csv", action="store_true", help="print CSV")
+    v.add_argument("--sort", default="best_val_loss", metavar="COLUMN", help="sort by this column: a metric or a spec key (default best_val_loss; missing values last)")
+    v.add_argument("--reverse", action="store_true", help="sort descending")
+    v.set_defaults(fn=cmd_compare)
+
+    v = verbs.add_parser("plot", help="loss curves of runs overlaid, to a PNG, SVG or PDF file")
+    v.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_OR_DIR")
+    v.add_argument("-o", "--output", default="loss.png", metavar="FILE", help="the file to write; .png, .svg or .pdf (default loss.png)")
+    v.add_argument("--metric", action="append", metavar="TAG", help="a curve to draw, by its TensorBoard tag (default: loss/val and loss/train); repeatable")
+    v.add_argument("--x", choices=["iter", "tokens", "wall"], default="iter", help="the horizontal axis (default iter)")
+    v.set_defaults(fn=cmd_plot)
 
     v = verbs.add_parser("check", help="validate specs (never imports torch)", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC... [key=value ...]")
