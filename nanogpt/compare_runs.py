@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,12 @@ class RunRecord:
 
     path: Path
     manifest: dict[str, Any] = attrs.field(eq=False)
+    spec: dict[str, Any] = attrs.field(eq=False, init=False)
+    """The resolved spec, flat: dotted path -> value."""
+
+    def __attrs_post_init__(self) -> None:
+        spec = self.manifest.get("spec")
+        object.__setattr__(self, "spec", flatten(spec) if isinstance(spec, dict) else {})
 
     @property
     def label(self) -> str:
@@ -44,11 +51,6 @@ class RunRecord:
         name = m.get("name") if isinstance(m.get("name"), str) else self.path.parent.name
         run_id = m.get("run_id") if isinstance(m.get("run_id"), str) else self.path.name
         return f"{name}/{run_id}"
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        spec = self.manifest.get("spec")
-        return flatten(spec) if isinstance(spec, dict) else {}
 
     def metric(self, key: str) -> Any:
         metrics = self.manifest.get("metrics")
@@ -65,7 +67,7 @@ def collect_runs(paths: Sequence[str]) -> list[RunRecord]:
     seen: set[Path] = set()
     for arg in paths:
         for run_dir in _run_dirs(Path(arg)):
-            key = run_dir.resolve()
+            key = Path(os.path.abspath(run_dir))  # (not resolve(): a syscall per part, per run)
             if key in seen:
                 continue
             seen.add(key)

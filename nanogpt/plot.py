@@ -145,6 +145,7 @@ def draw(series: list[tuple[str, dict[str, tuple[list[float], list[float]]]]], t
             xs, ys = per_tag[tag]
             if xs:
                 ax.plot(xs, ys, color=colour, linewidth=1.4, marker="o" if len(xs) < 30 else None, markersize=2.5, label=label)
+        _frame_the_training(ax, [per_tag[tag][1] for _, per_tag in series])
         ax.set_title(tag)
         ax.set_xlabel(X_AXES[x])
         ax.grid(True, alpha=0.3)
@@ -156,6 +157,23 @@ def draw(series: list[tuple[str, dict[str, tuple[list[float], list[float]]]]], t
         names[-1] = f"... ({len(series) - MAX_LEGEND + 1} more)"
     figure.legend(handles, names, loc="outside lower center", ncols=max(1, min(cols, 2)), fontsize="small", frameon=False)
     return figure
+
+
+def _frame_the_training(ax: Any, curves: list[list[float]]) -> None:
+    """Leave the untrained model's first point above the frame when it would squash the rest.
+
+    A loss starts at ln(vocab) and falls fast; the differences a sweep is about are in what
+    follows. When the first points lie further above the rest than the rest spans, the frame fits
+    the rest (the lines still run up out of it).
+    """
+    rest = [y for ys in curves for y in ys[1:]]
+    firsts = [ys[0] for ys in curves if len(ys) > 2]
+    if not rest or not firsts:
+        return
+    low, high = min(rest), max(rest)
+    span = high - low
+    if span > 0 and max(firsts) - high > span:
+        ax.set_ylim(low - 0.05 * span, high + 0.15 * span)
 
 
 def _colours(n: int) -> list[Any]:

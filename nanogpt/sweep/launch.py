@@ -194,10 +194,10 @@ class Launcher:
                  *, rerun: bool = False, say: Callable[[str], None] | None = None):
         self.record, self.sweep_id, self.spec, self.planned, self.slots = record, sweep_id, spec, planned, slots
         self.rerun = rerun
-        self.say = say or (lambda text: print(f"sweep: {text}", flush=True))
+        self._say = say or (lambda text: print(f"sweep: {text}", flush=True))
         self.stop: int | None = None
         self._running: dict[int, MemberProcess] = {}
-        self._console = threading.Lock()
+        self._console = threading.Lock()  # whole lines: the members' output is copied by other threads
         self._completed: dict[Path, dict[str, Path]] = {}
         self._busy: set[int] = set()
 
@@ -250,6 +250,10 @@ class Launcher:
         self.stop = self.stop or signum
         for proc in list(self._running.values()):
             proc.signal(signum)
+
+    def say(self, text: str) -> None:
+        with self._console:
+            self._say(text)
 
     @property
     def busy(self) -> set[int]:
