@@ -1,4 +1,4 @@
-"""Helpers shared by benchmarks/runner_vs_bare.py and benchmarks/gpu_check.py.
+"""Helpers shared by the benchmarks.
 
 Benchmarks on a shared machine say how loaded it was while they ran: every figure they print
 comes with the load average at the start and at the end.
@@ -27,9 +27,11 @@ def machine_line() -> str:
     """One line naming the machine, torch and the load: the context every figure needs."""
     import torch
 
+    from nanogpt.hardware import cpu_has_native_bf16, cpu_model
+
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, load average {load_average():.2f}"
+        f"{cpu_model()} ({platform.machine()}, bf16 {'native' if cpu_has_native_bf16() else 'emulated'}), "
+        f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load_average():.2f}"
     )
 
 

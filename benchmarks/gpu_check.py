@@ -1,4 +1,4 @@
-"""The GPU check: GPT-2 124M training steps on one GPU, ours against the seed's, in under 8 minutes.
+"""The GPU check: GPT-2 124M training steps on one GPU, ours against nanoGPT today and the seed, in under 8 minutes.
 
     python benchmarks/gpu_check.py                 # the full check on a CUDA device (5-7 minutes on an H200, by estimate)
     python benchmarks/gpu_check.py --dry-run       # tiny sizes, a few steps, no compile (what runs without CUDA)
@@ -15,22 +15,33 @@ What it prints (block 1024, bf16 autocast, torch.compile, GPT-2 124M: 12 x 768, 
    - the seed: benchmarks/seed_model.py (manual attention over a materialised T x T matrix, GELU
      in five ops, untied head) in the seed's bench.py loop: batch 8 x 1024, bf16, TF32, compiled,
      torch.optim.AdamW without `fused`, `loss.item()` every step;
+     and the same loop without its per-step `loss.item()` (what that sync costs the seed);
+   - nanoGPT today (benchmarks/nanogpt_today.py, written from its published description: flash
+     SDPA, fused AdamW, the head tied to a 50304-row table, compiled, memmap batches pinned and
+     copied non_blocking, the loss read back only on logging steps) at ours' busy batch: the
+     like-for-like baseline, the recipe users run now;
    each with synthetic batches (random tokens made once on the device, the seed's
    `real_data = False`) and real-shaped ones: a memory map of random uint16 tokens (OpenWebText's
    dtype, GPT-2's vocabulary) written to a temporary directory, sampled by the product's own
    `TokenBatches` for ours and by the seed's get_batch for the seed. No download.
-2. The ratios ours / seed (tokens/s).
+2. The ratios ours / seed and ours / nanoGPT today (tokens/s), and the checkpoint stall: how long
+   a checkpoint of ours (weights and AdamW moments) holds up the loop, saved synchronously as the
+   runner did before against the background writer it uses now.
 3. Fast paths, each on against off on the same setting: flash SDPA (against the math kernel), fused
    AdamW (against foreach), TF32 (in float32, where it matters), torch.compile (and its start-up
    cost), vocab padding to a multiple of 64, no host sync per step, the host-to-device copy of
-   the batches (the product's against contiguous pinned tensors), and what
-   `system.deterministic = true` costs.
+   the batches (the product's x and y, each made contiguous and pinned, against both filled into
+   one pinned (2, B, T) buffer), and what `system.deterministic = true` costs.
 
 MFU is nanoGPT's: tokens/s x FLOPs per token / peak FLOP/s, with FLOPs per token = 6N + 12·L·H·Q·T
 (N the non-embedding parameters with the head counted once, L layers, H heads, Q head size,
-T block size; PaLM's appendix B), and the peak from nanogpt/hardware.py's table (H200: 989
-TFLOP/s dense bf16). Times are medians of blocks of steps, each block ended by one device sync
-(the runner does not sync on non-logging steps either).
+T block size; PaLM's appendix B), and the peak from nanogpt/hardware.py's table of exact device
+names (the entry used is printed; "NVIDIA H200": 989.4 TFLOP/s dense bf16; a device not in the
+table gets no MFU rather than a near name's). Times are medians of blocks of steps, each block
+ended by one device sync (the runner does not sync on non-logging steps either).
+
+CUBLAS_WORKSPACE_CONFIG is set to ":4096:8" before any CUDA work (see `fix_cublas_workspace`),
+so the deterministic row can turn determinism on.
 
 Every section runs under its own time limit, and sections stop being started when the budget
 (--budget, default 420 s) is nearly spent, so the whole check stays under 8 minutes; a skipped or
@@ -67,6 +78,7 @@ from seed_model import SeedConfig, SeedGPT
 SPEC = REPO / "experiments" / "bench.toml"
 GPT2_VOCAB = 50257
 MFU_TARGET = 0.50
+DETERMINISTIC_WORKSPACE = ":4096:8"
 
 
 # ----------------------------------------------------------------------------- settings
@@ -156,20 +168,21 @@ class RealShaped:
             out.flush()
             del out
             maps[split] = np.memmap(path, dtype=np.uint16, mode="r")
+        self.train_path = directory / "train.bin"
         meta = {"dataset": "random-owt-shaped", "tokenizer": "gpt2", "vocab_size": GPT2_VOCAB, "dtype": "uint16"}
         self.dataset = PreparedDataset(dir=directory, meta=meta, train=maps["train"], val=maps["val"])
 
 
-def contiguous_pinned_batches():
-    """TokenBatches whose x and y are each a contiguous pinned tensor (the same windows, the same values).
+def one_pinned_buffer_batches():
+    """TokenBatches whose x and y are the two halves of one pinned (2, B, T) buffer (the same windows, the same values).
 
-    The product's batch() pins one (B, T+1) tensor and returns two non-contiguous views of it; a
-    copy of a non-contiguous CPU tensor to the GPU goes through a contiguous, unpinned temporary,
-    so the "non-blocking" copy is neither. This variant is what the check compares it against.
+    The product's batch() makes x and y contiguous and pins each (two pinned allocations and
+    copies a batch); this variant allocates one pinned buffer and copies both into it. The check
+    times the product's layout against this one.
     """
     from nanogpt.data.batches import TokenBatches
 
-    class ContiguousPinnedBatches(TokenBatches):
+    class OnePinnedBufferBatches(TokenBatches):
         def batch(self, split: str, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
             data = self.arrays[split]
             rng = np.random.default_rng([self.seed, *key])
@@ -180,7 +193,7 @@ def contiguous_pinned_batches():
             xy[1].copy_(tokens[:, 1:])
             return xy[0], xy[1]
 
-    return ContiguousPinnedBatches
+    return OnePinnedBufferBatches
 
 
 # ------------------------------------------------------------------------ the two steps
@@ -256,6 +269,9 @@ class SeedLoop:
 
         self.get_batch = get_batch
 
+    sync_every_step = True
+    """The seed's bench.py prints every step's loss (`loss.item()`, a host sync); off for the row without it."""
+
     def __call__(self, it: int) -> None:
         X, Y = self.get_batch()
         with self.autocast:
@@ -263,7 +279,8 @@ class SeedLoop:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        loss.item()  # the seed's bench.py prints the loss of every step
+        if self.sync_every_step:
+            loss.item()
 
 
 # ------------------------------------------------------------------------------- timing
@@ -324,8 +341,11 @@ class Check:
         self.peak = peak_for(s.device, torch.bfloat16)
         self.peak_fp32 = peak_for(s.device, torch.float32)
         t = time.perf_counter()
+        self.work = work
         self.real = RealShaped(work, s.memmap_tokens)
         self.memmap_seconds = time.perf_counter() - t
+        self.stall: dict[str, list[float]] = {"synchronous": [], "background-first": [], "background": []}
+        self.stall_bytes = 0
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -385,8 +405,8 @@ class Check:
         r.startup_s = startup
         if not extras:
             return
-        step.data = contiguous_pinned_batches()(self.real.dataset, seed=exp.seed, batch_size=batch, block_size=s.block_size, env=env)
-        measure(s, self.row(f"ours{tag}/real-contiguous", label, "real, contiguous pinned", batch, accum), step, flops, self.peak.flops, warmup=1)
+        step.data = one_pinned_buffer_batches()(self.real.dataset, seed=exp.seed, batch_size=batch, block_size=s.block_size, env=env)
+        measure(s, self.row(f"ours{tag}/real-contiguous", label, "real, one pinned buffer", batch, accum), step, flops, self.peak.flops, warmup=1)
         step.data = synthetic
 
         def synced(it: int) -> None:
@@ -400,9 +420,50 @@ class Check:
         loop = SeedLoop(s, batch, s.compile)
         measure(s, self.row(f"seed{tag}/synthetic", label, "synthetic", batch, 1), loop, loop.flops_per_token, self.peak.flops)
         startup = self.rows[f"seed{tag}/synthetic"].startup_s
+        loop.sync_every_step = False
+        measure(s, self.row(f"seed{tag}/no-sync", label, "synthetic, no .item() per step", batch, 1), loop, loop.flops_per_token, self.peak.flops, warmup=1)
+        loop.sync_every_step = True
         loop.use_memmap(self.real.dataset.train)  # same shapes: the compiled model is reused
         r = measure(s, self.row(f"seed{tag}/real", label, "real-shaped", batch, 1), loop, loop.flops_per_token, self.peak.flops, warmup=1)
         r.startup_s = startup
+
+    def today(self, batch: int, accum: int) -> None:
+        """nanoGPT as it is today (benchmarks/nanogpt_today.py) at ours' batch: the like-for-like baseline."""
+        from nanogpt_today import TodayLoop
+
+        s = self.s
+        label = f"nanoGPT today {'compile' if s.compile else 'eager'} bf16"
+        loop = TodayLoop(s.model, s.device, batch, accum, s.compile)
+        flops = loop.flops_per_token()
+        measure(s, self.row("today/synthetic", label, "synthetic", batch, accum), loop, flops, self.peak.flops)
+        startup = self.rows["today/synthetic"].startup_s
+        loop.use_memmap(str(self.real.train_path))
+        r = measure(s, self.row("today/real", label, "real-shaped", batch, accum), loop, flops, self.peak.flops, warmup=1)
+        r.startup_s = startup
+
+    def checkpoint_stall(self) -> None:
+        """How long a checkpoint of ours holds up the loop: the old synchronous save against the background writer."""
+        from nanogpt import checkpoint as ckpt
+        from nanogpt.fileio import atomic_open, sha256_file
+
+        s = self.s
+        step, _, _, _ = product_step(s, ["system.compile=false"], s.seed_batch, 1)
+        step(0)  # AdamW's moments exist, as in every checkpoint after the first step
+        state = {"format": ckpt.FORMAT, "model": step.raw_model.state_dict(), "optimizer": step.optimizer.state_dict(), "iter": 1}
+        self.stall_bytes = sum(t.numel() * t.element_size() for t in _tensors(state))
+        folder = Path(tempfile.mkdtemp(prefix="stall-", dir=self.work))
+        writer = ckpt.CheckpointWriter(folder)
+        for i in range(3):  # the first background save allocates its pinned buffers; later ones reuse them
+            s.sync()
+            t = time.perf_counter()
+            with atomic_open(folder / ckpt.CHECKPOINT_DIR / "sync.pt", "wb") as f:
+                torch.save(state, f)
+            sha256_file(folder / ckpt.CHECKPOINT_DIR / "sync.pt")
+            self.stall["synchronous"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            writer.save(i, state, on_written=lambda path, digest: None)
+            self.stall["background" if i else "background-first"].append(time.perf_counter() - t)
+            writer.wait()
 
     # ------------------------------------------------------------------- fast paths
 
@@ -429,14 +490,11 @@ class Check:
         run("eager/no-pad", "ours eager bf16, vocab 50257 (not padded)", ["model.pad_vocab_multiple=1"])
         run("eager/fp32-tf32", "ours eager float32, TF32 on", ['system.dtype="float32"', "system.tf32=true"], peak=self.peak_fp32)
         run("eager/fp32-no-tf32", "ours eager float32, TF32 off", ['system.dtype="float32"', "system.tf32=false"], peak=self.peak_fp32)
-        workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
         try:  # last: the runner turns determinism on for the whole process, and never off
             run("eager/deterministic", "ours eager bf16, system.deterministic", ["system.deterministic=true"])
         finally:
             torch.use_deterministic_algorithms(False)
             torch.backends.cudnn.deterministic = False
-            if workspace is None:
-                os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
     # ------------------------------------------------------------------------ report
 
@@ -452,7 +510,8 @@ class Check:
             f"model: {m['n_layer']} layers x {m['n_embd']} (n_head {m['n_head']}), block {m['block_size']}, vocab {GPT2_VOCAB}; "
             f"real-shaped data: {s.memmap_tokens:,} random uint16 tokens, written in {self.memmap_seconds:.1f} s"
         )
-        peak_text = f"{self.peak.tflops:.3g} TFLOP/s ({self.peak.source})" if self.peak.tflops else "unknown"
+        # the table entry used is named (its exact device name); an unknown device has no MFU at all
+        peak_text = f"{self.peak.tflops:.4g} TFLOP/s ({self.peak.source})" if self.peak.tflops else f"none, so no MFU ({self.peak.source})"
         out.append(
             f"MFU = tokens/s x FLOPs/token / peak; FLOPs/token = 6N + 12*L*H*Q*T = 6 x {n:,} + 12 x {m['n_layer']} x "
             f"{m['n_embd']} x {m['block_size']} = {ours_flops['flops'] / 1e6:,.1f} MFLOP (ours, vocab padded); "
@@ -484,6 +543,13 @@ class Check:
                     parts.append(f"{data} {a.tokens_per_sec / b.tokens_per_sec:.2f}x")
             if parts:
                 out.append(f"  {label} vs the seed at {s.seed_batch}x{s.block_size}: " + ", ".join(parts))
+        parts = []
+        for data in ("synthetic", "real"):
+            a, b = self.rows.get(f"ours/{data}"), self.rows.get(f"today/{data}")
+            if a and b and a.tokens_per_sec and b.tokens_per_sec:
+                parts.append(f"{data} {a.tokens_per_sec / b.tokens_per_sec:.2f}x")
+        if parts:
+            out.append(f"  ours vs nanoGPT today, both at {s.busy_batch}x{s.block_size} x{s.busy_accum} (like for like): " + ", ".join(parts))
         best = max((r for k, r in self.rows.items() if k.startswith("ours") and r.mfu is not None and "eager" not in r.label), key=lambda r: r.mfu, default=None)
         if best is not None and s.device.type == "cuda":
             verdict = "reaches" if best.mfu >= MFU_TARGET else "is BELOW"
@@ -491,7 +557,7 @@ class Check:
         out.append("")
         out.append("fast paths (on against off, same setting; > 1x means the fast path pays):")
         if s.dry_run:
-            out.append("  (dry run: a few tiny steps each, on a CPU where fused AdamW is off and TF32 does nothing: noise, not findings)")
+            out.append("  (dry run: a few tiny steps each, on a CPU where TF32 does nothing: noise, not findings)")
         pairs = [
             ("flash attention (SDPA)", "eager/on", "eager/math-sdpa"),
             ("fused AdamW", "eager/on", "eager/foreach-adamw"),
@@ -500,7 +566,8 @@ class Check:
             ("system.deterministic off (its cost when on)", "eager/on", "eager/deterministic"),
             ("torch.compile", "ours-seedbatch/synthetic" if s.compile else None, "eager/on"),
             ("no host sync per step", "ours/synthetic", "ours/sync-every-step"),
-            ("contiguous pinned batches vs the product's", "ours/real-contiguous", "ours/real"),
+            ("the seed without its per-step .item()", "seed/no-sync", "seed/synthetic"),
+            ("one pinned (2, B, T) buffer vs the product's", "ours/real-contiguous", "ours/real"),
             ("real-shaped batches vs synthetic (data cost)", "ours/synthetic", "ours/real"),
         ]
         for name, on, off in pairs:
@@ -514,6 +581,16 @@ class Check:
                 why = " (dry run: no compile)" if on is None else ""
                 out.append(f"  {name:<46} not measured{why}")
         out.append("")
+        if self.stall["synchronous"]:
+            sync_s, bg_s = median(self.stall["synchronous"]), median(self.stall["background"] or self.stall["background-first"])
+            first = self.stall["background-first"][0] if self.stall["background-first"] else float("nan")
+            out.append(
+                f"checkpoint stall (ours, {self.stall_bytes / 2**30:.2f} GiB of weights and AdamW moments): synchronous save "
+                f"{sync_s:.3f} s; background writer {bg_s:.3f} s ({bg_s / sync_s:.3f}x; the first save {first:.3f} s, allocating its buffers)"
+            )
+        else:
+            out.append("checkpoint stall: not measured")
+        out.append("")
         out.append("sections:")
         out += [f"  {name}: {outcome}" for name, outcome in self.sections]
         return "\n".join(out)
@@ -524,7 +601,30 @@ class Check:
         return {"n": n, "flops": scaling.mfu_flops_per_token(n_params=n, **m)}
 
 
+def _tensors(obj: Any):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def fix_cublas_workspace() -> None:
+    """Give cuBLAS the fixed workspace deterministic algorithms need, before any CUDA work.
+
+    cuBLAS reads CUBLAS_WORKSPACE_CONFIG when the process makes its first handle, so setting it
+    just before the deterministic row (after hundreds of matmuls) is too late: with determinism on,
+    PyTorch's matmuls then raise. ":4096:8" (32 MiB) is the runner's own setting and the workspace
+    NVIDIA recommends on Hopper, so the other rows run as they would without it there.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_WORKSPACE)
+
+
 def main(argv: list[str] | None = None) -> int:
+    fix_cublas_workspace()  # first of all: see its docstring
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dry-run", action="store_true", help="tiny sizes, few steps, no compile, on CPU (automatic without CUDA)")
     p.add_argument("--budget", type=float, default=420.0, help="seconds for the sections; those that no longer fit are skipped (default 420: with start-up, under 8 minutes)")
@@ -546,14 +646,17 @@ def main(argv: list[str] | None = None) -> int:
         need = 75.0 if s.compile else 0.0  # what a compiled section needs left of the budget to be worth starting
         check.section(f"ours {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.ours("", s.busy_batch, s.busy_accum, extras=True), timeout=c, needs=need)
         check.section(f"seed {s.seed_batch}x{s.block_size}", lambda: check.seed("", s.seed_batch), timeout=c * 1.5, needs=need * 1.5)
+        check.section(f"nanoGPT today {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.today(s.busy_batch, s.busy_accum), timeout=c, needs=need)
         check.section(f"ours {s.seed_batch}x{s.block_size}", lambda: check.ours("-seedbatch", s.seed_batch, 1, extras=False), timeout=c, needs=need)
+        check.section("checkpoint stall", check.checkpoint_stall, timeout=90.0, needs=30.0 if s.compile else 0.0)
         check.section("fast paths (eager)", check.eager, timeout=120.0 if s.compile else 60.0, needs=40.0 if s.compile else 0.0)
         check.section(f"ours {s.big_batch}x{s.block_size} x{s.big_accum}", lambda: check.ours("-big", s.big_batch, s.big_accum, extras=False), timeout=c, needs=need * 1.2)
         sys.stderr.flush()
         print(check.report())
         print(f"\ntotal {time.perf_counter() - t_start:.0f} s; load average {load_average():.2f} at the end")
         if args.json:
-            Path(args.json).write_text(json.dumps({"dry_run": dry, "rows": [r.as_dict() for r in check.rows.values()],
+            peaks = {name: {"tflops": p.tflops, "source": p.source} for name, p in (("bfloat16", check.peak), ("float32", check.peak_fp32))}
+            Path(args.json).write_text(json.dumps({"dry_run": dry, "peaks": peaks, "rows": [r.as_dict() for r in check.rows.values()],
                                                    "sections": check.sections}, indent=2, default=str))
         measured = [r for r in check.rows.values() if r.ms is not None and math.isfinite(r.ms)]
     return 0 if measured and all("FAILED" not in o for _, o in check.sections) else 1

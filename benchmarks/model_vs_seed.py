@@ -1,27 +1,34 @@
 """Our GPT against the seed's (nanoGPT, January 2023) on the same config: one training step each.
 
-A step is forward + backward + AdamW step on the same batch, float32, on CPU by default (the
-forward + backward part is also reported alone: that is the model's own share); with --bf16,
-both models also run under bfloat16 autocast, which is what `system.dtype = "auto"` picks on a
-CPU that computes bf16 natively (AVX512-BF16 or AMX). The
-variants run interleaved, one step each per round, so a busy machine slows them all alike; the
-figure per variant is the median over the rounds, and the ratios are taken against the seed.
+A step is forward + backward + AdamW step on the same batch, on CPU (the forward + backward part is
+also reported alone: that is the model's own share). The variants run interleaved, one step each
+per round, so a busy machine slows them all alike; the figure per variant is the median over the
+rounds. All variants of a run share the process's threads.
 
-    python benchmarks/model_vs_seed.py                    # quickstart char model + GPT-2-shaped small model
+The ratios that say how the two models compare are like for like: the same precision and the same
+AdamW implementation on both sides (float32 with torch's default AdamW, float32 with the fused
+AdamW, and with --bf16, bf16 autocast with the fused AdamW). The ratio of each run as it runs by
+default on this CPU (ours: bf16 where the CPU computes it, `system.dtype = "auto"`, fused AdamW;
+the seed's train.py: float32 on any CPU, torch's default AdamW) is printed after them, as what it
+is: a comparison of defaults, not of models.
+
+    python benchmarks/model_vs_seed.py                    # every config, float32 only
+    python benchmarks/model_vs_seed.py --config quickstart --bf16 --rounds 40
+    python benchmarks/model_vs_seed.py --config gpt2small --bf16 --threads 1 --rounds 6
     python benchmarks/model_vs_seed.py --rounds 30 --compile
-    python benchmarks/model_vs_seed.py --config gpt2small --threads 2
 
 Variants:
-  seed            benchmarks/seed_model.py: manual softmax attention with a mask buffer, the tanh GELU
-                  written out, untied head; torch.optim.AdamW with its defaults
-  ours            nanogpt.model.GPT (SDPA, fused GELU, tied head, padded vocab); the same AdamW
-  ours+fused      ours with AdamW(fused=True), the fused kernel (CPU and CUDA in torch >= 2.4)
-  ours+compile    ours under torch.compile, fused AdamW (with --compile; compile time reported apart)
-  seed+compile    the seed's model under torch.compile, default AdamW (with --compile)
-  seed+bf16        the seed's model and AdamW under CPU bfloat16 autocast (with --bf16)
-  ours+fused+bf16 ours+fused under CPU bfloat16 autocast (with --bf16), attention in float32 up to
-                  CausalSelfAttention.cpu_bf16_in_fp32_up_to positions, as the product runs it
-  ...bf16 attn    the same with attention through the bf16 flash kernel at every length (with --bf16)
+  seed             benchmarks/seed_model.py: manual softmax attention with a mask buffer, the tanh GELU
+                   written out, untied head; torch.optim.AdamW with its defaults (for-loop on CPU)
+  ours             nanogpt.model.GPT (SDPA, fused GELU, tied head, padded vocab); the same AdamW
+  seed+fused       the seed's model with AdamW(fused=True)
+  ours+fused       ours with AdamW(fused=True), the fused kernel (CPU and CUDA in torch >= 2.4)
+  seed+fused+bf16  seed+fused under CPU bfloat16 autocast (with --bf16)
+  ours+fused+bf16  ours+fused under CPU bfloat16 autocast (with --bf16), attention in float32 up to
+                   CausalSelfAttention.cpu_bf16_in_fp32_up_to positions, as the product runs it
+  ...bf16 attn     the same with attention through the bf16 flash kernel at every length (with --bf16)
+  ours+compile     ours under torch.compile, fused AdamW (with --compile; compile time reported apart)
+  seed+compile     the seed's model under torch.compile, fused AdamW (with --compile)
 """
 
 from __future__ import annotations
@@ -37,7 +44,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seed_model import SeedConfig, SeedGPT  # noqa: E402
 
+from common import machine_line  # noqa: E402
+
 from nanogpt import scaling  # noqa: E402
+from nanogpt.hardware import cpu_has_native_bf16  # noqa: E402
 from nanogpt.model import GPT, GPTConfig  # noqa: E402
 
 CONFIGS = {
@@ -90,10 +100,11 @@ def build_variants(cfg: dict, with_compile: bool, with_bf16: bool) -> tuple[dict
     variants = {
         "seed": make_step(seed(), x, y, fused=False),
         "ours": make_step(ours(), x, y, fused=False),
+        "seed+fused": make_step(seed(), x, y, fused=True),
         "ours+fused": make_step(ours(), x, y, fused=True),
     }
     if with_bf16:
-        variants["seed+bf16"] = make_step(seed(), x, y, fused=False, bf16=True)
+        variants["seed+fused+bf16"] = make_step(seed(), x, y, fused=True, bf16=True)
         variants["ours+fused+bf16"] = make_step(ours(), x, y, fused=True, bf16=True)
         bf16_attention = ours()
         for block in bf16_attention.transformer.h:
@@ -101,7 +112,7 @@ def build_variants(cfg: dict, with_compile: bool, with_bf16: bool) -> tuple[dict
         variants["...bf16 attn"] = make_step(bf16_attention, x, y, fused=True, bf16=True)
     compile_s = {}
     if with_compile:
-        for name, model, fused in (("ours+compile", ours(), True), ("seed+compile", seed(), False)):
+        for name, model, fused in (("ours+compile", ours(), True), ("seed+compile", seed(), True)):
             step = make_step(torch.compile(model), x, y, fused=fused)
             t0 = time.perf_counter()
             step()  # the first step compiles
@@ -135,6 +146,25 @@ def run(name: str, cfg: dict, rounds: int, warmup: int, with_compile: bool, with
         extra = f"  (compile: {compile_s[k]:.1f} s)" if k in compile_s else ""
         print(f"  {k:<16} {med * 1e3:9.1f} {tokens / med:10.0f} {base / med:7.2f}x   "
               f"{med_model * 1e3:10.1f} {base_model / med_model:7.2f}x{extra}")
+    print("  like for like, ours / seed in tokens/s (same precision, same AdamW, same threads):")
+    for label, a, b in LIKE_FOR_LIKE:
+        if a in times and b in times:
+            print(f"    {label:<34} {statistics.median(times[b]) / statistics.median(times[a]):5.2f}x   "
+                  f"(fwd+bwd alone {statistics.median(model_times[b]) / statistics.median(model_times[a]):.2f}x)")
+    default_ours = "ours+fused+bf16" if cpu_has_native_bf16() else "ours+fused"
+    if default_ours in times:
+        print(f"  by default on this CPU, NOT like for like: {default_ours} / seed (float32, default AdamW) "
+              f"{base / statistics.median(times[default_ours]):.2f}x")
+    else:
+        print("  (with --bf16 it also prints the by-default comparison: ours trains in bf16 on this CPU)")
+
+
+LIKE_FOR_LIKE = (
+    ("float32, torch's default AdamW", "ours", "seed"),
+    ("float32, fused AdamW", "ours+fused", "seed+fused"),
+    ("bf16 autocast, fused AdamW", "ours+fused+bf16", "seed+fused+bf16"),
+    ("compiled, float32, fused AdamW", "ours+compile", "seed+compile"),
+)
 
 
 def main() -> None:
@@ -148,7 +178,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, CPU, float32 unless a variant says bf16")
+    print(f"model vs seed: {machine_line()}; float32 unless a variant says bf16")
     for name in CONFIGS if args.config == "all" else [args.config]:
         run(name, CONFIGS[name], args.rounds, args.warmup, args.compile, args.bf16)
 

@@ -1,17 +1,16 @@
 """`python -m nanogpt VERB ...`"""
 
+import os
 import signal
 import sys
 
 
 def _stop(signum, frame):
-    raise KeyboardInterrupt
+    os._exit(130)  # nothing exists yet; raising into a half-done import could abort the process instead
 
 
-# a scheduler's SIGTERM while the modules load ends the command as Ctrl-C does: exit 130
+# Ctrl-C or a scheduler's SIGTERM while the modules load: exit 130 at once
+signal.signal(signal.SIGINT, _stop)
 signal.signal(signal.SIGTERM, _stop)
-try:
-    from nanogpt.cli import entry
-except KeyboardInterrupt:
-    sys.exit(130)
+from nanogpt.cli import entry  # noqa: E402
 entry()

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from nanogpt.dist import DistEnv
+from nanogpt.fileio import make_dirs
 from nanogpt.hardware import mfu, peak_for
 from nanogpt.registry import DATA, MODELS, OPTIMIZERS, SCHEDULES
 from nanogpt.spec import Experiment, load_spec
@@ -136,6 +137,7 @@ def benchmark(exp: Experiment, *, steps: int, warmup: int, synthetic: bool, prof
         "mfu": util,
         "peak_tflops": peak.tflops,
         "peak_tflops_source": peak.source,
+        "peak_measurement": peak.measurement,
         "peak_memory_bytes": _peak_memory(env),
         "last_loss": last_loss,
         "profile": profile,
@@ -167,7 +169,7 @@ def _profiler(directory: str, env: DistEnv, steps: int):
 
 
 def format_result(r: dict[str, Any]) -> str:
-    mfu_text = f"{r['mfu'] * 100:.1f}% of {r['peak_tflops']:.1f} TFLOP/s ({r['peak_tflops_source']})" if r["mfu"] is not None else "n/a (unknown peak)"
+    mfu_text = f"{r['mfu'] * 100:.1f}% of {r['peak_tflops']:.1f} TFLOP/s ({r['peak_tflops_source']})" if r["mfu"] is not None else f"n/a ({r['peak_tflops_source']})"
     lines = [
         f"bench {r['spec']}: {r['params'] / 1e6:.2f}M params, {r['tokens_per_iter']:,} tokens/iter, "
         f"{r['device']} {r['dtype']}, compile {'on' if r['compile'] else 'off'}, "
@@ -189,6 +191,8 @@ def bench_command(spec_path: str, overrides: list[str], args: argparse.Namespace
     if args.steps < 1 or args.warmup < 0:
         raise InputError(f"--steps must be at least 1 and --warmup at least 0 (got --steps {args.steps}, --warmup {args.warmup})")
     exp, _ = load_spec(spec_path, overrides, check_files=not args.synthetic)
+    if args.profile:  # before the steps: the trace is written only after them
+        make_dirs(Path(args.profile), f"--profile {args.profile!r}")
     result = benchmark(exp, steps=args.steps, warmup=args.warmup, synthetic=args.synthetic, profile=args.profile)
     if args.json:
         print(json.dumps(result, indent=2))

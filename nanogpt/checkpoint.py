@@ -278,9 +278,7 @@ class CheckpointWriter:
             self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
-            if isinstance(error, OSError):
-                raise CheckpointError(f"writing a checkpoint in {self.run_dir / CHECKPOINT_DIR} failed: {error}") from error
-            raise error
+            raise error  # as it was raised: a full disk is reported as one, wherever it happened
 
     @property
     def busy(self) -> bool:

@@ -13,58 +13,105 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from nanogpt.errors import NanoGPTError
-from nanogpt.spec import SpecError, load_spec, to_toml
+from nanogpt.errors import InputError, NanoGPTError, exhaustion
+from nanogpt.spec import SpecError, load_spec, spec_sha256, to_toml
+
+QUIET_EXIT_DELAY_S = 3.0
+"""How long a process that leaves an error to its node's first process waits before it exits."""
 
 EXIT_INTERRUPTED = 130
 
-EPILOG = "Overrides are dotted.key=value words after the spec, values read as TOML: train.max_iters=100 optimizer.betas=[0.9,0.99]"
+EPILOG = (
+    "Overrides are dotted.key=value words, anywhere among the flags, their values read as TOML: "
+    "train.max_iters=100 optimizer.betas=[0.9,0.99]. A word that names an existing file is a spec even "
+    "when it holds '=' (runs/x/lr=1e-3/spec.toml), and every word after -- is a spec."
+)
 
 
-def split_overrides(words: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Positional words -> (paths, overrides): a word with '=' is an override."""
-    paths = [w for w in words if "=" not in w]
-    overrides = [w for w in words if "=" in w]
-    return paths, overrides
+def split_overrides(words: Sequence[str], specs: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """Command-line words -> (spec paths, overrides).
+
+    A word with '=' is an override unless it names an existing file; `specs` (the words after
+    `--`) are paths whatever they hold.
+    """
+    paths, overrides = [], []
+    for word in words:
+        (overrides if "=" in word and not _is_file(word) else paths).append(word)
+    return paths + list(specs), overrides
+
+
+def _is_file(word: str) -> bool:
+    try:
+        return Path(word).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL in it
+        return False
+
+
+def parse_words(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """One verb's arguments, its SPEC and key=value words anywhere among its flags.
+
+    argparse alone takes positional words only before the first flag (`run SPEC --force k=v` would be
+    "unrecognized arguments"); intermixed parsing takes them anywhere. The words after `--` are
+    set aside as `args.specs`, so that a spec path holding '=' can always be given.
+    """
+    argv = list(argv)
+    specs: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, specs = argv[:at], argv[at + 1:]
+    args = parser.parse_intermixed_args(argv)
+    args.specs = specs
+    return args
 
 
 # ----------------------------------------------------------------------------------- verbs
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if not paths:
         raise _usage("check needs at least one SPEC")
     status = 0
     for path in paths:
         try:
-            load_spec(path, overrides)
+            exp, _ = load_spec(path, overrides)
         except SpecError as e:
             print(e.report(), file=sys.stderr)
             status = 2
         else:
-            print(f"ok: {path}")
+            print(f"ok: {path}  spec_sha256 {spec_sha256(exp)}" if args.hash else f"ok: {path}")
     return status
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if len(paths) != 1:
         raise _usage("show takes exactly one SPEC")
     exp, _ = load_spec(paths[0], overrides)
-    sys.stdout.write(to_toml(exp))
+    sys.stdout.write(f"{spec_sha256(exp)}\n" if args.hash else to_toml(exp))
     return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from nanogpt.registry import load_entry_points
     from nanogpt.spec.jsonschema import experiment_schema
 
+    failures = load_entry_points()
+    if failures:  # the schema would silently lack their kinds
+        raise InputError("\nerror: ".join(failures))
     text = json.dumps(experiment_schema(), indent=2) + "\n"
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        output = Path(args.output)
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as e:
+            why = "it is a directory" if output.is_dir() else (
+                f"its folder {str(output.parent)!r} does not exist" if not output.parent.is_dir() else e.strerror or str(e))
+            raise InputError(f"schema -o {args.output!r}: cannot write the schema there: {why}") from None
     else:
         sys.stdout.write(text)
     return 0
@@ -74,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nanogpt.console import survive_closed_console
     from nanogpt.signals import StopSignals
 
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     stop = StopSignals().install()  # from the first moment: a signal never leaves a run `running`
     try:
         with survive_closed_console():
@@ -86,18 +133,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
                 member = SweepMembership.from_json(args.sweep_member)
             # the spec is validated before torch is imported: a bad spec fails in a fraction of a second
-            if args.resume is not None:
-                if paths:
-                    raise _usage("run --resume RUN_DIR takes overrides only, not a SPEC")
-                from nanogpt.manifest import load_for_resume
+            with _reported_once_per_node():
+                if args.resume is not None:
+                    if paths:
+                        raise _usage("run --resume RUN_DIR takes overrides only, not a SPEC")
+                    from nanogpt.manifest import load_for_resume
 
-                resume_dir = Path(args.resume)
-                exp, origin = load_for_resume(resume_dir, overrides, force=args.force)
-            else:
-                if len(paths) != 1:
-                    raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
-                resume_dir = None
-                exp, origin = load_spec(paths[0], overrides, sweep_member=member is not None)
+                    resume_dir = Path(args.resume)
+                    exp, origin = load_for_resume(resume_dir, overrides, force=args.force)
+                else:
+                    if len(paths) != 1:
+                        raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
+                    resume_dir = None
+                    exp, origin = load_spec(paths[0], overrides, sweep_member=member is not None)
+                    if not exp.train.auto_resume:  # with it, an existing run may be the one to continue
+                        from nanogpt.manifest import refuse_existing_run_dir
+
+                        refuse_existing_run_dir(exp)
+                _check_world_size(exp, origin.path)
             from nanogpt.train import run
 
             as_member = {} if member is None else {"run_id": member.run_id, "record": {"sweep": member.manifest_record()}}
@@ -109,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from nanogpt.data.prepare import prepare_command
 
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if len(paths) != 1:
         raise _usage("prepare takes exactly one SPEC")
     exp, _ = load_spec(paths[0], overrides)
@@ -131,7 +184,7 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from nanogpt.bench import bench_command
 
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     if len(paths) != 1:
         raise _usage("bench takes exactly one SPEC")
     return bench_command(paths[0], overrides, args)
@@ -140,7 +193,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from nanogpt.compare import diff_command
 
-    return diff_command(args.a, args.b, as_json=args.json, show_all=args.all)
+    return diff_command(args.a, args.b, as_json=args.json, show_all=args.all, results_only=args.results_only)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -174,6 +227,42 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     return scaling_command(args.rest)
 
 
+def _check_world_size(exp, source: str) -> None:
+    """train.grad_accum against torchrun's WORLD_SIZE, before any process starts any work."""
+    world_size = int(os.environ.get("WORLD_SIZE") or 1)
+    if exp.train.grad_accum % world_size:
+        raise SpecError.single(
+            source, "train.grad_accum",
+            f"{exp.train.grad_accum} must be divisible by the number of processes ({world_size}): it counts "
+            "micro-batches over all of them, so that the global batch is the same on any number of processes",
+        )
+
+
+@contextlib.contextmanager
+def _reported_once_per_node() -> Iterator[None]:
+    """Under torchrun, problems found before any work are the same in every process of a node
+    (the same files, the same spec): only its first process (LOCAL_RANK 0) prints them."""
+    try:
+        yield
+    except (SpecError, NanoGPTError) as e:
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            raise
+        # torchrun stops every process once one exits: give the one that reports the time to
+        code = getattr(e, "exit_code", 2)
+        for signum in (signal.SIGINT, signal.SIGTERM):  # torchrun's SIGTERM ends the wait, quietly too
+            signal.signal(signum, lambda *_: os._exit(code))
+        time.sleep(QUIET_EXIT_DELAY_S)
+        raise _Quiet(code) from None
+
+
+class _Quiet(NanoGPTError):
+    """An error another process of this node has reported already: exit with its status, say nothing."""
+
+    def __init__(self, exit_code: int):
+        super().__init__("")
+        self.exit_code = exit_code
+
+
 # ------------------------------------------------------------------------------- the parser
 
 
@@ -186,15 +275,22 @@ def _usage(message: str) -> _Usage:
 
 
 class _Parser(argparse.ArgumentParser):
+    verb_parsers: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str):  # argparse exits 2 too, but through SystemExit with a usage line
         self.print_usage(sys.stderr)
         raise _usage(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+WORD_VERBS = ("run", "check", "show", "prepare", "bench")
+"""The verbs that take a SPEC and overrides (parsed by `parse_words`)."""
+
+
+def build_parser() -> _Parser:
     p = _Parser(prog="nanogpt", description="Declarative, reproducible GPT training.", epilog=EPILOG)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     verbs.required = True
+    p.verb_parsers = verbs.choices
 
     v = verbs.add_parser("run", help="validate, prepare data if missing, train/evaluate", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
@@ -249,10 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = verbs.add_parser("check", help="validate specs (never imports torch)", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC... [key=value ...]")
+    v.add_argument("--hash", action="store_true", help="print each valid spec's spec_sha256 after its ok")
     v.set_defaults(fn=cmd_check)
 
     v = verbs.add_parser("show", help="print the fully resolved spec as TOML", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
+    v.add_argument("--hash", action="store_true", help="print only its spec_sha256 (what a run's manifest records)")
     v.set_defaults(fn=cmd_show)
 
     v = verbs.add_parser("diff", help="compare two runs, manifests or specs")
@@ -260,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("b", metavar="B")
     v.add_argument("--json", action="store_true", help='print a JSON list of {"path", "a", "b"}')
     v.add_argument("--all", action="store_true", help="include values that always differ (ids, times)")
+    v.add_argument(
+        "--results-only", action="store_true",
+        help="leave out the spec fields that cannot change results (marked [no effect on results]): exit 0 means same results",
+    )
     v.set_defaults(fn=cmd_diff)
 
     v = verbs.add_parser("runs", help="table of runs under DIR (default runs/)")
@@ -346,8 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["scaling"]:  # its own parser, --help included
             return cmd_scaling(argparse.Namespace(rest=argv[1:]))
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if argv[:1] and argv[0] in WORD_VERBS:
+            args = parse_words(parser.verb_parsers[argv[0]], argv[1:])
+        else:
+            args = parser.parse_args(argv)
         return args.fn(args)
+    except _Quiet as e:
+        return e.exit_code
     except SpecError as e:
         print(e.report(), file=sys.stderr)
         return 2
@@ -360,22 +468,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
+    except Exception as e:
+        message = exhaustion(e)  # a full disk or absurd sizes: the machine's limits, not a bug
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
 
-def interrupt_on_sigterm() -> None:
-    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does: a scheduler's stop ends a command with exit 130."""
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
 
+def end_at_once_on_signals() -> None:
+    """SIGINT and SIGTERM end a command at once with exit 130, after the cleanups registered with
+    nanogpt.signals.on_abort (the `run` verb installs its own handling: see nanogpt/signals.py)."""
+    from nanogpt.signals import abort
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    def handler(signum, frame):
+        abort("interrupted")
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def entry(argv: Sequence[str] | None = None) -> None:
-    """The process's way out of `main` (the console script, `python -m nanogpt`, `-m nanogpt.run`)."""
-    interrupt_on_sigterm()
+    """The process's way in and out of `main` (the console script, `python -m nanogpt`, `-m nanogpt.run`)."""
+    end_at_once_on_signals()
     try:
         code = main(argv)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a KeyboardInterrupt a library raised itself
         code = EXIT_INTERRUPTED
     exit_with(code)
 

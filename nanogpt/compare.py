@@ -55,8 +55,13 @@ def load_side(path: str) -> tuple[str, dict[str, Any]]:
     raise InputError(f"{path!r} is neither a run directory, a manifest.json nor a .toml spec")
 
 
-def diff_records(a: dict[str, Any], b: dict[str, Any], *, spec_only: bool, show_all: bool) -> list[dict[str, Any]]:
-    """Every differing path, grouped and ordered (spec, model, data, environment, metrics)."""
+def diff_records(
+    a: dict[str, Any], b: dict[str, Any], *, spec_only: bool, show_all: bool, results_only: bool = False
+) -> list[dict[str, Any]]:
+    """Every differing path, grouped and ordered (spec, model, data, environment, metrics).
+
+    `results_only` leaves out the spec fields that cannot change the numbers (INERT_FIELDS).
+    """
     out: list[dict[str, Any]] = []
     for group, sections in GROUPS:
         if spec_only and group != "spec":
@@ -68,6 +73,8 @@ def diff_records(a: dict[str, Any], b: dict[str, Any], *, spec_only: bool, show_
                 item = {"path": path, "a": _plain(va), "b": _plain(vb), "group": group}
                 if group == "spec":
                     item["affects_results"] = not under(path.removeprefix("spec."), INERT_FIELDS)
+                    if results_only and not item["affects_results"]:
+                        continue
                 out.append(item)
     # within the spec group, what changes the numbers comes before what does not
     return sorted(out, key=lambda d: (_group_rank(d["group"]), d["group"] == "spec" and not d["affects_results"]))
@@ -111,10 +118,12 @@ def _show(v: Any) -> str:
     return repr(v) if isinstance(v, str) else str(v)
 
 
-def diff_command(a: str, b: str, *, as_json: bool, show_all: bool) -> int:
+def diff_command(a: str, b: str, *, as_json: bool, show_all: bool, results_only: bool = False) -> int:
     kind_a, rec_a = load_side(a)
     kind_b, rec_b = load_side(b)
-    diffs = diff_records(rec_a, rec_b, spec_only="spec" in (kind_a, kind_b), show_all=show_all)
+    diffs = diff_records(
+        rec_a, rec_b, spec_only="spec" in (kind_a, kind_b), show_all=show_all, results_only=results_only
+    )
     if as_json:
         print(json.dumps([{"path": d["path"], "a": d["a"], "b": d["b"]} for d in diffs], indent=2))
     else:
@@ -127,21 +136,35 @@ def diff_command(a: str, b: str, *, as_json: bool, show_all: bool) -> int:
 
 
 def runs_command(directory: str, *, name: str | None = None) -> int:
-    rows = list_runs(Path(directory), name_filter=name)
-    if not rows:
-        print(f"no runs under {directory}")
+    """The table of runs under `directory`; exit 0 whatever it finds (even no directory: no runs)."""
+    path = Path(directory)
+    if not path.is_dir():
+        why = "it is not a directory" if path.exists() else "no such directory"
+        print(f"no runs under {directory}: {why}")
         return 0
-    header = ("name", "run id", "status", "iter", "best val", "tok/s", "age")
+    every = list_runs(path)
+    rows = [r for r in every if not name or name in r["name"]]
+    if not rows:
+        if every:
+            names = ", ".join(sorted({r["name"] for r in every}))
+            print(f"no runs under {directory} whose name contains {name!r} (names there: {names})")
+        else:
+            print(f"no runs under {directory}")
+        return 0
+    header = ("name", "run id", "status", "iter", "best val", "avg tok/s", "age")
     table = [header] + [
         (
-            r["name"], r["run_id"], r["status"], _cell(r["iter"]), _cell(r["best_val_loss"], ".4f"),
-            _cell(r["tokens_per_sec"], ",.0f"), r["age"],
+            r["name"], r["run_id"] + ("*" if r["moved"] else ""), r["status"], _cell(r["iter"]),
+            _cell(r["best_val_loss"], ".4f"), _cell(r["tokens_per_sec"], ",.0f"), r["age"],
         )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for r in rows:
+        if r["moved"]:
+            print(f"* {r['path']}: its manifest says {r['moved']} (a copied or renamed run directory)")
     problems = [r for r in rows if r.get("problem")]
     for r in problems:
         print(f"{r['path']}: {r['problem']}", file=sys.stderr)
@@ -158,7 +181,11 @@ def _cell(value: Any, fmt: str = "") -> str:
 
 
 def list_runs(directory: Path, name_filter: str | None = None) -> list[dict[str, Any]]:
-    """One row per run directory under `directory` (<out_dir>/<name>/<run_id>), newest first."""
+    """One row per run directory under `directory` (<out_dir>/<name>/<run_id>), newest first.
+
+    A row's name and run id are its folders' (what `sample`, `diff` and `--resume` are given);
+    `moved` is the manifest's `<name>/<run_id>` when that differs (a copied or renamed run dir).
+    """
     if not directory.is_dir():
         raise InputError(f"{str(directory)!r} is not a directory")
     rows = []
@@ -172,7 +199,7 @@ def list_runs(directory: Path, name_filter: str | None = None) -> list[dict[str,
             continue  # not a run directory
         row: dict[str, Any] = {
             "name": run_dir.parent.name, "run_id": run_dir.name, "path": str(run_dir), "iter": None,
-            "best_val_loss": None, "tokens_per_sec": None,
+            "best_val_loss": None, "tokens_per_sec": None, "moved": None,
         }
         try:
             m = read_manifest(manifest_path)
@@ -181,11 +208,12 @@ def list_runs(directory: Path, name_filter: str | None = None) -> list[dict[str,
         else:
             # a hand-edited or foreign manifest may hold anything: each cell takes only what fits it
             metrics = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
+            recorded = (_text(m.get("name"), row["name"]), _text(m.get("run_id"), row["run_id"]))
             row.update(
-                name=_text(m.get("name"), row["name"]), run_id=_text(m.get("run_id"), row["run_id"]),
                 status=_text(m.get("status"), "?"), iter=_finite(metrics.get("iter")),
                 best_val_loss=_finite(metrics.get("best_val_loss")), tokens_per_sec=_finite(metrics.get("tokens_per_sec")),
                 created=m.get("created_at"),
+                moved=None if recorded == (row["name"], row["run_id"]) else "/".join(recorded),
             )
         row["sort"] = _timestamp(row.get("created")) or _mtime(manifest_path) or _mtime(run_dir)
         row["age"] = _age(row["sort"])

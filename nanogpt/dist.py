@@ -110,8 +110,9 @@ class DistEnv:
 PATIENT_TIMEOUT = datetime.timedelta(days=7)
 
 
-def pick_device(name: str, local_rank: int | None, world_size: int = 1) -> torch.device:
-    """The device system.device names for this process; under torchrun, cuda:LOCAL_RANK.
+def pick_device(name: str, local_rank: int | None, world_size: int = 1, setting: str = "system.device") -> torch.device:
+    """The device `name` says for this process (under torchrun, cuda:LOCAL_RANK); `setting` is what
+    named it (a spec's system.device, a verb's --device), for the errors.
 
     InputError for a device this machine does not have, and for "cuda:N" in a job of several
     processes: every one of them would take GPU N (NCCL then fails, or the ranks share it).
@@ -123,7 +124,7 @@ def pick_device(name: str, local_rank: int | None, world_size: int = 1) -> torch
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda:") and world_size > 1:
         raise InputError(
-            f"system.device = {spelled!r} would put all {world_size} processes of this job on one GPU; use "
+            f"{setting} = {spelled!r} would put all {world_size} processes of this job on one GPU; use "
             "\"cuda\" or \"auto\" (each process takes the GPU of its LOCAL_RANK) and choose the GPUs with "
             "CUDA_VISIBLE_DEVICES"
         )
@@ -133,18 +134,18 @@ def pick_device(name: str, local_rank: int | None, world_size: int = 1) -> torch
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError(f"system.device is {spelled!r} but this machine has no CUDA device (use \"auto\" or \"cpu\")")
+            raise InputError(f"{setting} is {spelled!r} but this machine has no CUDA device (use \"auto\" or \"cpu\")")
         count = torch.cuda.device_count()
         if device.index >= count:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
             shown = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
-            who = f"LOCAL_RANK {local_rank} needs" if local_rank is not None and spelled in ("auto", "cuda") else f"system.device = {spelled!r} names"
+            who = f"LOCAL_RANK {local_rank} needs" if local_rank is not None and spelled in ("auto", "cuda") else f"{setting} = {spelled!r} names"
             raise InputError(
                 f"{who} GPU {device.index}, but this process sees {count} GPU{'s' * (count != 1)}{shown}: "
                 "start no more processes per node than it has GPUs (torchrun --nproc_per_node)"
             )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError("system.device is 'mps' but MPS is not available here")
+        raise InputError(f"{setting} is 'mps' but MPS is not available here")
     return device
 
 

@@ -32,6 +32,19 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     fsync_dir(path.parent)
 
 
+def make_dirs(path: str | os.PathLike[str], what: str) -> None:
+    """`mkdir -p path`, or an InputError naming `what` and why not (a file in the way, no permission)."""
+    from nanogpt.errors import InputError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{str(blocker)!r} is a file, not a directory" if blocker is not None else (e.strerror or str(e))
+        raise InputError(f"{what}: cannot create the directory {str(path)!r}: {why}") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

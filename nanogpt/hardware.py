@@ -1,9 +1,12 @@
 """The peak FLOP/s that MFU is measured against.
 
-On a known GPU, the vendor's dense (no sparsity) tensor-core peak at the run's precision. On a
-CPU there is no such table worth trusting, so the peak is measured: the best matmul throughput
-of this process at the run's precision over a few short multiplies (so CPU MFU reads as "share
-of what this CPU's matmul can do", not of a datasheet figure). `system.peak_tflops` overrides both.
+On a GPU whose exact product name is in the table below, the vendor's dense (no sparsity)
+tensor-core peak at the run's precision; on any other GPU there is no MFU (a near name is a
+different part: an H200 NVL is not an H200 SXM). On a CPU there is no datasheet worth trusting, so
+the peak is measured: the best matmul throughput of this process's threads at the run's precision
+(so CPU MFU reads as "share of what this CPU's matmul can do"), measured once per CPU model, torch
+version, thread count and precision and kept in a cache file, so that runs on one machine are
+measured against one figure. `system.peak_tflops` overrides both.
 """
 
 from __future__ import annotations
@@ -11,34 +14,54 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import json
 import os
+import platform
 import time
+from pathlib import Path
+from typing import Any
 
 import attrs
 import torch
 
 from nanogpt import scaling
 
-# Dense TFLOP/s by (name fragment, precision); first match wins, so specific names come first.
-# bf16/fp16 are tensor-core figures; float32 assumes TF32 tensor cores where the GPU has them.
-GPU_PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
-    ("H200", {"bfloat16": 989.0, "float16": 989.0, "float32": 494.5}),
-    ("H100 PCIe", {"bfloat16": 756.0, "float16": 756.0, "float32": 378.0}),
-    ("H100", {"bfloat16": 989.0, "float16": 989.0, "float32": 494.5}),  # SXM
-    ("H800", {"bfloat16": 989.0, "float16": 989.0, "float32": 494.5}),
-    ("GH200", {"bfloat16": 989.0, "float16": 989.0, "float32": 494.5}),
-    ("B200", {"bfloat16": 2250.0, "float16": 2250.0, "float32": 1100.0}),
-    ("A100", {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0}),
-    ("A800", {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0}),
-    ("A10G", {"bfloat16": 70.0, "float16": 70.0, "float32": 35.0}),
-    ("A10", {"bfloat16": 125.0, "float16": 125.0, "float32": 62.5}),
-    ("L40S", {"bfloat16": 362.0, "float16": 362.0, "float32": 183.0}),
-    ("L4", {"bfloat16": 121.0, "float16": 121.0, "float32": 60.0}),
-    ("RTX 4090", {"bfloat16": 165.2, "float16": 165.2, "float32": 82.6}),
-    ("RTX 3090", {"bfloat16": 71.0, "float16": 71.0, "float32": 35.6}),
-    ("V100", {"float16": 125.0, "float32": 15.7}),
-    ("T4", {"float16": 65.0, "float32": 8.1}),
-]
+# Dense TFLOP/s by the exact name torch.cuda.get_device_name reports, and precision. bf16/fp16
+# are tensor-core rates with float32 accumulation (what autocast's matmuls use); float32 assumes
+# TF32 tensor cores where the GPU has them. A precision left out has no tensor-core rate.
+_HOPPER_SXM = {"bfloat16": 989.4, "float16": 989.4, "float32": 494.7}
+_HOPPER_PCIE = {"bfloat16": 756.0, "float16": 756.0, "float32": 378.0}
+_HOPPER_NVL = {"bfloat16": 835.5, "float16": 835.5, "float32": 417.5}
+_A100 = {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0}
+GPU_PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "NVIDIA H200": _HOPPER_SXM,
+    "NVIDIA H200 NVL": _HOPPER_NVL,
+    "NVIDIA H100 80GB HBM3": _HOPPER_SXM,
+    "NVIDIA H100 PCIe": _HOPPER_PCIE,
+    "NVIDIA H100 NVL": _HOPPER_NVL,
+    "NVIDIA H800": _HOPPER_SXM,
+    "NVIDIA H800 PCIe": _HOPPER_PCIE,
+    "NVIDIA GH200 480GB": _HOPPER_SXM,
+    "NVIDIA B200": {"bfloat16": 2250.0, "float16": 2250.0, "float32": 1100.0},
+    "NVIDIA A100-SXM4-40GB": _A100,
+    "NVIDIA A100-SXM4-80GB": _A100,
+    "NVIDIA A100-PCIE-40GB": _A100,
+    "NVIDIA A100 80GB PCIe": _A100,
+    "NVIDIA A10": {"bfloat16": 125.0, "float16": 125.0, "float32": 62.5},
+    "NVIDIA L40S": {"bfloat16": 362.05, "float16": 362.05, "float32": 183.0},
+    "NVIDIA L40": {"bfloat16": 181.05, "float16": 181.05, "float32": 90.5},
+    "NVIDIA L4": {"bfloat16": 121.0, "float16": 121.0, "float32": 60.0},
+    # GeForce parts: the float32-accumulate rates, half of the FP16-accumulate ones on the box
+    "NVIDIA GeForce RTX 4090": {"bfloat16": 165.2, "float16": 165.2, "float32": 82.6},
+    "NVIDIA GeForce RTX 3090": {"bfloat16": 71.0, "float16": 71.0, "float32": 35.6},
+    "Tesla V100-SXM2-16GB": {"float16": 125.0, "float32": 15.7},
+    "Tesla V100-SXM2-32GB": {"float16": 125.0, "float32": 15.7},
+    "Tesla V100-PCIE-16GB": {"float16": 112.0, "float32": 14.0},
+    "Tesla V100-PCIE-32GB": {"float16": 112.0, "float32": 14.0},
+    "Tesla T4": {"float16": 65.0, "float32": 8.1},
+}
+
+PRECISIONS = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
 
 @attrs.frozen
@@ -47,7 +70,10 @@ class Peak:
 
     tflops: float | None
     source: str
-    """"spec" (system.peak_tflops), "table:<name>", "measured" (CPU), or "unknown"."""
+    """"spec" (system.peak_tflops), "table:<exact device name>", "measured" (CPU), or "unknown: <why>"."""
+    measurement: dict[str, Any] | None = None
+    """For a measured peak, how it was measured (precision, threads, matrix size, time, load) and
+    whether it was read from the cache file."""
 
     @property
     def flops(self) -> float | None:
@@ -57,34 +83,123 @@ class Peak:
 def peak_for(device: torch.device, dtype: torch.dtype, override_tflops: float | None = None) -> Peak:
     if override_tflops is not None:
         return Peak(override_tflops, "spec")
-    precision = {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "float32")
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for fragment, peaks in GPU_PEAK_TFLOPS:
-            if fragment in name and precision in peaks:
-                return Peak(peaks[precision], f"table:{fragment}")
-        return Peak(None, "unknown")
+        return gpu_peak(torch.cuda.get_device_name(device), dtype)
     if device.type == "cpu":
-        return Peak(measured_cpu_tflops(torch.bfloat16 if dtype == torch.bfloat16 else torch.float32), "measured")
-    return Peak(None, "unknown")
+        return cpu_peak(dtype)
+    return Peak(None, f"unknown: no peak known for {device.type} devices (set system.peak_tflops)")
+
+
+def gpu_peak(name: str, dtype: torch.dtype) -> Peak:
+    """The table's entry for exactly this device name, or no peak (and so no MFU)."""
+    precision = PRECISIONS.get(dtype, "float32")
+    peaks = GPU_PEAK_TFLOPS.get(name)
+    if peaks is None:
+        return Peak(None, f"unknown: {name!r} is not in the peak table (set system.peak_tflops)")
+    if precision not in peaks:
+        return Peak(None, f"unknown: {name!r} has no {precision} tensor-core rate in the peak table")
+    return Peak(peaks[precision], f"table:{name}")
+
+
+# ------------------------------------------------------------------------------ CPU peak
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo's), or what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_peak_cache() -> Path:
+    """The file measured CPU peaks are kept in: $XDG_CACHE_HOME/nanogpt (default ~/.cache/nanogpt)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "nanogpt" / "cpu_peak.json"
+
+
+CPU_PEAK_METHOD = 2
+"""Version of `measure_cpu_tflops`, part of the cache key: a changed measurement measures anew."""
 
 
 @functools.cache
-def measured_cpu_tflops(dtype: torch.dtype = torch.float32, n: int = 512, repeats: int = 25) -> float:
-    """Best `dtype` matmul throughput of this process's threads, in TFLOP/s (well under 0.1 s).
+def cpu_peak(dtype: torch.dtype) -> Peak:
+    """This CPU's matmul peak at `dtype` with this process's threads: from the cache, or measured now."""
+    precision = PRECISIONS.get(dtype, "float32")
+    threads = torch.get_num_threads()
+    key = f"{cpu_model()} | torch {torch.__version__} | {threads} threads | {precision} | method {CPU_PEAK_METHOD}"
+    path = cpu_peak_cache()
+    entries = _read_cache(path)
+    entry = entries.get(key)
+    valid = isinstance(entry, dict) and isinstance(entry.get("tflops"), (int, float)) and entry["tflops"] > 0
+    if valid and not _measure_again(entry.get("how") or {}):
+        return Peak(float(entry["tflops"]), "measured", {**entry.get("how", {}), "cache": str(path), "from_cache": True})
+    tflops, how = measure_cpu_tflops(dtype)
+    how = {"cpu": cpu_model(), "torch": torch.__version__, "threads": threads, **how}
+    if valid and entry["tflops"] > tflops:  # load only ever slows a multiply: the higher figure stands
+        tflops, how = float(entry["tflops"]), {**entry["how"], "remeasured_lower": round(tflops, 4)}
+    entries[key] = {"tflops": tflops, "how": how}
+    try:
+        from nanogpt.fileio import atomic_write_text
 
-    The best of many short multiplies, so that a moment of load from another process does not
-    lower the peak (and raise the MFU) as much as an average would.
+        atomic_write_text(path, json.dumps(entries, indent=1, sort_keys=True) + "\n")
+        cache = str(path)
+    except OSError:  # a read-only home: measured again next time
+        cache = None
+    return Peak(tflops, "measured", {**how, "cache": cache, "from_cache": False})
+
+
+def _measure_again(how: dict[str, Any]) -> bool:
+    """Whether a cached peak was measured while other work crowded the CPU and it is quieter now.
+
+    A peak measured under load is too low (and MFU too high); it is measured again, once the load
+    average is below the one it was measured at, and the higher figure kept.
     """
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)  # warm up the kernels and caches
-    best = float("inf")
-    for _ in range(repeats):
+    then = how.get("load_average")
+    if not isinstance(then, (int, float)) or not hasattr(os, "getloadavg"):
+        return False
+    return then > (os.cpu_count() or 1) and os.getloadavg()[0] < then
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or torn by hand: measure again
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def measure_cpu_tflops(dtype: torch.dtype, *, n: int = 1024, seconds: float = 1.0) -> tuple[float, dict[str, Any]]:
+    """Best `dtype` matmul throughput of this process's threads, in TFLOP/s, and how it was measured.
+
+    n x n multiplies (2 GFLOP each at n = 1024: a few ms, long enough for every thread to be busy,
+    short enough that many fit in a second), after 0.2 s of warm-up, timed one by one for
+    `seconds`; the fastest counts. Load from other processes only ever slows a multiply down, so
+    the fastest of a hundred or more is the figure least disturbed by it (benchmarks/cpu_peak.py
+    measures how steady it is against the 25 small float32 multiplies it replaced).
+    """
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    warm_until = time.perf_counter() + 0.2
+    while time.perf_counter() < warm_until:
+        torch.mm(a, b)
+    best, count, start = float("inf"), 0, time.perf_counter()
+    while count < 3 or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e12
+        count += 1
+    tflops = 2 * n**3 / best / 1e12
+    how = {
+        "dtype": PRECISIONS.get(dtype, "float32"),
+        "method": f"fastest of {count} {n}x{n} matmuls over {seconds:g} s, after 0.2 s of warm-up",
+        "seconds": round(time.perf_counter() - start, 3),
+        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return tflops, how
 
 
 def cpu_has_native_bf16() -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogpt.errors import InputError
-from nanogpt.fileio import NotRegularFile, atomic_write_text, read_regular_bytes
+from nanogpt.fileio import NotRegularFile, atomic_write_text, make_dirs, read_regular_bytes
 from nanogpt.runlock import RunLock
 from nanogpt.spec import Experiment, SpecOrigin, resolved, spec_sha256, to_toml
 
@@ -43,6 +43,26 @@ def now_iso() -> str:
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def refuse_existing_run_dir(exp: Experiment) -> None:
+    """Before any work: a spec naming its run id (`logging.run_id`) must not name a run that exists.
+
+    A run's spec.toml keeps the id the run had, so running it again lands here; the message says
+    how to continue that run, or repeat it under another id.
+    """
+    if exp.logging.run_id is not None:
+        path = Path(exp.logging.out_dir) / exp.name / exp.logging.run_id
+        if path.exists():
+            raise InputError(existing_run_message(path, exp.logging.run_id))
+
+
+def existing_run_message(path: Path, run_id: str) -> str:
+    return (
+        f"run directory {str(path)!r} exists already (logging.run_id = {run_id!r}). Continue that run with "
+        f"`nanogpt run --resume {path}`, or repeat it under another id: add logging.run_id=NEW, or "
+        f"logging.run_id= (nothing after '=') for a new timestamped one"
+    )
 
 
 # ------------------------------------------------------------------------ what went in
@@ -102,13 +122,9 @@ def device_name(device: Any) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return platform.processor() or platform.machine()
+        from nanogpt.hardware import cpu_model
+
+        return cpu_model()
     return device.type
 
 
@@ -145,6 +161,27 @@ def provenance_record(exp: Experiment, origin: SpecOrigin) -> dict[str, str]:
     return out
 
 
+def resumed_provenance(previous: Any, exp: Experiment, origin: SpecOrigin) -> dict[str, str]:
+    """The provenance after `run --resume RUN_DIR key=value ...`: what the run had recorded, with
+    every value the resume's overrides set marked as theirs ("override key=value (--resume)")."""
+    from nanogpt.spec.diff import under
+    from nanogpt.spec.load import DEFAULT
+
+    # a component's `kind` given anew replaces its whole table
+    touched = tuple(
+        key.removesuffix("kind") if key.endswith(".kind") else key
+        for key in (word.partition("=")[0].strip() for word in origin.overrides)
+    )
+    previous = previous if isinstance(previous, dict) else {}
+    out = {}
+    for path, source in provenance_record(exp, origin).items():
+        if under(path, touched):
+            out[path] = source if source == DEFAULT else f"{source} (--resume)"
+        else:
+            out[path] = previous.get(path, source)
+    return out
+
+
 # ----------------------------------------------------------------------------- the run dir
 
 
@@ -158,7 +195,7 @@ class RunDir:
         self.path = path
         self.manifest = manifest
         self.lock = lock
-        self._writing = threading.Lock()  # the checkpoint writer's thread records checkpoints too
+        self._writing = threading.RLock()  # the checkpoint writer's thread records checkpoints too; a signal handler may finish the run
 
     @classmethod
     def create(
@@ -169,10 +206,13 @@ class RunDir:
         parent = Path(exp.logging.out_dir) / exp.name
         final = parent / run_id
         if final.exists():
-            raise InputError(f"run directory {str(final)!r} exists already (continue it with: nanogpt run --resume {final})")
-        parent.mkdir(parents=True, exist_ok=True)
+            raise InputError(existing_run_message(final, run_id))
+        make_dirs(parent, f"logging.out_dir {exp.logging.out_dir!r}")
         staging = parent / f".{run_id}.tmp-{secrets.token_hex(3)}"
-        staging.mkdir()
+        try:
+            staging.mkdir()
+        except OSError as e:  # a directory that exists but cannot be written
+            raise InputError(f"logging.out_dir {exp.logging.out_dir!r}: cannot create a run directory in {str(parent)!r}: {e.strerror or e}") from None
         lock = None
         try:
             lock = RunLock.acquire(staging)  # held from before the directory has its final name

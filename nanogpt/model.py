@@ -454,6 +454,8 @@ class GPT(nn.Module):
             from transformers import GPT2LMHeadModel
         except ImportError as e:  # pragma: no cover - transformers is a dependency
             raise InputError(f"loading {name_or_dir!r} needs the transformers package ({e})") from None
+        if not local:
+            _check_hub_within_reach(name_or_dir)
         # float32 whatever the files hold: training casts through autocast, not through the weights
         dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         try:
@@ -693,6 +695,32 @@ def _crop_to(model: GPT, block_size: int, source: str) -> None:
             "it can only be cropped"
         )
     model.crop_block_size(block_size)
+
+
+def _check_hub_within_reach(name: str) -> None:
+    """Fail at once, not after the hub client's ~23 s of retries, when weights that are not in the
+    Hugging Face cache would need a hub this machine cannot even look up."""
+    import socket
+    import urllib.parse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return  # cached: transformers finds it without the network
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+    if constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            socket.getaddrinfo(host, 443)
+            return
+        except (OSError, UnicodeError) as e:
+            why = f"{host} cannot be looked up: {e}; HF_HUB_OFFLINE=1 says so at once to every Hugging Face tool"
+    raise InputError(
+        f"cannot load GPT-2 weights {name!r}: they are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+        f"and the Hugging Face hub is out of reach ({why}). Offline, name a local Hugging Face GPT-2 "
+        "directory instead (one `save_pretrained` wrote), or fill the cache on a machine with internet"
+    )
 
 
 def _check_hf_config(hf: Any, source: str) -> None:

@@ -68,11 +68,11 @@ class Registry:
         return builder
 
     def kinds(self) -> list[str]:
-        _load_entry_points()
+        load_entry_points()
         return sorted(self._specs)
 
     def spec_class(self, kind: str) -> type | None:
-        _load_entry_points()
+        load_entry_points()
         return self._specs.get(kind)
 
     def builder(self, kind: str) -> Builder:
@@ -107,14 +107,41 @@ SCHEDULES.register("linear", t.LinearSpec, "nanogpt.schedule:build_linear")
 SCHEDULES.register("constant", t.ConstantSpec, "nanogpt.schedule:build_constant")
 SCHEDULES.register("wsd", t.WSDSpec, "nanogpt.schedule:build_wsd")
 
-_entry_points_loaded = False
+def import_plugin(module: str) -> str | None:
+    """Import a plugin's module; None when it worked, else why not.
+
+    Anything the plugin's code raises is caught, BaseException included: a plugin calling
+    sys.exit(0) would otherwise end `check` with status 0 and no verdict (a bad spec passing),
+    and a KeyboardInterrupt would be a traceback.
+    """
+    try:
+        importlib.import_module(module)
+    except SystemExit as e:
+        return f"SystemExit: it called sys.exit({e.code!r}) while being imported"
+    except KeyboardInterrupt:
+        return "KeyboardInterrupt: it was interrupted while being imported"
+    except BaseException as e:  # noqa: BLE001 - a plugin's own failure is reported, never raised
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
-def _load_entry_points() -> None:
-    """Import the modules installed packages name in the `nanogpt.plugins` group, once."""
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in importlib.metadata.entry_points(group="nanogpt.plugins"):
-        importlib.import_module(ep.value.partition(":")[0])
+_entry_point_failures: list[str] | None = None
+
+
+def load_entry_points() -> list[str]:
+    """Import the modules installed packages name in the `nanogpt.plugins` group, once each.
+
+    Returns a message for each that failed, naming it; the others are loaded all the same.
+    """
+    global _entry_point_failures
+    if _entry_point_failures is None:
+        _entry_point_failures = []  # first: a plugin asking for kinds while it imports must not start over
+        for ep in importlib.metadata.entry_points(group="nanogpt.plugins"):
+            module = ep.value.partition(":")[0].strip()
+            failure = import_plugin(module)
+            if failure is not None:
+                dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an installed package"
+                _entry_point_failures.append(
+                    f"installed plugin {ep.name!r} (module {module!r}, from {dist}) cannot be imported: {failure}"
+                )
+    return list(_entry_point_failures)

@@ -41,7 +41,7 @@ from typing import Any
 import attrs
 import torch
 
-from nanogpt.errors import DataError, InputError
+from nanogpt.errors import DataError, InputError, NanoGPTError
 from nanogpt.fileio import read_user_text
 from nanogpt.spec.tables import GPT2_NAMES
 
@@ -94,24 +94,28 @@ def load_model(source: str, *, which: str = "best", tokenizer_meta: str | None =
             f"tokenizer has {tokenizer.vocab_size}; give the meta.json of the dataset it was trained on "
             "with --tokenizer-meta PATH"
         )
+    not_finite = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if not_finite is not None:  # a run that diverged: sampling would fail, perplexity be NaN
+        raise InputError(f"{description}: its weights are not finite (NaN or inf, first in {not_finite}); nothing can be computed from them")
     model.eval()
     return LoadedModel(model, tokenizer, description)
 
 
 def read_tokenizer_meta(path: str) -> Any:
     """The tokenizer of a dataset's meta.json (`path` is the file or the dataset folder holding it)."""
-    from nanogpt.data.files import META, read_meta
+    from nanogpt.data.files import META
     from nanogpt.data.tokenizers import tokenizer_from_meta
 
     p = Path(path)
-    folder = p if p.is_dir() else p.parent
     if not p.exists():
         raise InputError(f"--tokenizer-meta {path!r}: no such file or directory")
+    file = p / META if p.is_dir() else p
+    if p.is_dir() and not file.exists():
+        raise InputError(f"--tokenizer-meta {path!r}: the folder has no {META}")
+    if not file.is_file():  # a FIFO would block, /dev/zero never end
+        raise InputError(f"--tokenizer-meta {path!r}: {str(file)!r} is not a regular file")
     try:
-        meta = read_meta(folder) if p.is_dir() or p.name == META else _read_json(p)
-        if meta is None:
-            raise InputError(f"--tokenizer-meta {path!r}: the folder has no {META}")
-        return tokenizer_from_meta(meta)
+        return tokenizer_from_meta(_read_json(file))
     except DataError as e:
         raise InputError(f"--tokenizer-meta {path!r}: {e}") from None
 
@@ -261,10 +265,7 @@ def pick_device_and_autocast(device: str, dtype: str) -> tuple[torch.device, Any
 
     if not re.fullmatch(DEVICE.regex, device):
         raise InputError(f"--device must be {DEVICE.means} (got {device!r})")
-    try:
-        dev = pick_device(device, None)
-    except InputError as e:
-        raise InputError(f"--device {device!r}: {str(e).removeprefix(f'system.device is {device!r} but ')}") from None
+    dev = pick_device(device, None, setting="--device")
     precision = pick_dtype(dtype, dev)
     if precision == torch.float32:
         return dev, contextlib.nullcontext()
@@ -371,12 +372,13 @@ def generate_texts(
 
 
 def read_start(start: str) -> str:
-    """The prompt `--start` gives: the text itself, or the contents of the file after `FILE:`."""
-    if not start.startswith(FILE_PREFIX):
+    """The prompt `--start` gives: the text itself, or the contents of the file after `FILE:`
+    (or `file:`, as data.source spells it)."""
+    if not start[: len(FILE_PREFIX)].upper() == FILE_PREFIX:
         return start
     name = start[len(FILE_PREFIX):]
     if not name:
-        raise InputError("--start FILE: needs a path after 'FILE:'")
+        raise InputError(f"--start {start!r} needs a path after '{start[:len(FILE_PREFIX)]}'")
     return read_user_text(name, f"--start {start!r}")
 
 
@@ -420,12 +422,21 @@ def sample_command(args: Any) -> int:
 
     prompt_text = start if start else ""
     write(prompt_text)
-    texts = generate_texts(
-        model, loaded.tokenizer, start=start, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
-        seed=args.seed, device=device, temperature=args.temperature, top_k=args.top_k or None,
-        top_p=args.top_p if args.top_p < 1.0 else None, stop_at_eot=args.stop_at_eot, autocast=autocast,
-        on_text=write,
-    )
+    try:
+        texts = generate_texts(
+            model, loaded.tokenizer, start=start, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
+            seed=args.seed, device=device, temperature=args.temperature, top_k=args.top_k or None,
+            top_p=args.top_p if args.top_p < 1.0 else None, stop_at_eot=args.stop_at_eot, autocast=autocast,
+            on_text=write,
+        )
+    except RuntimeError as e:
+        if "probability tensor contains" not in str(e):
+            raise
+        # finite weights whose logits overflow (float16): multinomial refuses NaN probabilities
+        raise NanoGPTError(
+            f"{loaded.description}: its output became NaN or inf while sampling at {args.dtype} precision; "
+            "try --dtype float32"
+        ) from None
     write("\n")
     for text in texts[1:]:
         write(f"{SEPARATOR}\n{prompt_text}{text}\n")

@@ -216,6 +216,11 @@ NOTEBOOK_GRID = (7.0, 11.0, 2**-4)
 """The model-size grid of the notebook's single-budget cell: 10M to 100B, 16 points per decade."""
 SWEEP_GRID = (7.0, 14.0, 2**-5)
 """The model-size grid of the notebook's budget sweep: 10M to 10T, 32 points per decade."""
+GRIDS = {"notebook": NOTEBOOK_GRID, "sweep": SWEEP_GRID}
+GRID_WORDS = {
+    "notebook": "the notebook's single-budget grid (10M-100B, 16 sizes per decade)",
+    "sweep": "the notebook's sweep grid (10M-10T, 32 sizes per decade)",
+}
 SWEEP_BUDGETS = (17.0, 26.0, 2**-2)
 """The notebook's budgets: 1e17 to 1e26 FLOPs, 4 per decade (the last is 10**25.75)."""
 
@@ -373,6 +378,8 @@ def _positive_int(text: str) -> int:
 
 
 def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
+    from nanogpt.cli import EPILOG
+
     p = _Parser(
         prog="nanogpt scaling",
         description="The seed's scaling-law notebook: parameters, FLOPs, Chinchilla loss and compute-optimal sizes.",
@@ -384,7 +391,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         ("params", "parameter counts of a spec's model or of explicit sizes"),
         ("flops", "FLOPs per token and per sequence (Chinchilla Appendix F, 6N, MFU's 6N+12LHQT)"),
     ):
-        s = subs[name] = sub.add_parser(name, help=help_text, description=help_text)
+        s = subs[name] = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG)
         s.add_argument("words", nargs="*", metavar="SPEC [key=value ...]", help="a spec and its overrides")
         s.add_argument("--n-layer", type=_positive_int, metavar="L")
         s.add_argument("--n-head", type=_positive_int, metavar="H")
@@ -412,9 +419,16 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
 
 def scaling_command(argv: Sequence[str]) -> int:
     """`nanogpt scaling params|flops|optimal|loss ...`: print tables (or --json). Exit 0; usage errors raise InputError."""
+    from nanogpt.cli import parse_words
+
     top, subs = _build_parser()
+    argv = list(argv)
     try:
-        args = top.parse_args(list(argv))
+        if argv[:1] and argv[0] in subs:  # a spec and overrides anywhere among the flags
+            args = parse_words(subs[argv[0]], argv[1:])
+            args.what = argv[0]
+        else:
+            args = top.parse_args(argv)
     except _HelpShown as shown:
         return shown.status
     parser = subs[args.what]
@@ -429,22 +443,26 @@ def scaling_command(argv: Sequence[str]) -> int:
         if not args.compute and not args.sweep:
             parser.error("optimal needs --compute C or --sweep")
         rows: list[Optimum] = []
+        grids: list[str] = []  # the grid each row's N is the best of
         if args.sweep:
-            grid = NOTEBOOK_GRID if args.grid == "notebook" else SWEEP_GRID
-            rows += budget_sweep(grid=grid)
+            grid = args.grid or "sweep"
+            rows += budget_sweep(grid=GRIDS[grid])
+            grids += [grid] * (len(rows) - len(grids))
         for c in args.compute or ():
-            rows.append(compute_optimal(c, NOTEBOOK_GRID if args.grid in (None, "notebook") else SWEEP_GRID))
+            grid = args.grid or "notebook"
+            rows.append(compute_optimal(c, GRIDS[grid]))
+            grids.append(grid)
         exact = [compute_optimal_exact(r.compute) for r in rows]
         if args.json:
             _print_json(
                 [
-                    {"compute": r.compute, "n_params": r.n_params, "tokens": r.tokens, "loss": r.loss,
+                    {"compute": r.compute, "n_params": r.n_params, "tokens": r.tokens, "loss": r.loss, "grid": g,
                      "exact": asdict(e)}
-                    for r, e in zip(rows, exact)
+                    for r, g, e in zip(rows, grids, exact)
                 ]
             )
         else:
-            print(_optimal_table(rows, exact))
+            print(_optimal_table(rows, exact, grids))
     else:
         n, d = args.params, args.tokens
         loss = chinchilla_loss(n, d)
@@ -477,11 +495,11 @@ def scaling_command(argv: Sequence[str]) -> int:
 
 def _arch_from_args(args: argparse.Namespace, parser: _Parser) -> tuple[Arch, Optional[Training], str]:
     explicit = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
-    if args.words:
+    if args.words or args.specs:
         given = [f"--{k.replace('_', '-')}" for k, v in explicit.items() if v is not None]
         if given:
             parser.error(f"give a SPEC or sizes ({', '.join(given)}), not both; override a spec with model.KEY=VALUE")
-        return _arch_from_spec(args.words, parser)
+        return _arch_from_spec(args.words, args.specs, parser)
     missing = [f"--{k.replace('_', '-')}" for k, v in explicit.items() if v is None and k != "vocab_size"]
     if missing:
         parser.error(f"give a SPEC, or the sizes (missing {', '.join(missing)})")
@@ -498,12 +516,12 @@ def _arch_from_args(args: argparse.Namespace, parser: _Parser) -> tuple[Arch, Op
     return arch, None, "sizes"
 
 
-def _arch_from_spec(words: list[str], parser: _Parser) -> tuple[Arch, Training, str]:
+def _arch_from_spec(words: list[str], specs: list[str], parser: _Parser) -> tuple[Arch, Training, str]:
+    from nanogpt.cli import split_overrides
     from nanogpt.spec import load_spec
     from nanogpt.spec.tables import GPTSpec
 
-    paths = [w for w in words if "=" not in w]
-    overrides = [w for w in words if "=" in w]
+    paths, overrides = split_overrides(words, specs)
     if len(paths) != 1:
         parser.error(f"takes one SPEC (got {len(paths)}: {' '.join(paths) or 'none'})")
     exp, _ = load_spec(paths[0], overrides)  # SpecError propagates: the CLI prints it, exit 2
@@ -640,7 +658,7 @@ def _model_table(what: str, arch: Arch, training: Optional[Training], source: st
     return f"{source}\n{_table(rows)}"
 
 
-def _optimal_table(rows: list[Optimum], exact: list[Optimum]) -> str:
+def _optimal_table(rows: list[Optimum], exact: list[Optimum], grids: list[str]) -> str:
     head = ("compute (FLOPs)", "params N", "tokens D", "loss", "tokens/param", "exact N", "exact D")
     body = [
         (f"{r.compute:e}", f"{r.n_params / 1e6:.2f}M", f"{r.tokens / 1e9:.2f}B", f"{r.loss:.4f}",
@@ -649,9 +667,17 @@ def _optimal_table(rows: list[Optimum], exact: list[Optimum]) -> str:
     ]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in (head, *body)]
-    note = ("N on the notebook's log grid with D = C / 6N and the lowest L(N, D); "
-            "'exact' is the continuous optimum of the same fit")
-    return "\n".join([*lines, note])
+    used = sorted(set(grids))
+    if len(used) == 1:
+        other = "sweep" if used[0] == "notebook" else "notebook"
+        where = f"on {GRID_WORDS[used[0]]}; --grid {other} picks the other grid, whose N for a budget may differ"
+    else:
+        where = f"on {GRID_WORDS['sweep']} for the --sweep rows, {GRID_WORDS['notebook']} for --compute (--grid picks one for all)"
+    notes = [
+        f"params N: the size with the lowest L(N, D), D = C / 6N, {where}",
+        "exact: the continuous optimum of the same fit, which neither grid rounds",
+    ]
+    return "\n".join([*lines, *notes])
 
 
 def _verdict(factor: float) -> str:

@@ -25,14 +25,15 @@ import torch
 
 from nanogpt import checkpoint as ckpt
 from nanogpt.dist import DistEnv
-from nanogpt.errors import InputError, NanoGPTError
+from nanogpt.errors import InputError, NanoGPTError, exhaustion
 from nanogpt.fileio import atomic_open, atomic_write_text
 from nanogpt.hardware import Peak, keep_freed_memory_in_process, mfu, peak_for
 from nanogpt.manifest import (
-    MANIFEST, METRICS, RunDir, device_name, env_info, find_resumable, now_iso, read_manifest, training_changes,
+    MANIFEST, METRICS, RunDir, device_name, env_info, find_resumable, now_iso, read_manifest, resumed_provenance,
+    training_changes,
 )
 from nanogpt.runlock import RunLock
-from nanogpt.signals import StopSignals
+from nanogpt.signals import StopSignals, on_abort
 from nanogpt.registry import DATA, MODELS, OPTIMIZERS, SCHEDULES
 from nanogpt.spec import Experiment, SpecOrigin, resolved, spec_sha256, to_toml
 from nanogpt.tracking import build_tracker, markdown_code, run_hparams
@@ -89,9 +90,15 @@ def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, 
         env.close(barrier=False)
         raise
     status = 1
+
+    def record_abort() -> None:  # a second Ctrl-C ends the process at once: the record says so first
+        if isinstance(run_dir, RunDir):
+            run_dir.finish("interrupted", "stopped by a second Ctrl-C before a checkpoint could be saved")
+
     try:
-        trainer = Trainer(exp, env, data, model, optimizer, lr_at, run_dir, claim, stop)
-        status = trainer.train()
+        with on_abort(record_abort):
+            trainer = Trainer(exp, env, data, model, optimizer, lr_at, run_dir, claim, stop)
+            status = trainer.train()
         return status
     except BaseException as e:
         # the run dir exists but the loop never started (a checkpoint that does not fit, a second
@@ -233,6 +240,7 @@ def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Any, model
             run.manifest.update(record_sections(exp, env, data, model))
             run.manifest["spec"] = resolved(exp)
             run.manifest["spec_sha256"] = spec_sha256(exp)
+            run.manifest["provenance"] = resumed_provenance(run.manifest.get("provenance"), exp, origin)
             run.manifest.setdefault("resumes", []).append(
                 {"at": now_iso(), "overrides": list(origin.overrides), "command": " ".join(sys.argv),
                  "from_checkpoint": str(claim.checkpoint.relative_to(claim.resume_dir)) if claim.checkpoint else None}
@@ -262,6 +270,7 @@ def record_sections(exp: Experiment, env: DistEnv, data: Any, model: Any) -> dic
             "dtype": str(env.dtype).removeprefix("torch."),
             "peak_tflops": peak.tflops,
             "peak_tflops_source": peak.source,
+            "peak_measurement": peak.measurement,
             "deterministic": {
                 "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                 "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
@@ -408,6 +417,7 @@ class Trainer:
         self.best_val_loss = math.inf
         self.metrics: dict[str, Any] = {}
         self.wall_before = 0.0  # wall seconds of earlier sessions of this run
+        self.windows_this_session = 0  # logged training windows since this process started
         self.stop = stop
         self.session_start = time.perf_counter()
         self.checkpoints = ckpt.CheckpointWriter(self.run_path)
@@ -516,6 +526,9 @@ class Trainer:
             if isinstance(e, NanoGPTError):
                 print(f"error: {e}", file=sys.stderr)
                 return e.exit_code
+            if exhaustion(e) is not None:  # a full disk or memory: recorded above, no traceback needed
+                print(f"error: {exhaustion(e)}; the run is marked failed, its last good checkpoint kept", file=sys.stderr)
+                return 1
             traceback.print_exc()
             return 1
         finally:
@@ -604,7 +617,8 @@ class Trainer:
         tokens_per_sec = self.tokens_per_iter * iters / dt if dt > 0 else 0.0
         util = mfu(self.flops_per_token, tokens_per_sec, self.peak, self.env.world_size)
         norm = grad_norm.item() if grad_norm is not None else None
-        self.metrics.update(tokens_per_sec=tokens_per_sec, mfu=util, last_train_step_loss=loss)
+        self._add_to_average(self.tokens_per_iter * iters, dt, tokens_per_sec)
+        self.metrics.update(last_train_step_loss=loss)
         self.tracker.scalars(
             it,
             {"loss/train_step": loss, "lr": lr, "grad_norm": norm, "tokens_per_sec": tokens_per_sec, "mfu": util},
@@ -615,6 +629,20 @@ class Trainer:
         )
         mfu_text = f", mfu {util * 100:.1f}%" if util is not None else ""
         self._say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt / iters * 1000:.1f} ms/iter, {tokens_per_sec:,.0f} tok/s{mfu_text}")
+
+    def _add_to_average(self, tokens: int, seconds: float, window_tokens_per_sec: float) -> None:
+        """The manifest's tokens/s and MFU are the run's average over its logged windows, each
+        session's first left out (it holds the warm-up, and torch.compile's start); TensorBoard and
+        metrics.jsonl have each window's own. The sums live in `metrics`, which checkpoints carry."""
+        self.windows_this_session += 1
+        if self.windows_this_session > 1:
+            self.metrics["timed_tokens"] = self.metrics.get("timed_tokens", 0) + tokens
+            self.metrics["timed_seconds"] = self.metrics.get("timed_seconds", 0.0) + seconds
+        timed = self.metrics.get("timed_seconds", 0.0)
+        average = self.metrics["timed_tokens"] / timed if timed > 0 else window_tokens_per_sec  # a first window only
+        self.metrics.update(
+            tokens_per_sec=average, mfu=mfu(self.flops_per_token, average, self.peak, self.env.world_size)
+        )
 
     def _kept_checkpoint_text(self) -> str:
         with contextlib.suppress(Exception):

@@ -14,6 +14,16 @@ settings.register_profile("nanogpt", deadline=None)
 settings.load_profile("nanogpt")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_peak_cache(tmp_path_factory) -> Path:
+    """Measured CPU peaks go to a cache of the session's own, never the user's ~/.cache (child processes
+    inherit it): the first run at each precision and thread count measures, the others read it."""
+    cache_home = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(cache_home))
+        yield cache_home / "nanogpt" / "cpu_peak.json"
+
+
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2 x 32 GPT-2 (GPT-2's vocabulary, 64 positions) saved as the hub serves

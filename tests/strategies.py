@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from nanogpt.registry import REGISTRIES
 from nanogpt.spec.checks import Bound, Each, Length, Pattern, validators_of
 from nanogpt.spec.pretrained import GPT2_ARCHS
-from nanogpt.spec.tables import EMBEDDED_CORPORA, GPT2_NAMES, TABLES, Experiment
+from nanogpt.spec.tables import EMBEDDED_CORPORA, GPT2_NAMES, MAX_PROCESS_BYTES, TABLES, Experiment
 
 INT64_MAX = 2**63 - 1
 # A file that exists wherever the tests run: what a valid `file:` source may name.
@@ -121,12 +121,15 @@ def gpt_models(draw) -> Spec:
         if draw(st.booleans()):
             t.raw["block_size"] = draw(st.integers(1, arch["block_size"]))
     else:
-        t.field("n_layer", 12, ints(1))
         n_head = t.field("n_head", 12, st.integers(1, 64))
         # n_embd divisible by n_head, whichever of them the spec states.
-        t.field("n_embd", 768, st.integers(1, 256).map(lambda k: k * n_head), must_state=768 % n_head != 0)
-        t.field("block_size", 1024, ints(1))
-        t.optional("vocab_size", ints(1))
+        c = t.field("n_embd", 768, st.integers(1, 256).map(lambda k: k * n_head), must_state=768 % n_head != 0)
+        # The model with its optimizer state fits one machine (16 bytes a parameter, MAX_PROCESS_BYTES):
+        # a third of that to the blocks (12C^2 + 13C parameters each), the positions and the vocabulary.
+        third = MAX_PROCESS_BYTES // 16 // 3
+        t.field("n_layer", 12, ints(1, max(1, third // (12 * c * c + 13 * c))))
+        t.field("block_size", 1024, ints(1, third // c))
+        t.optional("vocab_size", ints(1, third // c))
         t.field("bias", True, st.booleans())
     t.field("pad_vocab_multiple", 64, ints(1))
     t.field("dropout", 0.0, numbers(0.0, 1.0, exclude_hi=True))
@@ -266,10 +269,11 @@ def wsd_schedules(draw, lr: float = 6e-4) -> Spec:
 
 
 @st.composite
-def trains(draw) -> Spec:
-    """A `[train]` table; max_iters is 0 only for an eval-only run."""
+def trains(draw, block_size: int = 1024) -> Spec:
+    """A `[train]` table; max_iters is 0 only for an eval-only run; a micro-batch's token ids (16 bytes
+    a token) fit one machine."""
     t = _Table(draw)
-    t.field("batch_size", 12, ints(1))
+    t.field("batch_size", 12, ints(1, MAX_PROCESS_BYTES // 16 // block_size))
     t.field("grad_accum", 40, ints(1))
     eval_only = t.field("eval_only", False, st.booleans())
     t.field("max_iters", 600000, ints(0 if eval_only else 1))
@@ -332,12 +336,13 @@ def specs(draw) -> Spec:
     t.field("seed", 1337, ints(0))
     t.field("plugins", (), st.lists(st.sampled_from(HARMLESS_PLUGINS), max_size=2))
     optimizer, lr = draw(st.one_of(*(s() for s in OPTIMIZER_KINDS.values())))
+    model = draw(st.one_of(*(s() for s in MODEL_KINDS.values())))
     tables = {
-        "model": draw(st.one_of(*(s() for s in MODEL_KINDS.values()))),
+        "model": model,
         "data": draw(st.one_of(*(s() for s in DATA_KINDS.values()))),
         "optimizer": optimizer,
         "schedule": draw(st.one_of(*(s(lr) for s in SCHEDULE_KINDS.values()))),
-        "train": draw(trains()),
+        "train": draw(trains(model.get("block_size", 1024))),
         "system": draw(systems()),
         "logging": draw(loggings()),
     }

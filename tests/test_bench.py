@@ -116,9 +116,12 @@ def test_gpu_check_dry_run():
     header = next(line for line in out.splitlines() if line.startswith("configuration"))
     for column in ("ms/iter", "tokens/s", "MFU", "peak mem"):
         assert column in header
-    for row in ("ours eager bf16", "seed eager bf16", "math SDPA", "AdamW foreach", "TF32 off", "not padded"):
+    for row in ("ours eager bf16", "seed eager bf16", "nanoGPT today eager bf16", "no .item() per step", "math SDPA",
+                "AdamW foreach", "TF32 off", "not padded"):
         assert row in out, row
     assert "ours / seed, tokens/s:" in out and "fast paths" in out
+    assert "ours vs nanoGPT today, both at" in out and "the seed without its per-step .item()" in out
+    assert "checkpoint stall (ours," in out and "background writer" in out
     assert "not measured)" not in out.split("ours / seed")[0]  # every row of the table has its figures
     assert "FAILED" not in out and "TIMED OUT" not in out and "skipped" not in out
 
@@ -134,3 +137,45 @@ def test_runner_vs_bare_runs(tmp_path: Path):
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # 1: over the target, on a noisy machine
     assert "runner / bare:" in proc.stdout and "median over 2 windows" in proc.stdout
     assert len(list((tmp_path / "runs" / "shakespeare_char").iterdir())) == 1  # the runner's real run dir
+
+
+WORKSPACE_AT_FIRST_OP = '''
+import os, runpy, sys
+from torch.utils._python_dispatch import TorchDispatchMode
+
+os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+class FirstOp(BaseException):
+    pass
+
+
+class StopAtFirstOp(TorchDispatchMode):
+    """Ends the script at its first tensor operation, reporting CUBLAS_WORKSPACE_CONFIG as it was then."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        raise FirstOp(f"{func} {os.environ.get('CUBLAS_WORKSPACE_CONFIG')}")
+
+
+sys.argv = [sys.argv[1], "--dry-run"]
+try:
+    with StopAtFirstOp():
+        runpy.run_path(sys.argv[0], run_name="__main__")
+except FirstOp as e:
+    print("FIRST-OP", e)
+'''
+
+
+def test_gpu_check_fixes_the_cublas_workspace_before_any_tensor_work(tmp_path: Path):
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG at the process's first handle: the GPU check must set it before
+    its first tensor operation (on a GPU, the first matmul), not just before its deterministic row."""
+    script = tmp_path / "first_op.py"
+    script.write_text(WORKSPACE_AT_FIRST_OP, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(script), str(REPO / "benchmarks" / "gpu_check.py")],
+        capture_output=True, text=True, timeout=300, env=env_with_plugins(), check=False,
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("FIRST-OP")), None)
+    assert line is not None, proc.stdout + proc.stderr
+    op, workspace = line.split()[1:]
+    assert workspace == ":4096:8", f"the first tensor operation ({op}) ran with CUBLAS_WORKSPACE_CONFIG unset"

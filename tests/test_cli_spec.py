@@ -141,6 +141,62 @@ def test_show_output_checks_and_shows_identically(tmp_path, experiment):
     assert (second.returncode, second.stdout) == (0, first.stdout)
 
 
+def test_show_names_every_field_unset_ones_as_comments(tmp_path):
+    """`show` prints every field of every table: an unset optional one as `# key = (unset)`, which
+    reads back as unset (TOML has no null), so the output is still the same spec."""
+    import attrs
+
+    from nanogpt.spec import load_spec, spec_sha256
+    from nanogpt.spec.canonical import UNSET
+
+    done = nanogpt("show", "experiments/shakespeare_char.toml")
+    assert done.returncode == 0, done.stderr
+    for line in ("# vocab_size = (unset)", "# source_sha256 = (unset)", "# fused = (unset)",
+                 "# peak_tflops = (unset)", "# run_id = (unset)"):
+        assert line in done.stdout.splitlines()
+    exp, _ = load_spec(REPO / "experiments" / "shakespeare_char.toml")
+    data = tomllib.loads(done.stdout)
+    for table in ("model", "data", "optimizer", "schedule", "train", "system", "logging"):
+        fields = {a.name for a in attrs.fields(type(getattr(exp, table)))}
+        named = set(data[table]) | {
+            line.split()[1] for line in _table_text(done.stdout, table) if line.endswith(f"= {UNSET}")
+        }
+        assert named == fields, table
+    shown = tmp_path / "shown.toml"
+    shown.write_text(done.stdout, encoding="utf-8")
+    assert load_spec(shown)[0] == exp and spec_sha256(load_spec(shown)[0]) == spec_sha256(exp)
+
+
+def _table_text(toml_text: str, table: str) -> list[str]:
+    lines = toml_text.splitlines()
+    start = lines.index(f"[{table}]") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
+    return lines[start:end]
+
+
+def test_show_hash_and_check_hash_print_the_spec_sha256_without_torch():
+    """`show --hash` prints the spec_sha256 a run's manifest records, `check --hash` adds it to each
+    ok line; neither imports torch."""
+    from nanogpt.spec import load_spec, spec_sha256
+
+    spec = "experiments/shakespeare_char.toml"
+    expected = spec_sha256(load_spec(REPO / spec, ["train.max_iters=7"])[0])
+    code = (
+        "import sys\n"
+        "from nanogpt.cli import main\n"
+        f"assert main(['show', '--hash', {spec!r}, 'train.max_iters=7']) == 0\n"
+        f"assert main(['check', '--hash', {spec!r}, 'experiments/bench.toml', 'train.max_iters=7']) == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == expected
+    assert lines[1] == f"ok: {spec}  spec_sha256 {expected}"
+    assert lines[2].startswith("ok: experiments/bench.toml  spec_sha256 ") and len(lines[2].split()[-1]) == 64
+    assert lines[3] == "[]"
+
+
 def test_show_applies_overrides_and_reports_problems(tmp_path):
     """`show SPEC key=value` prints the overridden spec; a bad spec exits 2 with its report."""
     done = nanogpt("show", "experiments/shakespeare_char.toml", "train.max_iters=7", "model.n_layer=2")

@@ -153,7 +153,7 @@ def test_runs_table(two_runs, tmp_path, capsys):
         dest = root / "exp" / status
         shutil.copytree(src, dest)
         m = json.loads((dest / "manifest.json").read_text())
-        m["status"], m["run_id"] = status, status
+        m["status"], m["name"], m["run_id"] = status, "exp", status
         (dest / "manifest.json").write_text(json.dumps(m))
     corrupt = root / "other" / "corrupt"
     corrupt.mkdir(parents=True)
@@ -161,12 +161,60 @@ def test_runs_table(two_runs, tmp_path, capsys):
     assert main(["runs", str(root)]) == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
-    assert lines[0].split() == ["name", "run", "id", "status", "iter", "best", "val", "tok/s", "age"]
+    assert lines[0].split() == ["name", "run", "id", "status", "iter", "best", "val", "avg", "tok/s", "age"]
     statuses = {l.split()[1]: l.split()[2] for l in lines[1:]}
     assert statuses == {"completed": "completed", "failed": "failed", "interrupted": "interrupted", "corrupt": "unreadable"}
     assert "corrupt" in err and "Traceback" not in err
     assert main(["runs", str(root), "--name", "other"]) == 0
     assert [l.split()[1] for l in capsys.readouterr().out.splitlines()[1:]] == ["corrupt"]
+
+
+def test_runs_exit_0_and_say_why_when_there_is_nothing_to_list(two_runs, tmp_path, capsys):
+    """A missing DIR, a file, and a --name that matches nothing each say so, exit 0 (the README's
+    contract for `runs`), and a --name miss lists the names there are."""
+    a, _, _ = two_runs
+    root = a.parent.parent
+    assert main(["runs", str(tmp_path / "missing")]) == 0
+    assert capsys.readouterr().out == f"no runs under {tmp_path / 'missing'}: no such directory\n"
+    (tmp_path / "file").write_text("x")
+    assert main(["runs", str(tmp_path / "file")]) == 0
+    assert capsys.readouterr().out == f"no runs under {tmp_path / 'file'}: it is not a directory\n"
+    assert main(["runs", str(root), "--name", "nomatch"]) == 0
+    assert capsys.readouterr().out == f"no runs under {root} whose name contains 'nomatch' (names there: tiny)\n"
+
+
+def test_runs_shows_the_folder_of_a_copied_run_and_the_average_throughput(two_runs, tmp_path, capsys):
+    """A copied run dir is its own row under its folder's id, marked, with the manifest's id in a
+    footnote; the tok/s column is the manifest's average, not a last window's."""
+    a, _, _ = two_runs
+    root = tmp_path / "runs"
+    shutil.copytree(a, root / "tiny" / "a")
+    shutil.copytree(a, root / "tiny" / "a-copy")
+    assert main(["runs", str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ids = sorted(line.split()[1] for line in lines[1:3])
+    assert ids == ["a", "a-copy*"]
+    assert lines[3] == f"* {root / 'tiny' / 'a-copy'}: its manifest says tiny/a (a copied or renamed run directory)"
+    average = json.loads((a / "manifest.json").read_text())["metrics"]["tokens_per_sec"]
+    assert all(f"{average:,.0f}" in line.split() for line in lines[1:3])
+
+
+def test_diff_results_only_answers_same_results_by_exit_code(two_runs, tmp_path, capsys):
+    """Two runs of one spec under other ids and out_dirs differ only in fields marked [no effect on
+    results]: plain diff exits 1 on them, --results-only exits 0 and prints nothing; a real
+    change (b's lr) still exits 1 with --results-only, without the inert lines."""
+    a, b, spec = two_runs
+    assert main(["run", str(spec), "logging.run_id=again", f"logging.out_dir={tmp_path / 'other'}"]) == 0
+    again = tmp_path / "other" / "tiny" / "again"
+    capsys.readouterr()
+    assert main(["diff", str(a), str(again)]) == 1
+    assert all(line.endswith("[no effect on results]") for line in capsys.readouterr().out.splitlines())
+    assert main(["diff", "--results-only", str(a), str(again)]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["diff", "--results-only", str(a / "spec.toml"), str(again / "spec.toml")]) == 0
+    assert main(["diff", "--results-only", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "spec.optimizer.lr: 0.003 -> 0.001" in out and "no effect on results" not in out
 
 
 def _free_port() -> int:

@@ -237,6 +237,119 @@ def test_hf_offline_error(tmp_path, monkeypatch):
     assert not (tmp_path / "data").exists()
 
 
+# ---------------------------------------------------------------- hub datasets that are scripts
+
+OWT = "Skylion007/openwebtext"
+
+
+def script_refusal(tmp_path: Path) -> RuntimeError:
+    """The error the installed `datasets` itself raises for a dataset that is a loading script (here a
+    local folder holding `<name>.py`, which it refuses exactly as it refuses the hub's openwebtext.py)."""
+    import datasets
+
+    folder = tmp_path / "owt_script"
+    folder.mkdir()
+    (folder / "owt_script.py").write_text("import datasets  # a loading script\n")
+    with pytest.raises(RuntimeError) as e:
+        datasets.load_dataset_builder(str(folder))
+    return e.value
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """`datasets.load_dataset_builder` answering for Skylion007/openwebtext as the hub does today, offline: its
+    main branch (or a named revision but refs/convert/parquet) is a dataset script, refused with the very error
+    the installed `datasets` raises for one; its parquet conversion is a local folder of parquet files."""
+    import datasets
+    import pandas as pd
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    refusal = script_refusal(tmp_path)
+    parquet = tmp_path / "owt-parquet" / "plain_text"
+    parquet.mkdir(parents=True)
+    pd.DataFrame({"text": DOCS}).to_parquet(parquet / "train-00000-of-00001.parquet")
+    real = datasets.load_dataset_builder
+    asked: list = []
+
+    def load_dataset_builder(path, name=None, *, revision=None, **kwargs):
+        if path != OWT:
+            return real(path, name, revision=revision, **kwargs)
+        asked.append(revision)
+        if revision not in ("refs/convert/parquet", "v-parquet"):  # v-parquet: a named revision without the script
+            raise refusal
+        return real(str(parquet.parent), name, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset_builder", load_dataset_builder)
+    return {"asked": asked, "refusal": refusal, "hash": real(str(parquet.parent)).hash}
+
+
+def test_a_dataset_script_is_read_from_the_parquet_conversion(tmp_path, hub):
+    """datasets >= 4 refuses Skylion007/openwebtext (a loading script): prepare reads refs/convert/parquet by
+    itself, says so, and records the revision read and what it resolved to; a second prepare does nothing."""
+    from nanogpt.data.files import dataset_record
+    from nanogpt.data.sources import is_script_refusal
+
+    assert is_script_refusal(hub["refusal"]), hub["refusal"]  # the installed library's own message
+    spec = tokens_spec(tmp_path, source=f"hf:{OWT}", val_fraction=0.05, num_proc=1)
+    lines: list[str] = []
+    meta = prepare(spec, say=lines.append)
+    assert hub["asked"] == [None, "refs/convert/parquet"]
+    assert lines[1] == (
+        f"{OWT} is a dataset script, which datasets {__import__('datasets').__version__} no longer runs "
+        f"({hub['refusal']}); reading the hub's parquet conversion (refs/convert/parquet) instead"
+    )
+    import datasets
+
+    oracle = datasets.Dataset.from_dict({"text": DOCS}).train_test_split(test_size=0.05, seed=2357, shuffle=True)
+    assert ids(spec, "train") == expected_document_ids(oracle["train"]["text"])
+    source = meta["source"]
+    assert (source["id"], source["revision"], source["revision_read"]) == (OWT, None, "refs/convert/parquet")
+    assert source["resolved_revision"] == hub["hash"] and source["num_rows"] == len(DOCS)
+    # the manifest's data record carries them too
+    assert dataset_record(open_dataset(spec))["source"] == {
+        "spec": f"hf:{OWT}", "revision": None, "revision_read": "refs/convert/parquet", "resolved_revision": hub["hash"],
+    }
+    lines.clear()
+    prepare(spec, say=lines.append)
+    assert "up to date" in lines[0] and hub["asked"] == [None, "refs/convert/parquet"]
+
+
+def test_a_named_revision_is_read_and_recorded(tmp_path, hub):
+    """hf:ID@REVISION reads that revision (no fallback needed), records it, and another revision rebuilds."""
+    spec = tokens_spec(tmp_path, source=f"hf:{OWT}@v-parquet", val_fraction=0.05, num_proc=1)
+    meta = quiet(spec)
+    assert hub["asked"] == ["v-parquet"]
+    assert (meta["source"]["revision"], meta["source"]["revision_read"]) == ("v-parquet", "v-parquet")
+    lines: list[str] = []
+    prepare(tokens_spec(tmp_path, source=f"hf:{OWT}@refs/convert/parquet", val_fraction=0.05, num_proc=1), say=lines.append)
+    assert "the source changed" in lines[0] and hub["asked"] == ["v-parquet", "refs/convert/parquet"]
+
+
+def test_a_named_revision_that_is_a_script_is_not_swapped(tmp_path, hub):
+    """A revision the user named is never replaced silently: a script there is an error that says what to write."""
+    with pytest.raises(DataError) as e:
+        quiet(tokens_spec(tmp_path, source=f"hf:{OWT}@main", num_proc=1))
+    assert str(e.value).startswith(f"could not load the Hugging Face dataset {OWT}@main: Dataset scripts are no longer supported")
+    assert str(e.value).endswith(f'data.source = "hf:{OWT}@refs/convert/parquet"')
+    assert hub["asked"] == ["main"] and not (tmp_path / "data" / "ds" / "meta.json").exists()
+
+
+def test_a_local_script_with_no_parquet_conversion(tmp_path, monkeypatch):
+    """The real library end to end: a local folder that is a script falls back, the fallback fails the same
+    way (a folder has no hub conversion), and the error names the revision it tried."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    refusal = script_refusal(tmp_path)
+    lines: list[str] = []
+    with pytest.raises(DataError) as e:
+        prepare(tokens_spec(tmp_path, source=f"hf:{tmp_path / 'owt_script'}", num_proc=1), say=lines.append)
+    assert "reading the hub's parquet conversion (refs/convert/parquet) instead" in lines[1]
+    assert str(e.value).startswith(
+        f"could not load the Hugging Face dataset {tmp_path / 'owt_script'} (at refs/convert/parquet): RuntimeError: {refusal}"
+    )
+
+
 def test_worker_count_does_not_change_the_files(tmp_path):
     """num_proc 1 and 2 write byte-identical files, for documents and for a stream."""
     write_jsonl(tmp_path / "docs.jsonl", DOCS * 5)

@@ -117,6 +117,27 @@ def test_resolve_kinds(tmp_path, monkeypatch):
     assert (got["hf:user/set:cfg"].hf_id, got["hf:user/set:cfg"].hf_config) == ("user/set", "cfg")
 
 
+@pytest.mark.parametrize(("target", "parsed"), [
+    ("user/set", ("user/set", None, None)),
+    ("user/set:cfg", ("user/set", None, "cfg")),
+    ("user/set@refs/convert/parquet", ("user/set", "refs/convert/parquet", None)),
+    ("Skylion007/openwebtext@0a1b2c3:plain_text", ("Skylion007/openwebtext", "0a1b2c3", "plain_text")),
+])
+def test_hf_sources_name_a_revision_with_at(target, parsed):
+    """hf:ID[@REVISION][:CONFIG]: a revision (a branch, tag, commit or refs/convert/parquet) follows '@'."""
+    assert sources.parse_hf(target) == parsed
+
+
+@pytest.mark.parametrize("source", ["hf:@main", "hf:user/set@", "hf:user/set@:cfg"])
+def test_hf_source_with_an_empty_id_or_revision_is_refused(source):
+    """An '@' with nothing on one side of it is a spec error, at check time."""
+    from nanogpt.spec import SpecError, loads_spec
+
+    with pytest.raises(SpecError) as e:
+        loads_spec(f'name = "h"\n[data]\nsource = "{source}"\n', source="s.toml")
+    assert e.value.report() == f"s.toml: 1 problem\n  data.source: must be hf:DATASET_ID[@REVISION][:CONFIG] (got {source!r})"
+
+
 def test_non_utf8_file(tmp_path):
     """A file that is not UTF-8 is a DataError naming it and the byte."""
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
@@ -225,3 +246,33 @@ def test_url_without_its_download_stays_current(tmp_path, server):
     lines = []
     prepare(spec, say=lines.append)
     assert hits == ["/tiny/input.txt"] and "up to date" in lines[0]
+
+
+def test_a_pinned_url_and_a_local_copy_of_it_are_one_source(tmp_path, monkeypatch):
+    """Offline, a dataset made once from `file:` (the url's pinned content) is up to date for the
+    url spec, and stays so when the copy is put where the download would go: the pin names the
+    content, wherever it came from. Pinning other content still rebuilds (and fails offline)."""
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    Path("input.txt").write_bytes(BODY)
+    pinned = dict(source_sha256=BODY_SHA, tokenizer="char", split="contiguous", val_fraction=0.1)
+    url_spec = tokens_spec(tmp_path, source="url:https://example.invalid/data/input.txt", **pinned)
+    made = prepare(tokens_spec(tmp_path, source="file:input.txt", **pinned), say=lambda line: None)
+
+    lines = []
+    assert prepare(url_spec, say=lines.append) == made
+    assert "up to date" in lines[-1]
+    copy = tmp_path / "data" / "ds" / "source" / "input.txt"
+    copy.parent.mkdir()
+    copy.write_bytes(BODY)
+    assert prepare(url_spec, say=lines.append) == made
+    assert "up to date" in lines[-1]
+
+    copy.unlink()
+    other_pin = tokens_spec(tmp_path, source="url:https://example.invalid/data/input.txt", **{**pinned, "source_sha256": "ab" * 32})
+    with pytest.raises(DataError, match="could not download"):
+        prepare(other_pin, say=lines.append)
+    assert lines[-1].endswith("(the source changed)")

@@ -1,4 +1,5 @@
-"""Tokenizers: GPT-2's BPE against tiktoken built independently, char round trips, stream chunking."""
+"""Tokenizers: GPT-2's BPE against tiktoken's loader and against transformers' GPT2TokenizerFast (another BPE
+implementation), char round trips, stream chunking."""
 
 from __future__ import annotations
 
@@ -50,6 +51,48 @@ def oracle():
         special_tokens={"<|endoftext|>": 50256},
         explicit_n_vocab=50257,
     )
+
+
+@pytest.fixture(scope="module")
+def hf_oracle(tmp_path_factory):
+    """transformers' GPT2TokenizerFast: a different BPE implementation (Hugging Face `tokenizers`, in Rust,
+    ByteLevel pre-tokenizer), loaded the way the hub serves gpt2 (vocab.json + merges.txt), with
+    "<|endoftext|>" in text split as ordinary text, as our encode does."""
+    import transformers
+
+    files = tk.gpt2_bpe_files()
+    folder = tmp_path_factory.mktemp("gpt2-hf-tokenizer")
+    shutil.copy(files["encoder.json"], folder / "vocab.json")
+    shutil.copy(files["vocab.bpe"], folder / "merges.txt")
+    hf = transformers.GPT2TokenizerFast.from_pretrained(folder, split_special_tokens=True)
+    assert len(hf) == 50257 and hf.eos_token_id == 50256
+    return lambda text: hf(text, add_special_tokens=False)["input_ids"]
+
+
+def test_gpt2_ids_equal_transformers_over_shakespeare(hf_oracle):
+    """Over a quarter of the embedded Shakespeare corpus (every 4th 20,000-character piece: 1.2M characters,
+    some 360,000 tokens), our ids equal GPT2TokenizerFast's."""
+    from nanogpt.data.sources import render_shakespeare, shakespeare_files
+
+    text = render_shakespeare(shakespeare_files())
+    pieces = [text[i:i + 20_000] for i in range(0, len(text), 80_000)]
+    assert sum(map(len, pieces)) > 1_000_000
+    tok = tk.gpt2_tokenizer()
+    for piece in pieces:
+        assert tok.encode(piece) == hf_oracle(piece)
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_gpt2_ids_equal_transformers_on_tricky_text(hf_oracle, text):
+    """Unicode, emoji, whitespace runs, CRLF, contractions, control characters and "<|endoftext|>" as text."""
+    assert tk.gpt2_tokenizer().encode(text) == hf_oracle(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_gpt2_matches_transformers_on_arbitrary_text(hf_oracle, text):
+    """For arbitrary text, the ids of both BPE implementations agree."""
+    assert tk.gpt2_tokenizer().encode(text) == hf_oracle(text)
 
 
 def test_pinned_hashes_are_tiktokens_own():

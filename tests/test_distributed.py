@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -120,15 +121,22 @@ def test_torchrun_two_processes_match_one(tmp_path: Path):
 
 
 def test_indivisible_grad_accum_is_a_clear_error(tmp_path: Path):
-    """grad_accum that the world size does not divide stops before any work with a clear message."""
+    """grad_accum that the world size does not divide stops before any work (no data prepared, no
+    run dir) with the spec's report, printed once for the job, not once per process; what else
+    is on stderr is torchrun's own summary of the failed job."""
     spec = tiny_spec(tmp_path, train={"grad_accum": 3})
     proc = subprocess.run(
         torchrun("--standalone", "--nproc_per_node=2", "-m", "nanogpt.run", str(spec)),
         env=env_with_plugins(), capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode != 0
-    assert "train.grad_accum (3) must be divisible by the number of processes (2)" in proc.stderr
-    assert not (tmp_path / "runs" / "tiny").exists() or not any((tmp_path / "runs" / "tiny").iterdir())
+    report = (
+        f"{spec}: 1 problem\n  train.grad_accum: 3 must be divisible by the number of processes (2): it counts "
+        "micro-batches over all of them, so that the global batch is the same on any number of processes\n"
+    )
+    assert proc.stderr.startswith(report) and proc.stderr.count("must be divisible") == 1, proc.stderr
+    assert not re.search(r'File ".*/nanogpt/\w+(/\w+)*\.py"', proc.stderr)  # no traceback through our code: torchrun's only
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
 
 
 def test_two_nodes_on_loopback(tmp_path: Path):

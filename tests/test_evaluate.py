@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+import transformers
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,7 +21,6 @@ from nanogpt.model import GPT, GPTConfig
 from nanogpt.sample import tokenizer_record
 from tests.tinyrun import only_run_dir, tiny_spec
 
-transformers = pytest.importorskip("transformers")
 
 TEXT = (
     "Zero-shot perplexity asks how surprised a model is by text it never saw. "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from torch.nn import functional as F
 
 from nanogpt.checkpoint import checkpoint_for, load_checkpoint
@@ -22,7 +23,6 @@ from nanogpt.sample import SEPARATOR
 from nanogpt.spec import load_spec
 from tests.tinyrun import REPO, only_run_dir, write_corpus
 
-transformers = pytest.importorskip("transformers")
 
 EXPERIMENT = REPO / "experiments" / "finetune_shakespeare.toml"
 

@@ -335,13 +335,25 @@ def test_auto_resume_skips_other_specs_and_nan_failures(tmp_path: Path):
 # ------------------------------------------------------------------------------------ signals
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5, 2.5, 3.5, 5.0])
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler yet (/proc/PID/status, SigCgt: bit 15 - 1)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc to see when the handler is in place")
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.3, 0.6, 1.0, 1.5, 2.0, 2.5, 3.5, 5.0])
 def test_sigterm_at_any_moment_ends_with_130_and_never_running(tmp_path: Path, delay: float):
-    """SIGTERM during start-up (importing torch, preparing data, building the model) or training exits
-    130 without a traceback; the run dir, if one was made, says `interrupted`. (In the first ~0.1 s the
-    interpreter itself is starting, before any of the product's code runs: there SIGTERM's default applies.)"""
+    """SIGTERM at any moment once the product's first line runs (importing torch and the rest,
+    preparing data, building the model, training) exits 130 without a traceback; the run dir, if one
+    was made, says `interrupted`. (Before that the interpreter itself is starting: SIGTERM's default.)"""
     spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.05})
     proc = popen_run(str(spec))
+    wait_for(lambda: catches_sigterm(proc.pid), timeout=30, what="the first handler")
     time.sleep(delay)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
@@ -350,6 +362,46 @@ def test_sigterm_at_any_moment_ends_with_130_and_never_running(tmp_path: Path, d
     runs = tmp_path / "runs" / "tiny"
     for run in run_dirs(tmp_path / "runs") if runs.exists() else []:
         assert manifest_of(run)["status"] == "interrupted"
+
+
+def test_sigterm_while_preparing_leaves_no_partial_dataset(tmp_path: Path):
+    """SIGTERM while the dataset's token files are half made: exit 130 at once, and neither the
+    temporary files nor a meta.json nor a run dir is left behind."""
+    spec = tiny_spec(tmp_path, extra='plugins = ["slow_prepare"]')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nanogpt", "run", str(spec)],
+        env=env_with_plugins(SLOW_PREPARE_SECONDS="0", SLOW_PREPARE_AFTER_WRITE="60"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    data = tmp_path / "data" / "tiny_char"
+    wait_for(lambda: data.exists() and any(data.glob(".train.bin.*.tmp")), what="half-made token files")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert sorted(p.name for p in data.iterdir()) == []
+    assert not (tmp_path / "runs").exists() or run_dirs(tmp_path / "runs") == []
+
+
+def test_a_second_ctrl_c_stops_at_once_and_records_it(tmp_path: Path):
+    """Ctrl-C asks for a checkpoint; a second Ctrl-C while it is being written ends the process at once
+    with exit 130, the run marked `interrupted` (not `running`) and no partial checkpoint listed."""
+    spec = tiny_spec(tmp_path, extra='plugins = ["faults", "slow_save"]', schedule={"kind": "sleep", "seconds": 0.05})
+    marker = tmp_path / "writing"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nanogpt", "run", str(spec)],
+        env=env_with_plugins(SLOW_SAVE_AT_STEP="interrupt", SLOW_SAVE_MARKER=str(marker)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    runs = tmp_path / "runs" / "tiny"
+    wait_for(lambda: runs.exists() and any(runs.glob("*/checkpoints/ckpt-00000010.pt")), what="the first checkpoint")
+    proc.send_signal(signal.SIGINT)
+    wait_for(marker.exists, what="the interrupt's checkpoint to be half written")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err
+    m = manifest_of(only_run_dir(tmp_path / "runs"))
+    assert m["status"] == "interrupted" and "second Ctrl-C" in m["error"]
+    assert all((only_run_dir(tmp_path / "runs") / e["path"]).is_file() for e in m["checkpoints"])
 
 
 def test_sigterm_during_a_long_evaluation_is_honoured_within_seconds(tmp_path: Path):

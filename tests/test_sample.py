@@ -7,10 +7,12 @@ import io
 import json
 import random
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,7 +23,6 @@ from nanogpt.model import GPT
 from nanogpt.sample import SEPARATOR, TextStream, generate_texts, load_model
 from tests.tinyrun import WORDS, env_with_plugins, nanogpt, only_run_dir, tiny_spec
 
-transformers = pytest.importorskip("transformers")
 
 
 def sample(capsys, *args: str) -> tuple[int, str, str]:
@@ -138,6 +139,23 @@ def test_start_from_file(char_run, capsys, tmp_path):
     inline = sample(capsys, *args, "--start", prompt)
     assert from_file[0] == 0 and from_file[1] == inline[1]
     assert all(s.startswith(prompt) for s in split_samples(from_file[1]))
+
+
+def test_start_from_file_lowercase(char_run, capsys, tmp_path):
+    """--start file:path (as data.source spells it) reads the file too, not the words 'file:...'."""
+    (tmp_path / "prompt.txt").write_text("KING:", encoding="utf-8")
+    args = [str(char_run["dir"]), "--num-samples", "1", "--max-new-tokens", "8"]
+    code, from_file, _ = sample(capsys, *args, "--start", f"file:{tmp_path / 'prompt.txt'}")
+    assert code == 0 and from_file == sample(capsys, *args, "--start", "KING:")[1]
+    assert from_file.startswith("KING:")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_names_the_flag(char_run, capsys):
+    """--device cuda on a machine without CUDA blames --device as given, not a spec's system.device."""
+    code, out, err = sample(capsys, str(char_run["dir"]), "--device", "cuda")
+    assert code == 2 and out == ""
+    assert err == "error: --device is 'cuda' but this machine has no CUDA device (use \"auto\" or \"cpu\")\n"
 
 
 def test_checkpoint_best_and_latest(char_run, capsys, tmp_path):
@@ -317,6 +335,23 @@ def test_gpt2_offline_is_a_clear_error(tmp_path):
     proc = nanogpt("sample", "gpt2", "--max-new-tokens", "5", cwd=tmp_path, env=env_with_plugins(HF_HUB_OFFLINE="1"), timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "'gpt2'" in proc.stderr and "Hugging Face hub" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gpt2_with_an_unresolvable_hub_fails_at_once(tmp_path, monkeypatch):
+    """When the hub's host cannot even be looked up, weights not in the cache fail at once, naming
+    HF_HUB_OFFLINE, instead of after the hub client's retries (~23 s)."""
+    from nanogpt.errors import InputError
+    from nanogpt.model import GPT
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "https://hub.invalid")
+    start = time.perf_counter()
+    with pytest.raises(InputError) as e:
+        GPT.from_hf("gpt2")
+    assert time.perf_counter() - start < 5
+    assert "hub.invalid cannot be looked up" in str(e.value) and "HF_HUB_OFFLINE=1" in str(e.value)
 
 
 def test_unknown_source_exit_2(capsys, tmp_path):

@@ -227,6 +227,22 @@ def test_verb_optimal_prints_notebook_answer(capsys):
     assert row[:3] == ["1.920000e+19", "316.23M", "10.12B"]
 
 
+def test_verb_optimal_names_the_grid_behind_each_answer(capsys):
+    """One budget, two grids, two answers: each table's footer names the grid its N comes from
+    and how to pick the other, and --json gives each row's grid."""
+    code, out, _ = run_verb(capsys, "optimal", "--compute", "1e19")
+    assert out.splitlines()[1].split()[1] == "237.14M"
+    assert "on the notebook's single-budget grid (10M-100B, 16 sizes per decade); --grid sweep" in out
+    code, out, _ = run_verb(capsys, "optimal", "--compute", "1e19", "--grid", "sweep")
+    assert out.splitlines()[1].split()[1] == "220.67M"
+    assert "on the notebook's sweep grid (10M-10T, 32 sizes per decade); --grid notebook" in out
+    code, out, _ = run_verb(capsys, "optimal", "--sweep")
+    assert "1.000000e+19 220.67M" in " ".join(out.split()) and "on the notebook's sweep grid" in out
+    code, out, _ = run_verb(capsys, "optimal", "--sweep", "--compute", "1e19", "--json")
+    rows = json.loads(out)
+    assert [r["grid"] for r in rows] == ["sweep"] * 36 + ["notebook"]
+
+
 def test_verb_optimal_sweep_rows(capsys):
     """`scaling optimal --sweep --json` gives the notebook's 36 budgets and optima."""
     code, out, _ = run_verb(capsys, "optimal", "--sweep", "--json")

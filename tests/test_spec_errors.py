@@ -566,7 +566,7 @@ def test_missing_file_directory_and_undecodable_file():
     """A spec that is not there, a folder, or not UTF-8 is reported in one line each."""
     assert report("nowhere.toml") == "nowhere.toml: file not found"
     Path("folder.toml").mkdir()
-    assert report("folder.toml").startswith("folder.toml: cannot be read: [Errno 21] Is a directory")
+    assert report("folder.toml") == "folder.toml: cannot be read: it is a directory, not a regular file"
     Path("latin1.toml").write_bytes(b'name = "caf\xe9"\n')
     assert report("latin1.toml").startswith("latin1.toml: cannot be read: 'utf-8' codec can't decode byte 0xe9")
 

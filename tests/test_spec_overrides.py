@@ -92,6 +92,22 @@ def test_inline_table_override(spec):
     assert origin.source_of("schedule.warmup_iters") == "override schedule={kind='constant', warmup_iters=5}"
 
 
+def test_nothing_after_the_equals_sign_restores_the_default(spec):
+    """`key=` unsets a key (TOML has no null): the spec is then the one that never set it, its
+    provenance the default; `table.kind=` goes back to the default kind and its defaults."""
+    exp, origin = load_spec(spec, ["optimizer.lr=", "logging.run_id=mine", "logging.run_id=", "system.peak_tflops="])
+    Path("without_lr.toml").write_text('name = "o"\n[train]\nmax_iters = 50\n', encoding="utf-8")
+    assert exp == load_spec("without_lr.toml")[0]
+    assert exp.logging.run_id is None and exp.system.peak_tflops is None
+    assert origin.source_of("optimizer.lr") == DEFAULT and origin.source_of("logging.run_id") == DEFAULT
+    exp, origin = load_spec(spec, ["optimizer.kind=sgd", "optimizer.momentum=0.5", "optimizer.kind="])
+    assert exp.optimizer.kind == "adamw" and exp.optimizer.lr == 6e-4
+    assert origin.source_of("optimizer.lr") == DEFAULT
+    with pytest.raises(SpecError) as e:
+        load_spec(spec, ["train.max_iters.x="])
+    assert e.value.problems[0].message == "override 'train.max_iters.x=': train.max_iters is not a table"
+
+
 def test_unknown_key_in_override_is_an_error(spec):
     """An override of a key no table has fails like a typo in the file."""
     with pytest.raises(SpecError) as e:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ from nanogpt.registry import OPTIMIZERS, Registry
 from nanogpt.spec import SpecError, load_spec, loads_spec, to_toml
 from nanogpt.spec.jsonschema import experiment_schema
 from nanogpt.spec.tables import OptimizerSpec
+from tests.conftest import REPO
 
 LION = '''
 import attrs
@@ -148,3 +151,93 @@ def test_registry_imports_first_without_a_cycle():
     for module in ("nanogpt.registry", "nanogpt.spec.convert", "nanogpt.spec.load", "nanogpt.spec.jsonschema"):
         done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------------------------- plugins that misbehave
+
+MISBEHAVING = {
+    "nanogpt_test_exit0": ("import sys\nsys.exit(0)\n", "SystemExit: it called sys.exit(0) while being imported"),
+    "nanogpt_test_exit3": ("import sys\nsys.exit(3)\n", "SystemExit: it called sys.exit(3) while being imported"),
+    "nanogpt_test_ctrl_c": ("raise KeyboardInterrupt\n", "KeyboardInterrupt: it was interrupted while being imported"),
+}
+
+
+def check_in_process(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python -m nanogpt check ARGS` in `folder`, with `folder` on the path (a real process: what a plugin
+    does to the interpreter, sys.exit or Ctrl-C, must not reach the test's)."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(REPO)]), **env}
+    return subprocess.run([sys.executable, "-m", "nanogpt", "check", *args], cwd=folder, env=environment,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module", MISBEHAVING)
+def test_a_plugin_that_exits_or_is_interrupted_is_a_spec_error(tmp_path, module):
+    """A plugin calling sys.exit(0) made `check` exit 0 with no verdict (a bad spec passed), sys.exit(3) exit 3,
+    and KeyboardInterrupt a traceback: each is now exit 2 naming the plugin."""
+    source, message = MISBEHAVING[module]
+    write_plugin(tmp_path, module, source)
+    (tmp_path / "s.toml").write_text(f'name = "p"\nplugins = ["{module}"]\n', encoding="utf-8")
+    done = check_in_process(tmp_path, "s.toml")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"s.toml: 1 problem\n  plugins[0]: cannot import '{module}': {message}\n"
+
+
+STANDIN_ENTRY_POINTS = """\
+[nanogpt.plugins]
+broken = nanogpt_standin_broken
+exits = nanogpt_standin_exits:register
+lion = nanogpt_standin_lion
+"""
+
+
+@pytest.fixture
+def installed(tmp_path) -> Path:
+    """A folder holding a really installed distribution, `nanogpt-standin 0.1` (its .dist-info, as pip
+    --target leaves it), whose three `nanogpt.plugins` entry points are a module that raises, one that
+    calls sys.exit(0), and one that registers the optimizer kind 'lion'."""
+    site = tmp_path / "site"
+    info = site / "nanogpt_standin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nanogpt-standin\nVersion: 0.1\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(STANDIN_ENTRY_POINTS, encoding="utf-8")
+    write_plugin(site, "nanogpt_standin_broken", "raise ImportError('needs a GPU library this machine lacks')\n")
+    write_plugin(site, "nanogpt_standin_exits", "import sys\nsys.exit(0)\n")
+    write_plugin(site, "nanogpt_standin_lion", LION)
+    (site / "s.toml").write_text('name = "l"\n[optimizer]\nkind = "lion"\nbeta1 = 0.95\n', encoding="utf-8")
+    return site
+
+
+def test_installed_plugins_that_fail_are_named_and_the_others_still_load(installed):
+    """Entry points that fail to import are each a clear exit-2 error naming the plugin and its package; the
+    entry point after them still loads (its kind 'lion' is known, not "unknown kind")."""
+    done = check_in_process(installed, "s.toml")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == (
+        "s.toml: 2 problems\n"
+        "  plugins: installed plugin 'broken' (module 'nanogpt_standin_broken', from nanogpt-standin 0.1) cannot be "
+        "imported: ImportError: needs a GPU library this machine lacks\n"
+        "  plugins: installed plugin 'exits' (module 'nanogpt_standin_exits', from nanogpt-standin 0.1) cannot be "
+        "imported: SystemExit: it called sys.exit(0) while being imported\n"
+    )
+
+
+def test_installed_plugin_kinds_work_once_the_broken_ones_are_gone(installed):
+    """With only the working entry point installed, the spec using its kind passes `check`, and `schema` lists it."""
+    (installed / "nanogpt_standin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[nanogpt.plugins]\nlion = nanogpt_standin_lion\n", encoding="utf-8"
+    )
+    done = check_in_process(installed, "s.toml")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok: s.toml\n", "")
+    schema = subprocess.run([sys.executable, "-m", "nanogpt", "schema"], cwd=installed, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(installed), str(REPO)])})
+    optimizers = json.loads(schema.stdout)["properties"]["optimizer"]["oneOf"]
+    assert [v["properties"]["kind"]["const"] for v in optimizers] == ["adamw", "lion", "sgd"]
+
+
+def test_schema_refuses_to_leave_out_a_broken_installed_plugin(installed):
+    """`schema` would silently lack a broken plugin's kinds: it names the plugin and exits 2 instead."""
+    done = subprocess.run([sys.executable, "-m", "nanogpt", "schema"], cwd=installed, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(installed), str(REPO)])})
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: installed plugin 'broken' (module 'nanogpt_standin_broken', from nanogpt-standin 0.1)")
+    assert "\nerror: installed plugin 'exits'" in done.stderr

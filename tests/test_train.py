@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +48,9 @@ def test_manifest_has_every_key(completed_run: Path):
     assert set(m["git"]) >= {"commit", "dirty", "diff_sha256"}
     assert set(m["env"]) >= {"python", "torch", "cuda", "platform", "hostname", "packages"}
     assert set(m["hardware"]) >= {"device", "device_name", "world_size"} and m["hardware"]["world_size"] == 1
+    # the CPU peak behind MFU: measured at the run's precision, and how
+    how = m["hardware"]["peak_measurement"]
+    assert how["dtype"] == m["hardware"]["dtype"] and how["threads"] >= 1 and "matmuls" in how["method"]
     for split in ("train", "val"):
         assert set(m["data"][split]) >= {"path", "tokens", "sha256"} and m["data"][split]["tokens"] > 0
     assert m["data"]["tokenizer"] == "char" and m["data"]["vocab_size"] > 10
@@ -69,6 +73,46 @@ def test_spec_toml_repeats_the_run(completed_run: Path):
     from nanogpt.spec import loads_spec, to_toml
 
     assert to_toml(loads_spec(text)) == text
+
+
+def test_running_a_runs_spec_toml_repeats_it(completed_run: Path, capsys):
+    """`run RUN/spec.toml` repeats a run under a new id, bit for bit. A run named by logging.run_id
+    keeps that id in its spec.toml: running it again is refused before any work (exit 2) with what
+    to do, and `logging.run_id=` (nothing after '=') repeats it under a new timestamped id."""
+    runs = completed_run.parent
+    before = set(runs.iterdir())
+    assert main(["run", str(completed_run / "spec.toml")]) == 0
+    (repeat,) = set(runs.iterdir()) - before
+    assert losses(repeat) == losses(completed_run)
+
+    assert main(["run", str(completed_run / "spec.toml"), "logging.run_id=named"]) == 0
+    named = runs / "named"
+    capsys.readouterr()
+    assert main(["run", str(named / "spec.toml")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        f"error: run directory {str(named)!r} exists already (logging.run_id = 'named'). Continue that run "
+        f"with `nanogpt run --resume {named}`, or repeat it under another id: add logging.run_id=NEW, or "
+        "logging.run_id= (nothing after '=') for a new timestamped one\n"
+    )
+    before = set(runs.iterdir())
+    assert main(["run", str(named / "spec.toml"), "logging.run_id="]) == 0
+    (fresh,) = set(runs.iterdir()) - before
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", fresh.name) and losses(fresh) == losses(completed_run)
+
+
+def test_manifest_throughput_is_the_runs_average(completed_run: Path):
+    """The manifest's tokens_per_sec (what `runs` shows) is the run's average over its logged windows
+    but the first (the warm-up), not the last window's; its MFU goes with it."""
+    windows = [r for r in map(json.loads, (completed_run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    assert [w["iter"] for w in windows] == list(range(40))  # log_interval 1: each window is one iteration
+    tokens_per_iter = 4 * 2 * 32
+    seconds = [tokens_per_iter / w["tokens_per_sec"] for w in windows[1:]]
+    m = json.loads((completed_run / "manifest.json").read_text())
+    assert m["metrics"]["tokens_per_sec"] == pytest.approx(tokens_per_iter * len(seconds) / sum(seconds), rel=1e-9)
+    assert m["metrics"]["tokens_per_sec"] != windows[-1]["tokens_per_sec"]
+    peak = m["hardware"]["peak_tflops"] * 1e12
+    assert m["metrics"]["mfu"] == pytest.approx(m["model"]["flops_per_token"] * m["metrics"]["tokens_per_sec"] / peak)
 
 
 def test_loss_falls_and_checkpoints_are_pruned(completed_run: Path):
@@ -192,6 +236,24 @@ def test_resume_refuses_training_changes(tmp_path: Path, completed_run: Path):
     assert "optimizer.lr" in proc.stderr and "--force" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_resume_records_its_overrides_in_the_provenance(tmp_path: Path):
+    """After `run --resume RUN train.max_iters=40`, the manifest's provenance names the resume's
+    override for max_iters (not the first command's), keeps the other sources, and `resumes` lists it."""
+    spec = tiny_spec(tmp_path)
+    nanogpt("run", str(spec), "train.max_iters=20", "logging.run_id=r", check=True)
+    run = tmp_path / "runs" / "tiny" / "r"
+    before = json.loads((run / "manifest.json").read_text())
+    assert before["provenance"]["train.max_iters"] == "override train.max_iters=20"
+    nanogpt("run", "--resume", str(run), "train.max_iters=40", check=True)
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["metrics"]["iter"] == 40 and m["spec"]["train"]["max_iters"] == 40
+    assert m["provenance"]["train.max_iters"] == "override train.max_iters=40 (--resume)"
+    assert m["provenance"]["optimizer.lr"] == before["provenance"]["optimizer.lr"] == str(spec)
+    assert m["provenance"]["logging.run_id"] == "override logging.run_id=r"
+    assert m["overrides"] == ["train.max_iters=20", "logging.run_id=r"]
+    assert [r["overrides"] for r in m["resumes"]] == [["train.max_iters=40"]]
+
+
 @pytest.mark.slow
 def test_compiled_path(tmp_path: Path):
     """torch.compile trains the same model to a loss close to the eager one's."""
@@ -222,7 +284,7 @@ def test_auto_dtype_on_cpu_is_bf16_only_where_the_cpu_computes_it(monkeypatch, n
     assert pick_dtype("bfloat16", cpu) == torch.bfloat16
     peak = hardware.peak_for(cpu, pick_dtype("auto", cpu))
     assert peak.source == "measured" and peak.tflops > 0
-    assert peak.tflops == hardware.measured_cpu_tflops(torch.bfloat16 if native else torch.float32)
+    assert peak.measurement["dtype"] == ("bfloat16" if native else "float32")
 
 
 ALLOCATE_AND_FREE = """

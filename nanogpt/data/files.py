@@ -319,6 +319,9 @@ def dataset_record(ds: PreparedDataset) -> dict[str, Any]:
     }
     record["tokenizer"] = ds.tokenizer_name
     record["vocab_size"] = ds.vocab_size
+    source = ds.meta.get("source")
+    if isinstance(source, dict) and source.get("kind") == "hf":  # a hub dataset changes under its name
+        record["source"] = {k: source.get(k) for k in ("spec", "revision", "revision_read", "resolved_revision")}
     return record
 
 

@@ -74,6 +74,7 @@ from nanogpt.data.sources import (
 )
 from nanogpt.data.tokenizers import CharTokenizer, Tokenizer, gpt2_tokenizer, tokenizer_from_meta
 from nanogpt.errors import DataError, InputError
+from nanogpt.signals import on_abort
 from nanogpt.spec.tables import TokensSpec
 
 PREPARE_VERSION = 1
@@ -157,7 +158,7 @@ def prepare(
                 reason = "--force"
             say(f"preparing {directory} from {spec.source} ({reason})")
             start = time.perf_counter()
-            meta = _build(directory, spec, source, settings, progress=progress)
+            meta = _build(directory, spec, source, settings, progress=progress, say=say)
             say(f"wrote {directory}: {_summary(meta)} in {time.perf_counter() - start:.1f} s")
             return meta
         except BaseException:
@@ -233,41 +234,47 @@ def _current(directory: Path, spec: TokensSpec, source: Source, settings: dict) 
 # ------------------------------------------------------------------------------------ build
 
 
-def _build(directory: Path, spec: TokensSpec, source: Source, settings: dict, *, progress: bool) -> dict:
+def _build(directory: Path, spec: TokensSpec, source: Source, settings: dict, *, progress: bool, say: Say) -> dict:
     fetch(source, spec, progress=progress)
     source_fp = fingerprint(source, spec, _previous_source(directory), progress=progress)
     work = directory / f".work-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     tmp = {s: directory / f".{s}.bin.{os.getpid()}.tmp" for s in SPLITS}
-    try:
-        corpus = load_corpus(source, spec, work_dir=work, progress=progress)
-        if isinstance(corpus, TextStream):
-            tokenizer, splits, dtype = _prepare_stream(corpus, spec, tmp, progress=progress)
-        else:
-            tokenizer, splits, dtype = _prepare_documents(corpus, spec, tmp, work, progress=progress)
-            if source.format == "hf":
-                source_fp.update(hf_record(corpus.dataset))
-        for name in SPLITS:
-            if splits[name]["tokens"] == 0:  # cannot happen by construction; never write it
-                raise DataError(f"the {name} split of {spec.source!r} came out empty")
-        meta: dict[str, Any] = {
-            "format": FORMAT,
-            "dataset": spec.dataset,
-            **tokenizer.meta(),
-            "dtype": dtype,
-            "train": splits["train"],
-            "val": splits["val"],
-            "source": {"spec": spec.source, **source_fp},
-            "settings": settings,
-            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "versions": _versions(),
-        }
-        _commit(directory, tmp, meta)
-        return meta
-    finally:
+
+    def remove_partial_files() -> None:
         for path in tmp.values():
             path.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
+
+    # a signal that ends the process at once (nanogpt.signals) leaves nothing half made either
+    try:
+        with on_abort(remove_partial_files):
+            corpus = load_corpus(source, spec, work_dir=work, progress=progress, say=say)
+            if isinstance(corpus, TextStream):
+                tokenizer, splits, dtype = _prepare_stream(corpus, spec, tmp, progress=progress)
+            else:
+                tokenizer, splits, dtype = _prepare_documents(corpus, spec, tmp, work, progress=progress)
+                if source.format == "hf":
+                    source_fp.update(hf_record(corpus.dataset), **corpus.revision)
+            for name in SPLITS:
+                if splits[name]["tokens"] == 0:  # cannot happen by construction; never write it
+                    raise DataError(f"the {name} split of {spec.source!r} came out empty")
+            meta: dict[str, Any] = {
+                "format": FORMAT,
+                "dataset": spec.dataset,
+                **tokenizer.meta(),
+                "dtype": dtype,
+                "train": splits["train"],
+                "val": splits["val"],
+                "source": {"spec": spec.source, **source_fp},
+                "settings": settings,
+                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "versions": _versions(),
+            }
+            _commit(directory, tmp, meta)
+            return meta
+    finally:
+        remove_partial_files()
 
 
 def _commit(directory: Path, tmp: dict[str, Path], meta: dict) -> None:

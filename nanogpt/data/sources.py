@@ -21,9 +21,13 @@ The schemes:
   (``*``, ``?``, ``[``; ``**`` recurses) is documents: each matching file one document, in sorted
   path order -- even when it matches a single file. A .jsonl or .parquet file (or a glob of them)
   is documents: each row's `data.text_column` one document.
-- ``hf:DATASET_ID[:CONFIG]`` -- `datasets.load_dataset(DATASET_ID, CONFIG)`, its "train" split
-  (or its only split), documents by row, as nanoGPT's OpenWebText prepare. A local dataset folder
-  works as DATASET_ID too. Without internet it must already be in the Hugging Face cache.
+- ``hf:DATASET_ID[@REVISION][:CONFIG]`` -- the Hugging Face dataset at that revision (a branch, tag,
+  commit or ``refs/convert/parquet``; default its main branch), its "train" split (or its only
+  split), documents by row, as nanoGPT's OpenWebText prepare. A dataset that is a loading script
+  (``Skylion007/openwebtext``), which `datasets` >= 4 refuses to run, is read from the hub's parquet
+  conversion (``refs/convert/parquet``) instead, and prepare says so. The revision asked for and the
+  commit it resolved to go into meta.json. A local dataset folder works as DATASET_ID too. Without
+  internet it must already be in the Hugging Face cache.
 
 A source of documents gets one end-of-text token after each document; see prepare.py for how
 streams and documents are split.
@@ -77,6 +81,9 @@ class Documents:
 
     dataset: Any  # datasets.Dataset, kept untyped so importing this module stays cheap
     column: str
+    revision: dict = attrs.field(factory=dict)
+    """For an hf: source, the revision read (the one named, or the parquet conversion) and the commit
+    (for a local folder, the content hash) it resolved to."""
 
 
 Corpus = Union[TextStream, Documents]
@@ -97,6 +104,7 @@ class Source:
     url: Optional[str] = None
     hf_id: Optional[str] = None
     hf_config: Optional[str] = None
+    hf_revision: Optional[str] = None
 
     @property
     def scheme(self) -> str:
@@ -136,9 +144,16 @@ def resolve_source(spec: TokensSpec) -> Source:
         fmt = DOCUMENT_SUFFIXES.get(path.suffix.lower(), "text")
         return Source(spec=spec.source, format=fmt, documents=fmt != "text", paths=(path,), url=target)
     if scheme == "hf":
-        hf_id, _, config = target.partition(":")
-        return Source(spec=spec.source, format="hf", documents=True, hf_id=hf_id, hf_config=config or None)
+        hf_id, revision, config = parse_hf(target)
+        return Source(spec=spec.source, format="hf", documents=True, hf_id=hf_id, hf_config=config, hf_revision=revision)
     return _resolve_file(spec, target)
+
+
+def parse_hf(target: str) -> tuple[str, Optional[str], Optional[str]]:
+    """"ID[@REVISION][:CONFIG]" -> (id, revision, config); a git ref holds no ':', a hub id no '@'."""
+    id_and_revision, _, config = target.partition(":")
+    hf_id, _, revision = id_and_revision.partition("@")
+    return hf_id, revision or None, config or None
 
 
 def _resolve_file(spec: TokensSpec, pattern: str) -> Source:
@@ -187,7 +202,7 @@ def fingerprint(source: Source, spec: TokensSpec, previous: Optional[dict] = Non
     downloaded; a Hugging Face dataset by its id and config.
     """
     if source.format == "hf":
-        return {"kind": "hf", "id": source.hf_id, "config": source.hf_config}
+        return {"kind": "hf", "id": source.hf_id, "config": source.hf_config, "revision": source.hf_revision}
     files = hash_files(source.paths, (previous or {}).get("files"), progress=progress)
     if source.format == "embedded":
         return {
@@ -211,22 +226,30 @@ def fingerprint(source: Source, spec: TokensSpec, previous: Optional[dict] = Non
 def unchanged(source: Source, spec: TokensSpec, previous: Any) -> Optional[str]:
     """None when the source still has the content recorded in `previous`, else why not.
 
-    A url whose download was deleted counts as unchanged while the url and the pin are the same
-    (the remote file is assumed not to change; delete the dataset to fetch it again).
+    A url: or file: source is its content: a dataset made from a file with the same sha256 is up
+    to date whichever of the two brought it (the download, a copy put in the download's place, or
+    a `data.source=file:...` given once offline). A url whose download is not here counts as
+    unchanged while the url is the same, or while `data.source_sha256` pins the very content the
+    dataset was made from (the remote file is assumed not to change; delete the dataset to fetch
+    it again).
     """
     if not isinstance(previous, dict):
         return "meta.json records no source"
     if source.format == "hf":
-        if (previous.get("kind"), previous.get("id"), previous.get("config")) != ("hf", source.hf_id, source.hf_config):
+        asked = (previous.get("kind"), previous.get("id"), previous.get("config"), previous.get("revision"))
+        if asked != ("hf", source.hf_id, source.hf_config, source.hf_revision):
             return "the source changed"
         return None
     if source.url is not None and not source.paths[0].exists():
-        same = previous.get("url") == source.url
-        pin_ok = spec.source_sha256 in (None, previous.get("sha256"))
-        return None if same and pin_ok else "the source changed"
+        if spec.source_sha256 is not None:
+            pinned = (previous.get("sha256"), previous.get("format")) == (spec.source_sha256, source.format)
+            return None if pinned else "the source changed"
+        return None if previous.get("url") == source.url else "the source changed"
     current = fingerprint(source, spec, previous)
-    keys = ("kind", "format", "sha256", "rendering")
-    if any(current.get(k) != previous.get(k) for k in keys):
+    local = {"url", "file"}
+    if current.get("kind") != previous.get("kind") and not {current.get("kind"), previous.get("kind")} <= local:
+        return "the source changed"
+    if any(current.get(k) != previous.get(k) for k in ("format", "sha256", "rendering")):
         return "the source's content changed"
     return None
 
@@ -259,8 +282,10 @@ def _combined(files: list[dict]) -> str:
 # ------------------------------------------------------------------------------------- read
 
 
-def load_corpus(source: Source, spec: TokensSpec, *, work_dir: Path, progress: bool) -> Corpus:
-    """The source's text: a TextStream, or Documents backed by Arrow files under `work_dir`."""
+def load_corpus(source: Source, spec: TokensSpec, *, work_dir: Path, progress: bool, say=print) -> Corpus:
+    """The source's text: a TextStream, or Documents backed by Arrow files under `work_dir`.
+
+    `say` gets a line when an hf: source is read from another revision than the one named."""
     if source.format == "embedded":
         return TextStream(render_shakespeare(source.paths))
     if source.format == "text" and not source.documents:
@@ -289,35 +314,71 @@ def load_corpus(source: Source, spec: TokensSpec, *, work_dir: Path, progress: b
                 cache_dir=cache_dir,
             )
         else:
-            ds = load_hf(source, spec)
+            ds, revision = load_hf(source, spec, say=say)
+            _check_text_column(ds, spec)
+            return Documents(ds, spec.text_column, revision)
     _check_text_column(ds, spec)
     return Documents(ds, spec.text_column)
 
 
-def load_hf(source: Source, spec: TokensSpec):
-    """The Hugging Face dataset's train split (or its only split)."""
+PARQUET_REVISION = "refs/convert/parquet"
+"""The hub's own parquet conversion of a dataset: what a dataset script's rows can still be read from."""
+
+
+def is_script_refusal(e: BaseException) -> bool:
+    """Whether `e` is `datasets` (>= 4) refusing a dataset that is a loading script."""
+    return isinstance(e, RuntimeError) and str(e).startswith("Dataset scripts are no longer supported")
+
+
+def load_hf(source: Source, spec: TokensSpec, say=print) -> tuple[Any, dict]:
+    """The Hugging Face dataset's train split (or its only split), and the revision it was read at.
+
+    A dataset script, which `datasets` no longer runs, is read from the hub's parquet conversion
+    instead when no revision was named (saying so); a named revision is never swapped silently.
+    """
     import datasets
 
-    name = source.hf_id + (f" (config {source.hf_config!r})" if source.hf_config else "")
+    revision = source.hf_revision
+    name = source.hf_id + (f"@{revision}" if revision else "") + (f" (config {source.hf_config!r})" if source.hf_config else "")
     try:
-        loaded = datasets.load_dataset(source.hf_id, source.hf_config, num_proc=_num_proc(spec.num_proc))
+        try:
+            builder = datasets.load_dataset_builder(source.hf_id, source.hf_config, revision=revision)
+        except RuntimeError as e:
+            if not is_script_refusal(e):
+                raise
+            if revision is not None:
+                raise DataError(
+                    f"could not load the Hugging Face dataset {name}: {_first_line(e)} (datasets "
+                    f"{datasets.__version__} runs no dataset scripts); its rows may be in the hub's parquet "
+                    f"conversion: data.source = \"hf:{source.hf_id}@{PARQUET_REVISION}"
+                    + (f":{source.hf_config}" if source.hf_config else "") + '"'
+                ) from None
+            revision = PARQUET_REVISION
+            say(f"{source.hf_id} is a dataset script, which datasets {datasets.__version__} no longer runs "
+                f"({_first_line(e)}); reading the hub's parquet conversion ({PARQUET_REVISION}) instead")
+            builder = datasets.load_dataset_builder(source.hf_id, source.hf_config, revision=revision)
+        builder.download_and_prepare(num_proc=_num_proc(spec.num_proc))
+        loaded = builder.as_dataset()
     except NanoGPTError:
         raise
     except Exception as e:  # offline, unknown id, bad config: datasets raises many kinds
+        shown = name if revision == source.hf_revision else f"{name} (at {revision})"
         raise DataError(
-            f"could not load the Hugging Face dataset {name}: {type(e).__name__}: {_first_line(e)}. "
+            f"could not load the Hugging Face dataset {shown}: {type(e).__name__}: {_first_line(e)}. "
             f"Without internet it must already be in the Hugging Face cache ({datasets.config.HF_DATASETS_CACHE})"
         ) from None
+    # the commit the hub resolved the revision to (for a local folder, datasets' hash of its files)
+    record = {"revision_read": revision, "resolved_revision": builder.hash}
     if isinstance(loaded, datasets.DatasetDict):
         if "train" in loaded:
-            return loaded["train"]
+            return loaded["train"], record
         if len(loaded) == 1:
-            return next(iter(loaded.values()))
+            return next(iter(loaded.values())), record
         raise InputError(
             f"data.source {spec.source!r} has splits {', '.join(loaded)} but no 'train'; "
             f"nanogpt makes its own val split from one split"
         )
-    return loaded
+    return loaded, record
 
 
 def hf_record(dataset) -> dict:

@@ -2,7 +2,9 @@
 
 Every field is spelled out (defaults included), so two specs that differ only in formatting, key
 order, the int-or-float spelling of a number, or defaults stated versus left out have the same
-canonical form and the same `spec_sha256`.
+canonical form and the same `spec_sha256`. TOML has no null: an optional field that is unset
+(`logging.run_id`, `model.vocab_size`, ...) is written as a comment, `# run_id = (unset)`, so
+the text still names every field and reads back as the same spec.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import tomli_w
 
-from nanogpt.spec.convert import unstructure
+from nanogpt.spec.convert import converter, unstructure
 from nanogpt.spec.tables import Experiment
 
 
@@ -22,13 +24,21 @@ def resolved(exp: Experiment) -> dict[str, Any]:
     return unstructure(exp)
 
 
+UNSET = "(unset)"
+"""What an unset optional field's comment line says in place of a value."""
+
+
 def to_toml(exp: Experiment) -> str:
     """The resolved spec as TOML: what `show` prints and what a run saves as spec.toml."""
-    return "\n".join(_table_lines(resolved(exp), ())) + "\n"
+    return "\n".join(_table_lines(converter.unstructure(exp), ())) + "\n"
 
 
 def _table_lines(table: dict[str, Any], path: tuple[str, ...]) -> list[str]:
-    lines = [f"{_key(k)} = {toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    lines = [
+        f"# {_key(k)} = {UNSET}" if v is None else f"{_key(k)} = {toml_value(v)}"
+        for k, v in table.items()
+        if not isinstance(v, dict)
+    ]
     for k, v in table.items():
         if isinstance(v, dict):
             header = ".".join(_key(p) for p in (*path, k))

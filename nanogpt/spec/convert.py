@@ -118,11 +118,21 @@ def _structure_component(value: Any, base: type) -> Any:
         problems = [Problem("kind", f"unknown kind {show_value(kind)} (known: {', '.join(kinds)})")]
         # Whatever kind was meant, a key that no kind has is a typo worth reporting now.
         fields = sorted({a.name for k in kinds for a in attrs.fields(registry.spec_class(k))})
-        problems += [
-            Problem(key, "unknown key" + did_you_mean(key, fields)) for key in value if key not in fields
-        ]
+        problems += _unknown_keys(value, fields)
         raise _Problems(problems)
     return converter.structure(value, cls)
+
+
+MAX_SUGGESTIONS = 100
+"""Unknown keys of one table beyond which none gets a "did you mean": that many are no typos, and
+guessing for each of 20,000 keys took most of a second."""
+
+
+def _unknown_keys(table: dict[str, Any], known: list[str]) -> list[Problem]:
+    unknown = [key for key in table if key not in known]
+    if len(unknown) > MAX_SUGGESTIONS:
+        return [Problem(key, "unknown key") for key in unknown]
+    return [Problem(key, "unknown key" + did_you_mean(key, known)) for key in unknown]
 
 
 def _structure_attrs(value: Any, cls: type) -> Any:
@@ -149,10 +159,7 @@ def _structure_attrs(value: Any, cls: type) -> Any:
                 problems.append(Problem(f"{a.name}[{e.index}]", str(e)))
             except (ValueError, TypeError) as e:
                 problems.append(Problem(a.name, str(e)))
-    known = [a.name for a in fields]
-    problems += [
-        Problem(key, "unknown key" + did_you_mean(key, known)) for key in value if key not in known
-    ]
+    problems += _unknown_keys(value, [a.name for a in fields])
     if problems:
         raise _Problems(problems)
     with attrs.validators.disabled():  # they ran above, one by one

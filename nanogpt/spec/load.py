@@ -8,8 +8,8 @@ which is what the manifest records and what error messages point at.
 
 from __future__ import annotations
 
-import importlib
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from nanogpt.registry import REGISTRIES
+from nanogpt.registry import REGISTRIES, import_plugin, load_entry_points
 from nanogpt.spec.convert import structure
 from nanogpt.spec.diff import flatten
 from nanogpt.spec.errors import Problem, SpecError, show_value
@@ -33,6 +33,17 @@ DEFAULT = "default"
 COMPONENT_DEFAULT_KINDS = {r.table: r.default_kind for r in REGISTRIES.values()}
 SWEEP_TABLE = "sweep"
 """The top-level table that makes a spec a sweep (nanogpt.spec.sweep reads it)."""
+
+# Limits no real spec comes near, so that a hostile one fails with a message instead of a
+# RecursionError, a hang or all of memory.
+MAX_SPEC_BYTES = 1 << 20
+"""Largest spec file read (1 MiB; the biggest shipped spec is under 2 kB)."""
+MAX_NESTING = 32
+"""Deepest nesting of tables and arrays in a spec or an override's value."""
+MAX_EXTENDS_DEPTH = 32
+"""Longest chain of `extends`."""
+MAX_SPEC_FILES = 256
+"""Most files one spec may read through `extends` (a diamond of extends reads a file once per path to it)."""
 
 
 @attrs.frozen
@@ -161,10 +172,59 @@ def loads_spec(text: str, source: str = "<spec>", overrides: Sequence[str] = ())
 
 def _parse(text: str, problems: list[Problem], where: str = "") -> dict[str, Any]:
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         problems.append(Problem("", f"{where}not valid TOML: {e}"))
         return {}
+    except RecursionError:  # the TOML parser recurses once per level of nesting
+        problems.append(Problem("", f"{where}nests arrays or tables too deeply (a spec nests at most {MAX_NESTING} levels)"))
+        return {}
+    too_deep = _deeper_than(data, MAX_NESTING)
+    if too_deep is not None:
+        problems.append(Problem(too_deep, f"{where}nests more than {MAX_NESTING} levels of arrays or tables"))
+        return {}
+    return data
+
+
+def _deeper_than(value: Any, limit: int) -> str | None:
+    """The dotted path of a place where tables and arrays nest more than `limit` deep, or None."""
+    stack = [(value, 0, "")]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, dict):
+            children = [(v, f"{path}.{k}" if path else str(k)) for k, v in item.items()]
+        elif isinstance(item, list):
+            children = [(v, f"{path}[{i}]") for i, v in enumerate(item)]
+        else:
+            continue
+        if depth >= limit:
+            return path
+        stack += [(child, depth + 1, child_path) for child, child_path in children]
+    return None
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _read_spec_file(path: Path) -> str:
+    """A spec file's text: only a regular file (a FIFO would block, /dev/zero never ends), at most MAX_SPEC_BYTES."""
+    # O_NONBLOCK: opening a FIFO waits for a writer otherwise; fstat then says what it is
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _Unreadable(f"it is {_file_kind(mode)}, not a regular file")
+        data = f.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        raise _Unreadable(f"it is larger than {MAX_SPEC_BYTES:,} bytes, the most a spec may be")
+    return data.decode("utf-8")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _read_tree(
@@ -176,12 +236,21 @@ def _read_tree(
     `bases_out`, when given, receives the merge of what the file extends, before its own values.
     """
     where = "" if not stack else f"{shown}: "
+    if len(stack) > MAX_EXTENDS_DEPTH:
+        problems.append(Problem("extends", f"{where}the chain of extends is more than {MAX_EXTENDS_DEPTH} files long"))
+        return {}, {}
+    if len(files) >= MAX_SPEC_FILES:
+        problems.append(Problem("extends", f"{where}more than {MAX_SPEC_FILES} files read through extends"))
+        return {}, {}
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_spec_file(path)
     except FileNotFoundError:
         problems.append(Problem("extends" if stack else "", f"{where}file not found"))
         return {}, {}
-    except (OSError, ValueError) as e:  # ValueError: undecodable bytes, a NUL in the path
+    except IsADirectoryError:  # where a directory cannot even be opened
+        problems.append(Problem("extends" if stack else "", f"{where}cannot be read: it is a directory, not a regular file"))
+        return {}, {}
+    except (OSError, ValueError, _Unreadable) as e:  # ValueError: undecodable bytes, a NUL in the path
         problems.append(Problem("extends" if stack else "", f"{where}cannot be read: {e}"))
         return {}, {}
     files.append(shown)
@@ -232,12 +301,14 @@ def _merge(
                 default = COMPONENT_DEFAULT_KINDS[key]
                 if value["kind"] != old.get("kind", default):
                     into[key] = {}
-                    _forget(provenance, path)
+                    _forget_value(provenance, old, path)
             _merge(into[key], provenance, value, over_prov, path + ".")
         else:
-            _forget(provenance, path)
+            # only the paths of the old and new values are touched: merging stays linear in the
+            # number of keys (rescanning every path seen so far made 20,000 keys take a minute)
+            _forget_value(provenance, old, path)
             into[key] = _copy(value)
-            provenance.update({p: s for p, s in over_prov.items() if p == path or p.startswith(path + ".")})
+            provenance.update({p: over_prov[p] for p in _leaf_paths(value, path) if p in over_prov})
 
 
 def _copy(value: Any) -> Any:
@@ -246,6 +317,17 @@ def _copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
+
+
+def _leaf_paths(value: Any, path: str) -> list[str]:
+    """The paths `flatten` gives the leaves of `value` when it sits at `path`."""
+    return list(flatten(value, path)) if isinstance(value, dict) and value else [path]
+
+
+def _forget_value(provenance: dict[str, str], value: Any, path: str) -> None:
+    """Drop the provenance of `value`, which sits at `path`."""
+    for p in _leaf_paths(value, path):
+        provenance.pop(p, None)
 
 
 def _forget(provenance: dict[str, str], path: str) -> None:
@@ -271,7 +353,16 @@ def _apply_override(raw: dict[str, Any], provenance: dict[str, str], word: str) 
     parts = key.split(".")
     if not eq or not key or not all(parts):
         return [Problem("", f"override {word!r} must be dotted.key=value")]
-    value = parse_override_value(text.strip())
+    if not text.strip():
+        # TOML has no null: nothing after "=" is how a command line says "unset" (the default)
+        return _unset(raw, provenance, parts, word)
+    try:
+        value = parse_override_value(text.strip())
+        too_deep = _deeper_than(value, MAX_NESTING - len(parts)) is not None
+    except RecursionError:  # the TOML parser recurses once per level of nesting
+        too_deep = True
+    if too_deep:
+        return [Problem(key, f"override {key}=...: its value nests more than {MAX_NESTING} levels of arrays or tables")]
     table: Any = raw
     for i, part in enumerate(parts[:-1]):
         table = table.setdefault(part, {})
@@ -295,21 +386,40 @@ def _apply_override(raw: dict[str, Any], provenance: dict[str, str], word: str) 
     return []
 
 
+def _unset(raw: dict[str, Any], provenance: dict[str, str], parts: list[str], word: str) -> list[Problem]:
+    """`key=`: drop the key, so that it takes its default (a component's `kind` resets its table)."""
+    key = ".".join(parts)
+    table: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        table = table.get(part)
+        if table is None:
+            return []  # nothing set there: it is the default already
+        if not isinstance(table, dict):
+            return [Problem(key, f"override {word!r}: {'.'.join(parts[: i + 1])} is not a table")]
+    if len(parts) == 2 and parts[1] == "kind" and parts[0] in COMPONENT_DEFAULT_KINDS:
+        if table.get("kind", COMPONENT_DEFAULT_KINDS[parts[0]]) != COMPONENT_DEFAULT_KINDS[parts[0]]:
+            table.clear()  # back to the default kind, which starts from its own defaults
+            _forget(provenance, parts[0])
+    table.pop(parts[-1], None)
+    _forget(provenance, key)
+    return []
+
+
 # --------------------------------------------------------------------------------- plugins
 
 
 def _import_plugins(raw: dict[str, Any]) -> list[Problem]:
+    """Import the installed plugins and those the spec names; a Problem for each that fails."""
+    problems = [Problem("plugins", failure) for failure in load_entry_points()]
     plugins = raw.get("plugins", [])
     if not isinstance(plugins, list):
-        return []  # structuring reports the type
-    problems = []
+        return problems  # structuring reports the type
     for i, name in enumerate(plugins):
         if not isinstance(name, str) or not name:
             continue
-        try:
-            importlib.import_module(name)
-        except Exception as e:  # noqa: BLE001 - a plugin's own error is reported, not raised
-            problems.append(Problem(f"plugins[{i}]", f"cannot import {name!r}: {type(e).__name__}: {e}"))
+        failure = import_plugin(name)
+        if failure is not None:
+            problems.append(Problem(f"plugins[{i}]", f"cannot import {name!r}: {failure}"))
     return problems
 
 

@@ -8,6 +8,8 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import itertools
+import posixpath
 import re
 from collections.abc import Iterator
 from typing import Literal, Optional
@@ -72,6 +74,16 @@ def _not_above(name: str, value: float, limit_name: str, limit: float) -> Iterat
         yield Problem(name, f"{value!r} must not exceed {limit_name} ({limit!r})")
 
 
+MAX_PROCESS_BYTES = 1 << 44
+"""16 TiB: more memory than any one machine has. A spec needing more for one process (its model with
+its optimizer state, or one micro-batch's token ids) fails `check` instead of the allocator failing at
+run time."""
+
+
+def _bytes(n: float) -> str:
+    return next(f"{n / 2**k:,.1f} {unit}" for k, unit in ((60, "EiB"), (50, "PiB"), (40, "TiB"), (0, "bytes")) if n >= 2**k)
+
+
 # --------------------------------------------------------------------------------------- model
 
 
@@ -106,6 +118,14 @@ class GPTSpec(ModelSpec):
 
     def cross_checks(self) -> Iterator[Problem]:
         yield from _divisible("n_embd", self.n_embd, "model.n_head", self.n_head)
+        from nanogpt import scaling
+
+        n = scaling.params(n_layer=self.n_layer, n_head=1, n_embd=self.n_embd, block_size=self.block_size,
+                           vocab_size=self.vocab_size or 1, bias=self.bias) + self.block_size * self.n_embd
+        # fp32 weights, their gradients and AdamW's two moments: every process holds all of them (DDP)
+        if 16 * n > MAX_PROCESS_BYTES:
+            yield Problem("", f"has {n:.3g} parameters: with their gradients and optimizer state, {_bytes(16 * n)}, "
+                              f"more than any one machine holds ({_bytes(MAX_PROCESS_BYTES)}); each process holds the whole model")
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -127,6 +147,22 @@ def _check_source(inst: TokensSpec, attribute: attrs.Attribute, value: Optional[
         )
     if scheme == "url" and not re.match(r"https?://[^/\s]+", rest):
         raise ValueError(f"must be url:http(s)://... (got {value!r})")
+    if scheme == "hf":
+        hf_id, at, revision = rest.partition(":")[0].partition("@")
+        if not hf_id or (at and not revision):
+            raise ValueError(f"must be hf:DATASET_ID[@REVISION][:CONFIG] (got {value!r})")
+    if scheme == "file" and _glob_starts_at_the_root(rest):
+        raise ValueError(
+            f"is a glob that starts at the filesystem root, so it would search the whole file system; "
+            f"start it in the directory that holds the files, e.g. 'file:/data/**/*.txt' (got {value!r})"
+        )
+
+
+def _glob_starts_at_the_root(pattern: str) -> bool:
+    """Whether a file: glob has no directory of its own before its first wildcard: `/**/x.txt`, `/*/y`."""
+    parts = posixpath.normpath(pattern).split("/")
+    literal = list(itertools.takewhile(lambda part: not re.search(r"[*?\[]", part), parts))
+    return len(literal) < len(parts) and pattern.startswith("/") and not any(literal)
 
 
 @attrs.frozen(kw_only=True)
@@ -140,7 +176,7 @@ class TokensSpec(DataSpec):
     data_dir: str = attrs.field(default="data", validator=Pattern(r".+", "a non-empty path"))
     """Folder holding the datasets, relative to the working directory."""
     source: Optional[str] = attrs.field(default=None, validator=_check_source)
-    """Where `prepare` gets text: "embedded:shakespeare", "url:https://...", "file:path/or/glob" (a text file, files of documents, .jsonl or .parquet), or "hf:<dataset id>[:<config>]". Left out, the files must exist already."""
+    """Where `prepare` gets text: "embedded:shakespeare", "url:https://...", "file:path/or/glob" (a text file, files of documents, .jsonl or .parquet), or "hf:<dataset id>[@<revision>][:<config>]" (a dataset script is read from the hub's parquet conversion, refs/convert/parquet). Left out, the files must exist already."""
     source_sha256: Optional[str] = attrs.field(default=None, validator=SHA256)
     """Pin for a url: (or single file:) source: its sha256; a download that differs is refused."""
     text_column: str = "text"
@@ -402,6 +438,12 @@ class Experiment:
         lr = getattr(self.optimizer, "lr", None)
         if min_lr is not None and lr is not None:
             yield from _not_above("schedule.min_lr", min_lr, "optimizer.lr", lr)
+        # a micro-batch's inputs and targets alone are 16 bytes a token (int64), before any activation
+        tokens = self.train.batch_size * getattr(self.model, "block_size", 1)
+        if 16 * tokens > MAX_PROCESS_BYTES:
+            yield Problem("train.batch_size", f"{self.train.batch_size} sequences of {tokens // self.train.batch_size} tokens "
+                                              f"make a micro-batch whose token ids alone are {_bytes(16 * tokens)}, more than "
+                                              f"any one machine holds ({_bytes(MAX_PROCESS_BYTES)})")
 
     @property
     def tokens_per_iter(self) -> int:

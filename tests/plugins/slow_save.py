@@ -1,4 +1,5 @@
-"""A test plugin: when SLOW_SAVE_AT_STEP is set, the checkpoint of that step is written slowly.
+"""A test plugin: when SLOW_SAVE_AT_STEP is set, the checkpoint of that step is written slowly
+(SLOW_SAVE_AT_STEP=interrupt: the checkpoint a signal asks for, whatever its step).
 
 Half the bytes go to the (temporary) file, a marker file appears, then the writer sleeps, so a
 test can SIGKILL the run in the middle of writing a checkpoint.
@@ -19,8 +20,15 @@ _marker = os.environ.get("SLOW_SAVE_MARKER")
 if _step is not None:
     _real_save = checkpoint.torch.save
 
+    def _slow(obj) -> bool:
+        if not isinstance(obj, dict):
+            return False
+        if _step == "interrupt":  # the checkpoint of a stop has no val loss
+            return obj.get("val_loss", 0) is None and obj.get("iter", 0) > 0
+        return obj.get("iter") == int(_step)
+
     def _slow_save(obj, f, *args, **kwargs):
-        if isinstance(obj, dict) and obj.get("iter") == int(_step):
+        if _slow(obj):
             buf = io.BytesIO()
             _real_save(obj, buf, *args, **kwargs)
             data = buf.getvalue()
