@@ -301,9 +301,9 @@ class RunRecord:
         self.run = run
 
     @classmethod
-    def start(cls, exp: Experiment, origin: SpecOrigin, sections: dict[str, Any]) -> RunRecord:
+    def start(cls, exp: Experiment, origin: SpecOrigin, sections: dict[str, Any], run_id: str | None = None) -> RunRecord:
         """A new run directory with a `running` manifest (`sections`: env, hardware, data, model, ...)."""
-        run = RunDir.create(exp, origin, sections)
+        run = RunDir.create(exp, origin, sections, run_id)
         return cls(run.path, run)
 
     @classmethod

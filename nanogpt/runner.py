@@ -34,11 +34,13 @@ from nanogpt.train import Trainer
 
 
 def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, force: bool = False,
-        stop: StopSignals | None = None) -> int:
+        stop: StopSignals | None = None, run_id: str | None = None, record: dict[str, Any] | None = None) -> int:
     """Train (or evaluate) what the spec says; returns the process exit status.
 
     `resume_dir` continues that run; `force` lets a resume start over when no checkpoint is
     usable. `stop` is the command's signal handler (one is installed when none is given).
+    `run_id` names a new run's directory (a sweep names its members' runs, so it knows where they
+    are: such a run never auto-resumes another), and `record` adds keys to its manifest (`sweep`).
     """
     stop = stop or StopSignals().install()
     env = DistEnv.from_env(exp.system)
@@ -47,13 +49,14 @@ def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, 
     claim: Claim | None = None
     try:
         check_world_size(exp, env)
-        claim = claim_run(exp, env, resume_dir, force)  # before the data: a second writer waits for nothing
+        auto_resume = exp.train.auto_resume and run_id is None
+        claim = claim_run(exp, env, resume_dir, force, auto_resume)  # before the data: a second writer waits for nothing
         data = DATA.build(exp.data, env=env, seed=exp.seed, batch_size=exp.train.batch_size, block_size=exp.model.block_size)
         model = MODELS.build(exp.model, vocab_size=data.vocab_size).to(env.device)
         optimizer = OPTIMIZERS.build(exp.optimizer, model=model)
         lr_at = SCHEDULES.build(exp.schedule, lr=exp.optimizer.lr)
         stop.defer(announce=env.is_main)  # a run dir exists from here on: signals stop it cleanly
-        record = open_run(exp, origin, env, data, model, claim)
+        run_record = open_run(exp, origin, env, data, model, claim, run_id, record)
     except BaseException:
         if claim is not None:
             claim.release()
@@ -62,11 +65,11 @@ def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, 
     status = 1
 
     def record_abort() -> None:  # a second Ctrl-C ends the process at once: the record says so first
-        record.finish("interrupted", "stopped by a second Ctrl-C before a checkpoint could be saved")
+        run_record.finish("interrupted", "stopped by a second Ctrl-C before a checkpoint could be saved")
 
     try:
         with on_abort(record_abort):
-            trainer = Trainer(exp, env, data, model, optimizer, lr_at, record, stop,
+            trainer = Trainer(exp, env, data, model, optimizer, lr_at, run_record, stop,
                               resumed=claim.resume_dir is not None, checkpoint=claim.checkpoint, state=claim.take_state())
             status = trainer.train()
         return status
@@ -76,9 +79,9 @@ def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, 
         status = EXIT_INTERRUPTED if isinstance(e, KeyboardInterrupt) else getattr(e, "exit_code", 1)
         with contextlib.suppress(Exception):
             if isinstance(e, KeyboardInterrupt):
-                record.finish("interrupted", "stopped before training started")
+                run_record.finish("interrupted", "stopped before training started")
             else:
-                record.finish("failed", f"{type(e).__name__}: {e}", failure="error")
+                run_record.finish("failed", f"{type(e).__name__}: {e}", failure="error")
         raise
     finally:
         claim.release()
@@ -137,7 +140,7 @@ class Claim:
         return state
 
 
-def claim_run(exp: Experiment, env: DistEnv, resume_dir: Path | None, force: bool) -> Claim:
+def claim_run(exp: Experiment, env: DistEnv, resume_dir: Path | None, force: bool, auto_resume: bool) -> Claim:
     """Rank 0 locks the run dir to continue (an explicit one, or with `train.auto_resume` the newest
     unfinished run of this spec) and picks its newest verified checkpoint; every rank learns both."""
     claim = Claim()
@@ -146,7 +149,7 @@ def claim_run(exp: Experiment, env: DistEnv, resume_dir: Path | None, force: boo
         try:
             if resume_dir is not None:
                 claim.resume_dir, claim.lock = resume_dir, RunLock.acquire(resume_dir)
-            elif exp.train.auto_resume and (found := find_resumable(exp)) is not None:
+            elif auto_resume and (found := find_resumable(exp)) is not None:
                 claim.resume_dir, claim.lock = found
                 print(f"auto_resume: continuing {claim.resume_dir} (status {read_manifest(claim.resume_dir / MANIFEST).get('status')})", flush=True)
             if claim.resume_dir is not None:
@@ -201,13 +204,16 @@ def _pick_checkpoint(exp: Experiment, claim: Claim, force: bool) -> None:
         )
 
 
-def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Batches, model: LanguageModel, claim: Claim) -> RunRecord:
-    """Rank 0 creates (or reopens) the run directory and its record; the others learn its path."""
+def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Batches, model: LanguageModel, claim: Claim,
+             run_id: str | None = None, extra: dict[str, Any] | None = None) -> RunRecord:
+    """Rank 0 creates (or reopens) the run directory and its record; the others learn its path.
+
+    A new run's directory is named `run_id` when given, and its manifest gets the `extra` keys."""
     record: RunRecord | None = None
     if env.is_main:
         sections = record_sections(exp, env, data, model)
         if claim.resume_dir is None:
-            record = RunRecord.start(exp, origin, sections)
+            record = RunRecord.start(exp, origin, {**sections, **(extra or {})}, run_id)
             claim.lock = record.lock
         else:
             record = RunRecord.resume(exp, origin, sections, claim.resume_dir, claim.lock, claim.checkpoint, claim.checkpoints)

@@ -13,12 +13,14 @@ TensorBoard's event files go into the run directory itself, so `tensorboard --lo
     perplexity/train, perplexity/val
     spec (text)                 the resolved spec, and its difference from what it extends
     samples (text)              generations at evaluations
-    hparams                     the spec's scalar fields with the final metrics (HParams tab)
+    hparams                     the spec's scalar fields (and a sweep member's sweep id and index)
+                                with the final metrics (HParams tab)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +109,19 @@ def flat_hparams(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class MetricsLog:
-    """metrics.jsonl of a run: one JSON object per line, appended by rank 0 only."""
+    """metrics.jsonl of a run: one JSON object per line, appended by rank 0 only.
 
-    def __init__(self, path: Path, *, enabled: bool):
+    Each line gets the run's wall clock over all its sessions, `wall_seconds` (what `nanogpt plot
+    --x wall` draws against), from `wall_seconds()`."""
+
+    def __init__(self, path: Path, *, enabled: bool, wall_seconds: Callable[[], float] = lambda: 0.0):
         self.path = path
         self.enabled = enabled
+        self.wall_seconds = wall_seconds
 
     def append(self, record: dict[str, Any]) -> None:
         if self.enabled:
+            record["wall_seconds"] = round(self.wall_seconds(), 3)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
@@ -166,10 +173,10 @@ class Console:
 class Reports:
     """A run's measurements, each reported to all three places at once: metrics.jsonl, TensorBoard, the console."""
 
-    def __init__(self, run_path: Path, tracker: Tracker, *, is_main: bool):
+    def __init__(self, run_path: Path, tracker: Tracker, *, is_main: bool, wall_seconds: Callable[[], float]):
         self.tracker = tracker
         self.console = Console(enabled=is_main)
-        self.metrics = MetricsLog(run_path / METRICS, enabled=is_main)
+        self.metrics = MetricsLog(run_path / METRICS, enabled=is_main, wall_seconds=wall_seconds)
 
     def evaluation(self, it: int, train_loss: float, val_loss: float, train_perplexity: float, val_perplexity: float) -> None:
         self.console.say(f"step {it}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
@@ -222,3 +229,13 @@ def log_spec(tracker: Tracker, spec_toml: str, provenance: dict[str, str], exten
             before = "(default)" if c["extended"] is None else json.dumps(c["extended"])
             lines.append(f"  {c['path']}: {before} -> {json.dumps(c['value'])}   ({c['source']})")
         tracker.text("spec/vs_extended", markdown_code("\n".join(lines)))
+
+
+def run_hparams(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A run's hparams: its resolved spec, flat (so a sweep's swept keys are there), and for a sweep's
+    member `sweep.id` and `sweep.index`, so the HParams tab can pick out one sweep."""
+    out = flat_hparams(manifest["spec"])
+    sweep = manifest.get("sweep")
+    if isinstance(sweep, dict):
+        out.update({"sweep.id": str(sweep.get("id")), "sweep.index": sweep.get("index")})
+    return out

@@ -29,7 +29,7 @@ from nanogpt.hardware import Peak, mfu, peak_for
 from nanogpt.manifest import RunRecord
 from nanogpt.signals import EXIT_INTERRUPTED, StopSignals
 from nanogpt.spec import Experiment, to_toml
-from nanogpt.tracking import Reports, ThroughputAverage, build_tracker, flat_hparams, log_spec
+from nanogpt.tracking import Reports, ThroughputAverage, build_tracker, log_spec, run_hparams
 
 
 class NonFiniteLoss(NanoGPTError):
@@ -200,7 +200,7 @@ class Trainer:
             self.step.scaler.load_state_dict(restored.scaler)
         # a resumed run hides what it logged after its checkpoint (or everything, when it starts over)
         tracker = build_tracker(record.path, enabled=exp.logging.tensorboard, is_main=env.is_main, purge_step=self.iter if resumed else None)
-        self.reports = Reports(record.path, tracker, is_main=env.is_main)
+        self.reports = Reports(record.path, tracker, is_main=env.is_main, wall_seconds=self._wall_seconds)
         self.reports.metrics.truncate(self.iter)
         if checkpoint is not None:
             self.reports.console.say(f"resuming {record.path} from {checkpoint.name} (iteration {self.iter})")
@@ -355,7 +355,7 @@ class Trainer:
         if self.record.run is None:
             return
         self.reports.tracker.hparams(
-            flat_hparams(self.record.get("spec")),
+            run_hparams(self.record.run.manifest),
             {"loss/val": self.metrics.get("val_loss"), "loss/train": self.metrics.get("train_loss")},
         )
         self.record.finish(status, error, failure)
