@@ -370,16 +370,21 @@ class RunRecord:
         if self.run is not None:
             self.run.finish(status, error, failure)
 
-    def fail(self, message: str, *, lost_peer: bool, distributed: bool) -> None:
-        """Record a failure from any rank, never raising: the error being handled is what matters."""
+    def fail(self, message: str, *, lost_peer: bool, distributed: bool, progress: dict[str, Any] | None = None) -> None:
+        """Record a failure from any rank, and where the run stood (`progress`: the arguments of
+        `progress`), never raising: the error being handled is what matters."""
         failure = "lost_peer" if lost_peer else "error"
         if self.run is not None:
             if lost_peer:
                 # rank 0 failed only because another rank did (its collective lost a peer): give
-                # that rank a moment to record its own error, and report that one first
+                # that rank a moment to record its own error, and report that one first (before
+                # this rank writes the manifest again)
                 root_cause = self._peer_failure(wait_seconds=5.0)
                 if root_cause:
                     message = f"{root_cause} (then {message})"
+            if progress is not None:
+                with contextlib.suppress(Exception):
+                    self.progress(**progress)
             with contextlib.suppress(Exception):
                 self.run.finish("failed", message, failure=failure)
         elif distributed:

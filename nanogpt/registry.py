@@ -18,6 +18,7 @@ this one trains, checkpoints, resumes, evaluates and samples as it stands
 
     from nanogpt.registry import MODELS
     from nanogpt.spec.tables import ModelSpec
+    from nanogpt.weights import load_pretrained
 
 
     @attrs.frozen(kw_only=True)
@@ -57,6 +58,8 @@ this one trains, checkpoints, resumes, evaluates and samples as it stands
 
     @MODELS.register("mlp", MLPSpec)
     def build_mlp(spec: MLPSpec, *, vocab_size: int) -> MLP:
+        if spec.init_from != "scratch":  # a run or checkpoint of this kind, rebuilt from its arch()
+            return load_pretrained(spec.init_from, dropout=spec.dropout, block_size=spec.block_size)
         return MLP(spec, vocab_size)
 
 A `[model] kind = "mlp"` table then takes `width`. A dataset kind is registered on `DATA` the

@@ -260,9 +260,8 @@ class Trainer:
             message = f"rank {self.env.rank}: {type(e).__name__}: {e}" if self.env.distributed else f"{type(e).__name__}: {e}"
             with contextlib.suppress(BaseException):
                 self.checkpoints.wait()  # a checkpoint already being written is a good one: keep it listed
-            with contextlib.suppress(Exception):
-                self._record_progress(self.iter)
-            self.record.fail(message.strip(), lost_peer=self.env.distributed and _lost_peer(e), distributed=self.env.distributed)
+            self.record.fail(message.strip(), lost_peer=self.env.distributed and _lost_peer(e), distributed=self.env.distributed,
+                             progress=self._progress(self.iter))
             return _report_failure(e)
         finally:
             self.reports.tracker.close()
@@ -287,7 +286,7 @@ class Trainer:
         self._log_samples(it)
         if it > 0 and not self.train_cfg.eval_only:
             self._save_checkpoint(it, val_loss=val_loss, best=improved)
-        self._record_progress(it)
+        self.record.progress(**self._progress(it))
 
     def _log_samples(self, it: int) -> None:
         n = self.exp.logging.samples
@@ -345,13 +344,13 @@ class Trainer:
     def _wall_seconds(self) -> float:
         return self.wall_before + time.perf_counter() - self.session_start
 
-    def _record_progress(self, it: int) -> None:
-        self.record.progress(iteration=it, tokens_seen=it * self.tokens_per_iter, wall_seconds=self._wall_seconds(), metrics=self.metrics)
+    def _progress(self, it: int) -> dict[str, Any]:
+        return dict(iteration=it, tokens_seen=it * self.tokens_per_iter, wall_seconds=self._wall_seconds(), metrics=self.metrics)
 
     def _finish(self, status: str, error: str | None = None, failure: str | None = None, *, wait_for_checkpoint: bool = True) -> None:
         if wait_for_checkpoint:
             self.checkpoints.wait()  # a run is done only once its last checkpoint is on disk and listed
-        self._record_progress(self.iter)
+        self.record.progress(**self._progress(self.iter))
         if self.record.run is None:
             return
         self.reports.tracker.hparams(

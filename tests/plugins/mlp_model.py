@@ -5,6 +5,7 @@ from torch.nn import functional as F
 
 from nanogpt.registry import MODELS
 from nanogpt.spec.tables import ModelSpec
+from nanogpt.weights import load_pretrained
 
 
 @attrs.frozen(kw_only=True)
@@ -44,4 +45,6 @@ class MLP(nn.Module):
 
 @MODELS.register("mlp", MLPSpec)
 def build_mlp(spec: MLPSpec, *, vocab_size: int) -> MLP:
+    if spec.init_from != "scratch":  # a run or checkpoint of this kind, rebuilt from its arch()
+        return load_pretrained(spec.init_from, dropout=spec.dropout, block_size=spec.block_size)
     return MLP(spec, vocab_size)
