@@ -503,6 +503,39 @@ def scaling_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def fit_warning(exp: Any, path: str) -> str | None:
+    """What `check` says when the spec as written (DDP, no activation checkpointing) will not fit
+    the GPU nvidia-smi finds; None when it fits, when there is no GPU, or the spec is not a GPT's."""
+    from nanogpt import memory
+    from nanogpt.hardware import smallest_gpu
+
+    if exp.system.device != "auto" and not exp.system.device.startswith("cuda"):
+        return None
+    gpu = smallest_gpu()
+    if gpu is None:
+        return None
+    try:
+        arch = _arch_of(exp, path)
+    except InputError:  # not a GPT, or a vocabulary that is not known before prepare: nothing to say
+        return None
+    usage = memory.plan(
+        memory.GPTSizes(
+            n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, block_size=arch.block_size,
+            vocab_size=arch.padded_vocab_size, bias=arch.bias, tie_weights=arch.tie_weights, dropout=exp.model.dropout,
+        ),
+        batch=exp.train.batch_size, world_size=1, half=exp.system.dtype != "float32", checkpointing=False,
+    )["ddp"]
+    name, capacity = gpu
+    if usage.total <= capacity:
+        return None
+    return (
+        f"{path}: needs about {memory.human(usage.total)} per process (activations of train.batch_size = "
+        f"{exp.train.batch_size}: {memory.human(usage.activations)}), more than the {memory.human(capacity)} of "
+        f"this machine's {name}; `nanogpt scaling memory {path}` shows what a smaller batch, fsdp or "
+        "activation checkpointing would need"
+    )
+
+
 def _memory_size(text: str) -> int:
     from nanogpt.memory import parse_size
 

@@ -171,3 +171,42 @@ def test_verb_names_a_bad_memory_size(capsys):
     code, _, err = run_memory(capsys, str(REPO / "experiments/gpt2_owt.toml"), "--device-memory", "lots")
     assert code == 2
     assert "'lots' is not a memory size" in err
+
+
+def fake_nvidia_smi(folder: Path, line: str) -> dict[str, str]:
+    """A PATH on which `nvidia-smi` answers the query as a machine with this GPU would."""
+    folder.mkdir(exist_ok=True)
+    smi = folder / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho '{line}'\n")
+    smi.chmod(0o755)
+    import os
+
+    return {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+
+
+def check(spec: str, *overrides: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nanogpt", "check", spec, *overrides],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+    )
+
+
+def test_check_warns_when_the_spec_will_not_fit_the_gpu_it_finds(tmp_path):
+    """`check` on a machine whose GPU is too small for the spec: ok, exit 0, and a warning naming both."""
+    env = fake_nvidia_smi(tmp_path / "bin", "NVIDIA GeForce GTX 1080, 8192")
+    out = check("experiments/gpt2_owt.toml", env=env)
+    assert out.returncode == 0
+    assert out.stdout == "ok: experiments/gpt2_owt.toml\n"
+    assert out.stderr.startswith("warning: experiments/gpt2_owt.toml: needs about 12.16 GiB per process")
+    assert "more than the 8.00 GiB of this machine's NVIDIA GeForce GTX 1080" in out.stderr
+    assert "nanogpt scaling memory experiments/gpt2_owt.toml" in out.stderr
+
+
+def test_check_is_quiet_when_it_fits_or_there_is_no_gpu(tmp_path):
+    big = fake_nvidia_smi(tmp_path / "big", "NVIDIA H200, 143771")
+    assert check("experiments/gpt2_owt.toml", env=big).stderr == ""
+    small = fake_nvidia_smi(tmp_path / "small", "NVIDIA GeForce GTX 1080, 8192")
+    assert check("experiments/gpt2_owt.toml", "system.device=cpu", env=small).stderr == ""
+    assert check("experiments/gpt2_owt.toml", "train.batch_size=2", env=small).stderr == ""
+    broken = fake_nvidia_smi(tmp_path / "broken", "NVIDIA-SMI has failed because it couldn't communicate with the driver")
+    assert check("experiments/gpt2_owt.toml", env=broken).stderr == ""
