@@ -75,6 +75,33 @@ class GPTSizes:
         return self.n_layer * 12 * c * c + self.vocab_size * c
 
 
+def smallest_gpu() -> tuple[str, int] | None:
+    """(name, bytes) of the GPU with the least memory that nvidia-smi lists, or None without one.
+
+    Asked of nvidia-smi rather than torch so that `check` stays torch-free and touches no CUDA
+    context; CUDA_VISIBLE_DEVICES is not applied (a job's GPUs are usually all of a kind).
+    """
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    gpus = []
+    for line in out.splitlines():
+        name, _, mib = line.rpartition(",")
+        if name.strip() and mib.strip().isdigit():
+            gpus.append((name.strip(), int(mib) * 2**20))
+    return min(gpus, key=lambda g: g[1]) if gpus else None
+
+
 def elements(shape: Shape) -> int:
     return math.prod(shape)
 

@@ -507,11 +507,10 @@ def fit_warning(exp: Any, path: str) -> str | None:
     """What `check` says when the spec as written (DDP, no activation checkpointing) will not fit
     the GPU nvidia-smi finds; None when it fits, when there is no GPU, or the spec is not a GPT's."""
     from nanogpt import memory
-    from nanogpt.hardware import smallest_gpu
 
     if exp.system.device != "auto" and not exp.system.device.startswith("cuda"):
         return None
-    gpu = smallest_gpu()
+    gpu = memory.smallest_gpu()
     if gpu is None:
         return None
     try:
