@@ -162,18 +162,39 @@ def outer_saved_bytes(s: GPTSizes, tokens: int, half: bool) -> int:
 
 
 def saved_bytes(s: GPTSizes, batch: int, half: bool, checkpointing: bool = False) -> int:
-    """Bytes one micro-batch's forward keeps for its backward, at the backward's peak.
+    """Bytes one micro-batch's forward keeps for its backward.
 
-    With activation checkpointing each block keeps only its input, and the backward recomputes
-    one block at a time, so one block's full set is alive on top of the inputs.
+    With activation checkpointing each block keeps only its input (float32, the residual stream);
+    the backward then recomputes one block at a time, whose full set comes on top
+    (`block_saved_bytes`).
     """
     tokens = batch * s.block_size
-    block = block_saved_bytes(s, tokens, half, batch)
     if checkpointing:
-        blocks = s.n_layer * tokens * s.n_embd * FLOAT32 + block
+        blocks = s.n_layer * tokens * s.n_embd * FLOAT32
     else:
-        blocks = s.n_layer * block
+        blocks = s.n_layer * block_saved_bytes(s, tokens, half, batch)
     return blocks + outer_saved_bytes(s, tokens, half)
+
+
+def activation_bytes(s: GPTSizes, batch: int, half: bool, checkpointing: bool, weight_copies: bool) -> int:
+    """The activations' peak: what the forward keeps, the logits' gradient at the start of the
+    backward and, with `weight_copies` (autocast without FSDP), autocast's 16-bit weight copies.
+
+    Autocast caches its copies for the whole forward; with checkpointing the backward makes one
+    block's copies again as it recomputes it, so its peak is the larger of the forward's (every
+    copy) and the backward's (one block recomputed, its copies and the head's).
+    """
+    tokens = batch * s.block_size
+    kept = saved_bytes(s, batch, half, checkpointing)
+    logits_grad = tokens * s.vocab_size * (FLOAT32 + (HALF if half else 0))
+    copies = half and weight_copies
+    every_copy = s.matmul_weight_elements() * HALF if copies else 0
+    if not checkpointing:
+        return kept + logits_grad + every_copy
+    block_copy = 12 * s.n_embd * s.n_embd * HALF if copies else 0
+    head_copy = s.vocab_size * s.n_embd * HALF if copies else 0
+    backward = kept + block_saved_bytes(s, tokens, half, batch) + logits_grad + block_copy + head_copy
+    return max(kept + every_copy, backward)
 
 
 def plan(
@@ -189,9 +210,6 @@ def plan(
     block_shapes = s.block_shapes()
     shapes = s.root_shapes() + block_shapes * s.n_layer
     n = sum(elements(sh) for sh in shapes)
-    tokens = batch * s.block_size
-    logits_grad = tokens * s.vocab_size * (FLOAT32 + (HALF if half else 0))
-    activations = saved_bytes(s, batch, half, checkpointing) + logits_grad
     compute = HALF if half else FLOAT32
 
     ddp = Usage(
@@ -199,7 +217,7 @@ def plan(
         params=n * FLOAT32,
         grads=2 * n * FLOAT32,  # the gradients and DDP's bucket copy of them
         optimizer=2 * n * FLOAT32,
-        activations=activations + (s.matmul_weight_elements() * HALF if half else 0),
+        activations=activation_bytes(s, batch, half, checkpointing, weight_copies=True),
     )
     shard = shard_elements(shapes, world_size)
     if reshard_after_forward:
@@ -212,7 +230,7 @@ def plan(
         params=shard * FLOAT32,
         grads=shard * FLOAT32,
         optimizer=2 * shard * FLOAT32,
-        activations=activations + gathered * compute,
+        activations=activation_bytes(s, batch, half, checkpointing, weight_copies=False) + gathered * compute,
     )
     return {"ddp": ddp, "fsdp": fsdp}
 
