@@ -43,7 +43,9 @@ class LanguageModel(Protocol):
 
     Optional: `new_kv_cache(batch_size)` returning a cache that `model(idx, kv_cache=cache)`
     fills and reads, so generation costs one position per token (nanogpt.generation uses it when
-    present, and recomputes the window otherwise).
+    present, and recomputes the window otherwise); and a `checkpoint_blocks` switch, which
+    `system.activation_checkpointing = "blocks"` turns on so the backward recomputes each block (a
+    model without it refuses that setting).
     """
 
     def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, all_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]: ...

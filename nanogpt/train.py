@@ -24,7 +24,7 @@ import torch
 from nanogpt import checkpoint as ckpt
 from nanogpt.contracts import Batches, LanguageModel
 from nanogpt.dist import DistEnv
-from nanogpt.errors import NanoGPTError, exhaustion
+from nanogpt.errors import InputError, NanoGPTError, exhaustion
 from nanogpt.hardware import Peak, mfu, peak_for
 from nanogpt.manifest import RunRecord
 from nanogpt.signals import EXIT_INTERRUPTED, StopSignals
