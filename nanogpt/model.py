@@ -123,6 +123,39 @@ class KVCache:
         self.length += steps
 
 
+def causal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    past: Optional[int] = None,
+    dropout_p: float = 0.0,
+    cpu_bf16_in_fp32_up_to: int = 128,
+) -> torch.Tensor:
+    """SDPA of (B, nh, T, hs) queries over (B, nh, past + T, hs) keys and values, each query seeing
+    the positions up to its own; `past` is how many cached positions come before the queries.
+
+    bf16 attention on a CPU is computed in float32 up to `cpu_bf16_in_fp32_up_to` positions
+    (the measured crossover is 128-256)."""
+    T = q.size(2)
+    mask, is_causal = None, True
+    if past is not None:
+        if T == 1:
+            is_causal = False  # one new query sees every cached position: no mask at all
+        elif past > 0:
+            # SDPA's is_causal aligns the mask top-left; queries here sit at positions past..past+T-1
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)
+            is_causal = False
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and T <= cpu_bf16_in_fp32_up_to:
+        # the CPU's bf16 flash kernel has a slow backward on short sequences (2-3.5x slower than
+        # float32 at 64-128 positions, benchmarks/README.md); the casts cost far less than that
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+            ).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
 class CausalSelfAttention(nn.Module):
 
     # sequence lengths up to which bf16 attention on a CPU is computed in float32 (measured crossover: 128-256)
@@ -150,28 +183,16 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
 
-        mask, is_causal = None, True
+        past = None
         if kv_cache is not None:
             past = kv_cache.length
             k, v = kv_cache.append(layer, k, v)  # (B, nh, past + T, hs)
-            if T == 1:
-                is_causal = False  # one new query sees every cached position: no mask at all
-            elif past > 0:
-                # SDPA's is_causal aligns the mask top-left; queries here sit at positions past..past+T-1
-                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-                is_causal = False
 
         # causal self-attention; (B, nh, T, hs) x (B, nh, hs, T') -> (B, nh, T, T') -> (B, nh, T, hs)
-        dropout_p = self.dropout if self.training else 0.0
-        if q.dtype == torch.bfloat16 and q.device.type == "cpu" and T <= self.cpu_bf16_in_fp32_up_to:
-            # the CPU's bf16 flash kernel has a slow backward on short sequences (2-3.5x slower than
-            # float32 at 64-128 positions, benchmarks/README.md); the casts cost far less than that
-            with torch.autocast("cpu", enabled=False):
-                y = F.scaled_dot_product_attention(
-                    q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
-                ).to(q.dtype)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        y = causal_attention(
+            q, k, v, past=past, dropout_p=self.dropout if self.training else 0.0,
+            cpu_bf16_in_fp32_up_to=self.cpu_bf16_in_fp32_up_to,
+        )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
 
         # output projection
@@ -348,6 +369,10 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------------- generation
 
+    def new_kv_cache(self, batch_size: int) -> KVCache:
+        """An empty cache for `generate_stream` (a model with other key/value shapes gives its own)."""
+        return KVCache(self.config, batch_size)
+
     @torch.no_grad()
     def generate_stream(
         self,
@@ -387,7 +412,7 @@ class GPT(nn.Module):
             for _ in range(max_new_tokens):
                 if use_cache and seq.size(1) <= block_size:
                     if cache is None:
-                        cache = KVCache(self.config, seq.size(0))
+                        cache = self.new_kv_cache(seq.size(0))
                         logits, _ = self(seq, kv_cache=cache)  # prefill the prompt
                     else:
                         logits, _ = self(seq[:, -1:], kv_cache=cache)  # only the newest token
@@ -697,7 +722,7 @@ def _crop_to(model: GPT, block_size: int, source: str) -> None:
     model.crop_block_size(block_size)
 
 
-def _check_hub_within_reach(name: str) -> None:
+def _check_hub_within_reach(name: str, what: str = "GPT-2") -> None:
     """Fail at once, not after the hub client's ~23 s of retries, when weights that are not in the
     Hugging Face cache would need a hub this machine cannot even look up."""
     import socket
@@ -717,8 +742,8 @@ def _check_hub_within_reach(name: str) -> None:
         except (OSError, UnicodeError) as e:
             why = f"{host} cannot be looked up: {e}; HF_HUB_OFFLINE=1 says so at once to every Hugging Face tool"
     raise InputError(
-        f"cannot load GPT-2 weights {name!r}: they are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
-        f"and the Hugging Face hub is out of reach ({why}). Offline, name a local Hugging Face GPT-2 "
+        f"cannot load {what} weights {name!r}: they are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+        f"and the Hugging Face hub is out of reach ({why}). Offline, name a local Hugging Face {what} "
         "directory instead (one `save_pretrained` wrote), or fill the cache on a machine with internet"
     )
 

@@ -90,6 +90,61 @@ def _arch_from_hf_config(path: Path) -> dict[str, Any]:
         raise NotPretrained(f"{str(path)!r} lacks {e.args[0]!r}") from None
 
 
+LLAMA_ARCH_FIELDS = (
+    "n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size", "block_size", "vocab_size",
+    "rope_theta", "norm_eps", "tie_embeddings",
+)
+"""Fields of a llama spec that are properties of the weights, not of the training."""
+
+
+def llama_arch_from_hf_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """The llama spec fields of a Hugging Face Llama `config.json` (transformers 4 or 5 layout).
+
+    Variants this product would compute differently are refused, each problem naming its field:
+    rope scaling of any kind (only plain RoPE is implemented), attention or MLP biases, a sliding
+    window, an activation other than SiLU, a head size other than hidden_size / num_attention_heads.
+    """
+    if cfg.get("model_type") != "llama":
+        raise NotPretrained(f"{where} holds a {cfg.get('model_type')!r} model (config.json model_type), not 'llama'")
+    try:
+        n_embd, n_head = cfg["hidden_size"], cfg["num_attention_heads"]
+        arch = dict(
+            n_layer=cfg["num_hidden_layers"],
+            n_head=n_head,
+            n_kv_head=cfg.get("num_key_value_heads") or n_head,
+            n_embd=n_embd,
+            intermediate_size=cfg["intermediate_size"],
+            block_size=cfg["max_position_embeddings"],
+            vocab_size=cfg["vocab_size"],
+            norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        )
+    except KeyError as e:
+        raise NotPretrained(f"{where}: config.json lacks {e.args[0]!r}") from None
+    # transformers 5 keeps rope settings in `rope_parameters`; 4 had `rope_theta` and `rope_scaling`
+    rope = cfg.get("rope_parameters") or {}
+    scaling = cfg.get("rope_scaling") or {}
+    arch["rope_theta"] = float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    problems = []
+    for field, table in (("rope_parameters", rope), ("rope_scaling", scaling)):
+        rope_type = table.get("rope_type", table.get("type", "default"))
+        if rope_type != "default":
+            problems.append(f"{field}.rope_type is {rope_type!r} (only plain RoPE, 'default', is implemented)")
+    for field in ("attention_bias", "mlp_bias"):
+        if cfg.get(field):
+            problems.append(f"{field} is true (this model has no biases)")
+    if cfg.get("sliding_window") is not None or cfg.get("use_sliding_window"):
+        problems.append(f"sliding_window is {cfg.get('sliding_window')!r} (attention here sees the whole block)")
+    if cfg.get("hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act is {cfg.get('hidden_act')!r} (the MLP is SwiGLU: 'silu')")
+    head_dim = cfg.get("head_dim")
+    if isinstance(n_head, int) and n_head > 0 and head_dim is not None and head_dim * n_head != n_embd:
+        problems.append(f"head_dim is {head_dim} (must be hidden_size / num_attention_heads = {n_embd / n_head:g})")
+    if problems:
+        raise NotPretrained(f"{where} is a Llama variant this model does not compute: {'; '.join(problems)}")
+    return arch
+
+
 def _arch_from_manifest(path: Path) -> dict[str, Any]:
     manifest = _read_json(path)
     model = (manifest.get("spec") or {}).get("model") or {}
