@@ -199,3 +199,66 @@ def test_wrong_shapes_are_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match="gate_proj"):
         Llama.from_hf(str(tmp_path))
+
+
+# ------------------------------------------------------------------------ the spec's [model] table
+
+
+def _spec(tmp_path: Path, model: str) -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(f'name = "s"\n[model]\nkind = "llama"\n{model}\n', encoding="utf-8")
+    return path
+
+
+def test_spec_takes_the_architecture_from_a_hugging_face_llama(tmp_path):
+    """A llama table naming a local Hugging Face Llama gets every architecture field from its config.json."""
+    from nanogpt.spec import load_spec
+
+    hf_llama(tmp_path / "hf", **CONFIGS["gqa-tied"])
+    exp, origin = load_spec(_spec(tmp_path, f'init_from = "{tmp_path / "hf"}"\nblock_size = 32'))
+    m = exp.model
+    assert (m.n_layer, m.n_head, m.n_kv_head, m.n_embd, m.intermediate_size) == (2, 4, 2, 32, 48)
+    assert (m.vocab_size, m.rope_theta, m.norm_eps, m.tie_embeddings, m.block_size) == (VOCAB, 500.0, 1e-6, True, 32)
+    assert origin.source_of("model.n_kv_head") == f"pretrained {tmp_path / 'hf'}"
+
+
+def test_spec_disagreeing_with_the_weights_is_reported_by_field(tmp_path):
+    """Stated fields must equal the weights' (an int rope_theta is compared as a number); block_size only crops."""
+    from nanogpt.spec import SpecError, load_spec
+
+    hf_llama(tmp_path / "hf", **CONFIGS["gqa-tied"])
+    stated = 'n_kv_head = 4\nrope_theta = 10000\nblock_size = 65\ntie_embeddings = false\nn_layer = 2'
+    with pytest.raises(SpecError) as e:
+        load_spec(_spec(tmp_path, f'init_from = "{tmp_path / "hf"}"\n{stated}'))
+    report = e.value.report()
+    assert "model.n_kv_head: 4 must equal the pretrained model's (2), or be left out" in report
+    assert "model.rope_theta: 10000 must equal the pretrained model's (500.0), or be left out" in report
+    assert "model.block_size: 65 must not exceed the pretrained model's (64)" in report
+    assert "model.tie_embeddings: false must equal the pretrained model's (true), or be left out" in report
+    assert "n_layer" not in report and report.startswith(f"{tmp_path / 's.toml'}: 4 problems")
+
+
+def test_check_refuses_an_unsupported_variant_naming_the_field(tmp_path):
+    """`check` (torch-free) refuses a Llama with rope scaling, naming the config field, before any work."""
+    from nanogpt.spec import SpecError, load_spec
+
+    hf_llama(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["rope_parameters"] = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0}
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SpecError) as e:
+        load_spec(_spec(tmp_path, f'init_from = "{tmp_path / "hf"}"'))
+    assert "model.init_from: " in e.value.report()
+    assert "rope_parameters.rope_type is 'yarn' (only plain RoPE, 'default', is implemented)" in e.value.report()
+
+
+def test_spec_cross_checks(tmp_path):
+    """Head counts must divide and a head size must be even (RoPE rotates pairs)."""
+    from nanogpt.spec import SpecError, load_spec
+
+    with pytest.raises(SpecError) as e:
+        load_spec(_spec(tmp_path, "n_head = 6\nn_kv_head = 4\nn_embd = 18"))
+    assert e.value.report().splitlines()[1:] == [
+        "  model.n_head: 6 must be divisible by model.n_kv_head (4)",
+        "  model.n_embd: 18 / model.n_head (6) must be an even head size: RoPE rotates pairs",
+    ]

@@ -21,7 +21,7 @@ from nanogpt.registry import REGISTRIES, import_plugin, load_entry_points
 from nanogpt.spec.convert import structure
 from nanogpt.spec.diff import flatten
 from nanogpt.spec.errors import Problem, SpecError, show_value
-from nanogpt.spec.pretrained import ARCH_FIELDS, NotPretrained, arch_of
+from nanogpt.spec.pretrained import ARCH_FIELDS, LLAMA_ARCH_FIELDS, NotPretrained, arch_of, llama_arch_of
 from nanogpt.spec.tables import Experiment
 
 if sys.version_info >= (3, 11):
@@ -379,17 +379,18 @@ def _import_plugins(raw: dict[str, Any]) -> list[Problem]:
 def _fill_from_pretrained(raw: dict[str, Any], provenance: dict[str, str], check_files: bool) -> list[Problem]:
     """Architecture fields the spec leaves out come from `init_from`'s weights; stated ones must agree."""
     model = raw.get("model")
-    if not isinstance(model, dict) or model.get("kind", "gpt") != "gpt":
+    if not isinstance(model, dict) or model.get("kind", "gpt") not in ("gpt", "llama"):
         return []
     init_from = model.get("init_from", "scratch")
     if not isinstance(init_from, str) or init_from in ("scratch", ""):
         return []
+    llama = model.get("kind") == "llama"
     try:
-        arch = arch_of(init_from)
+        arch = llama_arch_of(init_from) if llama else arch_of(init_from)
     except NotPretrained as e:
         return [Problem("model.init_from", str(e))] if check_files else []
     problems = []
-    for field in ARCH_FIELDS:
+    for field in LLAMA_ARCH_FIELDS if llama else ARCH_FIELDS:
         if field not in arch:
             continue
         theirs = arch[field]
@@ -398,7 +399,8 @@ def _fill_from_pretrained(raw: dict[str, Any], provenance: dict[str, str], check
             provenance[f"model.{field}"] = f"pretrained {init_from}"
             continue
         ours = model[field]
-        if type(ours) is not type(theirs):
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (ours, theirs))
+        if type(ours) is not type(theirs) and not numbers:  # rope_theta = 10000 is 10000.0
             continue  # a wrong type is reported by structuring, not as a disagreement
         if field == "block_size":
             if ours > theirs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _arch_from_hf_config(path: Path) -> dict[str, Any]:
     cfg = _read_json(path)
     if cfg.get("model_type") not in (None, "gpt2"):
+        hint = ' (model.kind = "llama" takes it)' if cfg.get("model_type") == "llama" else ""
         raise NotPretrained(
-            f"{str(path.parent)!r} holds a {cfg.get('model_type')!r} model, not GPT-2"
+            f"{str(path.parent)!r} holds a {cfg.get('model_type')!r} model, not GPT-2{hint}"
         )
     try:
         return dict(
@@ -145,10 +147,64 @@ def llama_arch_from_hf_config(cfg: dict[str, Any], where: str) -> dict[str, Any]
     return arch
 
 
-def _arch_from_manifest(path: Path) -> dict[str, Any]:
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+"""A Hugging Face model id, `owner/name`."""
+
+
+def llama_arch_of(init_from: str) -> dict[str, Any]:
+    """The llama fields of the weights `init_from` names: a Hugging Face directory or hub id (its
+    config.json), or a llama run or checkpoint of this product."""
+    path = Path(init_from)
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except (OSError, ValueError):
+        is_dir = is_file = False
+    if is_dir and (path / "config.json").is_file():
+        return llama_arch_from_hf_config(_read_json(path / "config.json"), repr(init_from))
+    if is_dir and (path / "manifest.json").is_file():
+        return _arch_from_manifest(path / "manifest.json", LLAMA_ARCH_FIELDS)
+    if is_dir:
+        raise NotPretrained(f"directory {init_from!r} holds neither a Hugging Face model (config.json) nor a run (manifest.json)")
+    if is_file:
+        run_dir = path.parent.parent
+        if path.parent.name == "checkpoints" and (run_dir / "manifest.json").is_file():
+            return _arch_from_manifest(run_dir / "manifest.json", LLAMA_ARCH_FIELDS)
+        header = _checkpoint_header(path)
+        arch = header.get("model_arch") if isinstance(header, dict) else None
+        if not isinstance(arch, dict) or arch.get("kind") != "llama":
+            raise NotPretrained(f"{str(path)!r} is not a checkpoint of a llama model (its model_arch.kind)")
+        return {k: arch[k] for k in LLAMA_ARCH_FIELDS if k in arch}
+    if not HUB_ID.fullmatch(init_from):
+        raise NotPretrained(f"no such file or directory {init_from!r}, nor a Hugging Face hub id (owner/name)")
+    return llama_arch_from_hf_config(_read_json(_hub_config(init_from)), repr(init_from))
+
+
+def _hub_config(hub_id: str) -> Path:
+    """config.json of a hub model: from the Hugging Face cache, else downloaded (that file alone)."""
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    except ImportError as e:  # pragma: no cover - transformers brings it
+        raise NotPretrained(f"reading hub model {hub_id!r} needs huggingface_hub ({e})") from None
+    cached = try_to_load_from_cache(hub_id, "config.json")
+    if isinstance(cached, str):
+        return Path(cached)
+    try:
+        return Path(hf_hub_download(hub_id, "config.json"))
+    except Exception as e:  # noqa: BLE001 - offline, unknown id, gated: all mean "cannot read it"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise NotPretrained(
+            f"{hub_id!r} is not in the Hugging Face cache and its config.json cannot be downloaded ({first}); "
+            "offline, name a local directory that save_pretrained wrote"
+        ) from None
+
+
+def _arch_from_manifest(path: Path, fields: tuple[str, ...] = ARCH_FIELDS) -> dict[str, Any]:
     manifest = _read_json(path)
     model = (manifest.get("spec") or {}).get("model") or {}
-    arch = {k: model[k] for k in ARCH_FIELDS if k in model}
+    kind = model.get("kind", "gpt")
+    if kind != ("llama" if fields == LLAMA_ARCH_FIELDS else "gpt"):
+        raise NotPretrained(f"{str(path.parent)!r} is a run of a {kind!r} model (its spec's model.kind)")
+    arch = {k: model[k] for k in fields if k in model}
     vocab = (manifest.get("model") or {}).get("vocab_size") or (manifest.get("data") or {}).get(
         "vocab_size"
     )
@@ -159,14 +215,18 @@ def _arch_from_manifest(path: Path) -> dict[str, Any]:
     return arch
 
 
-def _arch_from_checkpoint(path: Path) -> dict[str, Any]:
-    """`model_args` (nanoGPT) or `model_arch` (ours) from a torch.save file, without torch."""
+def _checkpoint_header(path: Path) -> Any:
     try:
-        header = _read_pickle_header(path)
+        return _read_pickle_header(path)
     except NotPretrained:
         raise
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
         raise NotPretrained(f"{str(path)!r} is not a readable checkpoint ({e})") from None
+
+
+def _arch_from_checkpoint(path: Path) -> dict[str, Any]:
+    """`model_args` (nanoGPT) or `model_arch` (ours) from a torch.save file, without torch."""
+    header = _checkpoint_header(path)
     args = header.get("model_arch") or header.get("model_args") if isinstance(header, dict) else None
     if not isinstance(args, dict):
         raise NotPretrained(f"{str(path)!r} holds no model_args (not a nanoGPT/nanogpt checkpoint)")
