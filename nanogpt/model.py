@@ -538,12 +538,30 @@ class GPT(nn.Module):
         nanoGPT records no unpadded vocabulary; `vocab_size` (the tokenizer's) says how many of its
         rows are real when it trained with a padded table (50304 for GPT-2's 50257).
         """
-        from nanogpt.checkpoint import FORMAT, checkpoint_for, load_checkpoint
+        from nanogpt.checkpoint import checkpoint_for, load_checkpoint
 
         p = Path(path)
         if p.is_dir():
             p = checkpoint_for(p, which)
-        state = load_checkpoint(p)
+        return cls.from_checkpoint_state(
+            load_checkpoint(p), p, dropout=dropout, block_size=block_size, pad_vocab_multiple=pad_vocab_multiple,
+            vocab_size=vocab_size,
+        )
+
+    @classmethod
+    def from_checkpoint_state(
+        cls,
+        state: dict[str, Any],
+        p: Path,
+        *,
+        dropout: float = 0.0,
+        block_size: Optional[int] = None,
+        pad_vocab_multiple: int = 1,
+        vocab_size: Optional[int] = None,
+    ) -> GPT:
+        """`from_checkpoint` of a checkpoint already loaded (safely) from `p`."""
+        from nanogpt.checkpoint import FORMAT
+
         if state.get("format") == FORMAT:
             config, sd = _ours(state, p, dropout)
         elif isinstance(state.get("model_args"), dict) and isinstance(state.get("model"), dict):
@@ -653,6 +671,8 @@ def _ours(state: dict[str, Any], path: Path, dropout: float) -> tuple[GPTConfig,
     sd = state.get("model")
     if not isinstance(arch, dict) or not isinstance(sd, dict):
         raise InputError(f"checkpoint {str(path)!r} lacks model_arch or model")
+    if arch.get("kind", "gpt") != "gpt":
+        raise InputError(f"checkpoint {str(path)!r} holds a {arch['kind']!r} model, not a GPT")
     try:
         config = GPTConfig(
             n_layer=arch["n_layer"],

@@ -43,6 +43,7 @@ import torch
 
 from nanogpt.errors import DataError, InputError, NanoGPTError
 from nanogpt.fileio import read_user_text
+from nanogpt.spec.pretrained import HUB_ID
 from nanogpt.spec.tables import GPT2_NAMES
 
 SEPARATOR = "-" * 15
@@ -144,18 +145,45 @@ def _load(source: str, which: str, visited: tuple[str, ...]) -> tuple[Any, Any, 
     path = Path(source)
     # what is on disk comes first (as transformers does): a local folder named gpt2 is that folder
     if path.is_dir() and (path / "config.json").is_file():
-        return GPT.from_hf(source), None, f"Hugging Face model {source}"
+        return _load_hf(source, path)
     if path.is_dir() and any((path / name).exists() for name in ("manifest.json", "spec.toml", "checkpoints")):
         return _load_run(path, which, visited)
     if path.is_file():
         return _load_checkpoint(path)
     if source in GPT2_NAMES:
         return GPT.from_hf(source), None, source
+    if HUB_ID.fullmatch(source) and not path.exists():
+        from nanogpt.llama import Llama
+
+        return Llama.from_hf(source), _hf_tokenizer_of(source), f"Hugging Face model {source}"
     if path.is_dir():
         raise InputError(
             f"directory {source!r} is neither a run (manifest.json, checkpoints/) nor a Hugging Face model (config.json)"
         )
     raise InputError(f"{source!r}: no such file or directory, and not one of {', '.join(GPT2_NAMES)}")
+
+
+def _load_hf(source: str, path: Path) -> tuple[Any, Any, str]:
+    """A Hugging Face model directory: GPT-2 or a Llama, by its config.json's model_type."""
+    from nanogpt.model import GPT
+
+    try:
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as e:
+        raise InputError(f"{source!r}: cannot read its config.json: {e}") from None
+    if model_type == "llama":
+        from nanogpt.llama import Llama
+
+        return Llama.from_hf(source), _hf_tokenizer_of(source), f"Hugging Face model {source}"
+    return GPT.from_hf(source), None, f"Hugging Face model {source}"
+
+
+def _hf_tokenizer_of(source: str) -> Any:
+    """The tokenizer.json beside a Hugging Face model, or _Unknown: a Llama has no default tokenizer."""
+    return _Unknown(
+        f"{source!r} is a Llama without a tokenizer this product reads; give the meta.json of a dataset "
+        "tokenized for it with --tokenizer-meta PATH"
+    )
 
 
 def _load_run(run_dir: Path, which: str, visited: tuple[str, ...]) -> tuple[Any, Any, str]:
@@ -201,12 +229,20 @@ def _run_spec(run_dir: Path) -> dict[str, Any]:
 
 
 def _load_checkpoint(path: Path) -> tuple[Any, Any, str]:
-    from nanogpt.checkpoint import FORMAT
+    from nanogpt.checkpoint import FORMAT, load_checkpoint
     from nanogpt.data.tokenizers import tokenizer_from_meta
     from nanogpt.model import GPT
 
-    model = GPT.from_checkpoint(str(path))  # refuses unsafe pickles before anything else reads the file
-    head = _checkpoint_head(path)
+    state = load_checkpoint(path)  # refuses unsafe pickles before anything else reads the file
+    arch = state.get("model_arch")
+    if isinstance(arch, dict) and arch.get("kind") == "llama":
+        from nanogpt.llama import from_checkpoint_state
+
+        model = from_checkpoint_state(state, str(path))
+    else:
+        model = GPT.from_checkpoint_state(state, path)
+    head = {key: value for key, value in state.items() if key in ("format", "tokenizer", "spec")}
+    del state  # the tensors are in the model now
     if head.get("format") != FORMAT:
         return model, None, f"nanoGPT checkpoint {path}"
     description = f"checkpoint {path}"
@@ -225,17 +261,6 @@ def _load_checkpoint(path: Path) -> tuple[Any, Any, str]:
             "give the dataset's meta.json with --tokenizer-meta PATH"
         )
     return model, tokenizer, description
-
-
-def _checkpoint_head(path: Path) -> dict[str, Any]:
-    """A checkpoint's small entries, without reading its tensors (memory-mapped; the file is known safe by now)."""
-    from nanogpt.checkpoint import load_checkpoint
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # not a zip-format file: mmap cannot apply, read it whole
-        state = load_checkpoint(path)
-    return {key: value for key, value in state.items() if key in ("format", "tokenizer", "spec")}
 
 
 def _spec_tokenizer(spec: dict[str, Any]) -> Any:
