@@ -49,7 +49,7 @@ from nanogpt.spec.tables import GPT2_NAMES
 SEPARATOR = "-" * 15
 """The line between two samples on stdout (the seed's)."""
 
-TOKENIZER_KEYS = ("tokenizer", "vocab_size", "eot_id", "chars")
+TOKENIZER_KEYS = ("tokenizer", "vocab_size", "eot_id", "chars", "bos_id", "tokenizer_sha256", "tokenizer_json")
 """The part of a dataset's meta.json that `tokenizer_from_meta` needs."""
 
 FILE_PREFIX = "FILE:"

@@ -230,8 +230,8 @@ class TokensSpec(DataSpec):
     """Pin for a url: (or single file:) source: its sha256; a download that differs is refused."""
     text_column: str = "text"
     """Column holding the text in .jsonl, .parquet and Hugging Face sources."""
-    tokenizer: Literal["gpt2", "char"] = "gpt2"
-    """"gpt2": GPT-2's BPE (tiktoken's ids); "char": one id per distinct character of the corpus."""
+    tokenizer: str = attrs.field(default="gpt2", validator=Pattern(r"gpt2|char|hf:.+", '"gpt2", "char" or "hf:PATH_OR_ID"'))
+    """"gpt2": GPT-2's BPE (tiktoken's ids); "char": one id per distinct character of the corpus; "hf:PATH_OR_ID": a Hugging Face tokenizer (a tokenizer.json, a directory holding one, or a hub id), documents separated by its end-of-sequence token, no BOS added."""
     val_fraction: float = attrs.field(default=0.0005, validator=[above(0.0), below(1.0)])
     """Share of the corpus held out for validation."""
     split: Literal["random", "contiguous"] = "random"
