@@ -179,11 +179,16 @@ def _load_hf(source: str, path: Path) -> tuple[Any, Any, str]:
 
 
 def _hf_tokenizer_of(source: str) -> Any:
-    """The tokenizer.json beside a Hugging Face model, or _Unknown: a Llama has no default tokenizer."""
-    return _Unknown(
-        f"{source!r} is a Llama without a tokenizer this product reads; give the meta.json of a dataset "
-        "tokenized for it with --tokenizer-meta PATH"
-    )
+    """The tokenizer.json of a Hugging Face model, or _Unknown: a Llama has no default tokenizer."""
+    from nanogpt.data.tokenizers import HF_PREFIX, hf_tokenizer
+
+    try:
+        return hf_tokenizer(HF_PREFIX + source)
+    except DataError as e:
+        return _Unknown(
+            f"{source!r} has no tokenizer this product reads ({e}); give the meta.json of a dataset "
+            "tokenized for it with --tokenizer-meta PATH"
+        )
 
 
 def _load_run(run_dir: Path, which: str, visited: tuple[str, ...]) -> tuple[Any, Any, str]:
