@@ -125,6 +125,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = StopSignals().install()  # from the first moment: a signal never leaves a run `running`
     try:
         with survive_closed_console():
+            member = None
+            if args.sweep_member is not None:
+                if args.resume is not None:
+                    raise _usage("--sweep-member starts a sweep's member; a member resumes with --resume RUN_DIR alone")
+                from nanogpt.sweep.record import SweepMembership
+
+                member = SweepMembership.from_json(args.sweep_member)
             # the spec is validated before torch is imported: a bad spec fails in a fraction of a second
             with _reported_once_per_node():
                 if args.resume is not None:
@@ -138,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     if len(paths) != 1:
                         raise _usage("run takes exactly one SPEC (or --resume RUN_DIR)")
                     resume_dir = None
-                    exp, origin = load_spec(paths[0], overrides)
+                    exp, origin = load_spec(paths[0], overrides, sweep_member=member is not None)
                     if not exp.train.auto_resume:  # with it, an existing run may be the one to continue
                         from nanogpt.manifest import refuse_existing_run_dir
 
@@ -146,7 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 _check_world_size(exp, origin.path)
             from nanogpt.train import run
 
-            return run(exp, origin, resume_dir=resume_dir, force=args.force, stop=stop)
+            as_member = {} if member is None else {"run_id": member.run_id, "record": {"sweep": member.manifest_record()}}
+            return run(exp, origin, resume_dir=resume_dir, force=args.force, stop=stop, **as_member)
     finally:
         stop.restore()
 
@@ -198,6 +206,25 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from nanogpt.compare import runs_command
 
     return runs_command(args.dir, name=args.name)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from nanogpt.sweep.command import sweep_command
+
+    paths, overrides = split_overrides(args.words)
+    return sweep_command(paths, overrides, args)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nanogpt.compare_runs import compare_command
+
+    return compare_command(args.paths, fmt="json" if args.json else "csv" if args.csv else "table", sort=args.sort, reverse=args.reverse)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from nanogpt.plot import plot_command
+
+    return plot_command(args.paths, output=args.output, metrics=args.metric, x=args.x)
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
@@ -278,7 +305,49 @@ def build_parser() -> _Parser:
         "--force", action="store_true",
         help="resume even though training-relevant fields changed, or start over when no checkpoint is usable",
     )
+    v.add_argument(
+        "--sweep-member", metavar="JSON",
+        help='set by `nanogpt sweep`: start this run as a sweep\'s member ({"id", "index", "values", "run_id"}), recorded in its manifest',
+    )
     v.set_defaults(fn=cmd_run)
+
+    v = verbs.add_parser(
+        "sweep", help="launch a family of runs: axes key=a,b,c and the spec's [sweep] table",
+        description=(
+            "An override whose value has commas outside brackets and quotes is an axis (optimizer.lr=1e-3,3e-4; "
+            "optimizer.betas=[0.9,0.99] is one value); axes form a grid, the first slowest, crossed with the "
+            "random draws of the spec's [sweep] table. Every member is validated before any starts. Members are "
+            "ordinary runs; the sweep's record is <out_dir>/<name>/sweeps/<sweep_id>/sweep.json. "
+            "Exit 0 when every member completed, 1 when any failed, 2 for bad input, 130 when interrupted."
+        ),
+        epilog=EPILOG,
+    )
+    v.add_argument("words", nargs="*", metavar="SPEC [key=value | key=v1,v2,... ...]")
+    v.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="members at once, each a process with its share of the CPU cores (default 1)")
+    v.add_argument("--gpus-per-run", type=int, metavar="K", help="give each member K GPUs of its own (CUDA_VISIBLE_DEVICES; torchrun when K > 1)")
+    v.add_argument("--list", action="store_true", help="print the members, one a line (index, then key=value words), and stop")
+    v.add_argument("--dry-run", action="store_true", help="validate every member and stop")
+    v.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep: run what is missing, resume interrupted members, leave completed ones")
+    v.add_argument("--rerun", action="store_true", help="train a member even when a completed run of its name has its spec")
+    v.add_argument("--sweep-id", metavar="ID", help="name the sweep dir (<out_dir>/<name>/sweeps/ID); an existing one is continued")
+    v.add_argument("--index", type=int, metavar="I", help="run member I only, into the sweep --sweep-id names (one task of a job array)")
+    v.set_defaults(fn=cmd_sweep)
+
+    v = verbs.add_parser("compare", help="runs side by side: what differs in their specs, and their results")
+    v.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_OR_DIR")
+    fmt = v.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print a JSON list of objects, one per run")
+    fmt.add_argument("--csv", action="store_true", help="print CSV")
+    v.add_argument("--sort", default="best_val_loss", metavar="COLUMN", help="sort by this column: a metric or a spec key (default best_val_loss; missing values last)")
+    v.add_argument("--reverse", action="store_true", help="sort descending")
+    v.set_defaults(fn=cmd_compare)
+
+    v = verbs.add_parser("plot", help="loss curves of runs overlaid, to a PNG, SVG or PDF file")
+    v.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_OR_DIR")
+    v.add_argument("-o", "--output", default="loss.png", metavar="FILE", help="the file to write; .png, .svg or .pdf (default loss.png)")
+    v.add_argument("--metric", action="append", metavar="TAG", help="a curve to draw, by its TensorBoard tag (default: loss/val and loss/train); repeatable")
+    v.add_argument("--x", choices=["iter", "tokens", "wall"], default="iter", help="the horizontal axis (default iter)")
+    v.set_defaults(fn=cmd_plot)
 
     v = verbs.add_parser("check", help="validate specs (never imports torch)", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC... [key=value ...]")

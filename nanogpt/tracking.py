@@ -9,7 +9,8 @@ Event files go into the run directory itself, so `tensorboard --logdir runs` sho
     perplexity/train, perplexity/val
     spec (text)                 the resolved spec, and its difference from what it extends
     samples (text)              generations at evaluations
-    hparams                     the spec's scalar fields with the final metrics (HParams tab)
+    hparams                     the spec's scalar fields (and a sweep member's sweep id and index)
+                                with the final metrics (HParams tab)
 """
 
 from __future__ import annotations
@@ -92,4 +93,14 @@ def flat_hparams(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             out[path] = value
         else:
             out[path] = str(value)
+    return out
+
+
+def run_hparams(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A run's hparams: its resolved spec, flat (so a sweep's swept keys are there), and for a sweep's
+    member `sweep.id` and `sweep.index`, so the HParams tab can pick out one sweep."""
+    out = flat_hparams(manifest["spec"])
+    sweep = manifest.get("sweep")
+    if isinstance(sweep, dict):
+        out.update({"sweep.id": str(sweep.get("id")), "sweep.index": sweep.get("index")})
     return out

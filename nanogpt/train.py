@@ -36,7 +36,7 @@ from nanogpt.runlock import RunLock
 from nanogpt.signals import StopSignals, on_abort
 from nanogpt.registry import DATA, MODELS, OPTIMIZERS, SCHEDULES
 from nanogpt.spec import Experiment, SpecOrigin, resolved, spec_sha256, to_toml
-from nanogpt.tracking import build_tracker, flat_hparams, markdown_code
+from nanogpt.tracking import build_tracker, markdown_code, run_hparams
 
 EXIT_INTERRUPTED = 130
 
@@ -61,11 +61,13 @@ def _lost_peer(e: BaseException) -> bool:
 
 
 def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, force: bool = False,
-        stop: StopSignals | None = None) -> int:
+        stop: StopSignals | None = None, run_id: str | None = None, record: dict[str, Any] | None = None) -> int:
     """Train (or evaluate) what the spec says; returns the process exit status.
 
     `resume_dir` continues that run; `force` lets a resume start over when no checkpoint is
     usable. `stop` is the command's signal handler (one is installed when none is given).
+    `run_id` names a new run's directory (a sweep names its members' runs, so it knows where they
+    are: such a run never auto-resumes another), and `record` adds keys to its manifest (`sweep`).
     """
     stop = stop or StopSignals().install()
     env = DistEnv.from_env(exp.system)
@@ -74,13 +76,14 @@ def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, 
     claim: Claim | None = None
     try:
         check_world_size(exp, env)
-        claim = claim_run(exp, env, resume_dir, force)  # before the data: a second writer waits for nothing
+        auto_resume = exp.train.auto_resume and run_id is None
+        claim = claim_run(exp, env, resume_dir, force, auto_resume)  # before the data: a second writer waits for nothing
         data = DATA.build(exp.data, env=env, seed=exp.seed, batch_size=exp.train.batch_size, block_size=exp.model.block_size)
         model = MODELS.build(exp.model, vocab_size=data.vocab_size).to(env.device)
         optimizer = OPTIMIZERS.build(exp.optimizer, model=model)
         lr_at = SCHEDULES.build(exp.schedule, lr=exp.optimizer.lr)
         stop.defer(announce=env.is_main)  # a run dir exists from here on: signals stop it cleanly
-        run_dir = open_run(exp, origin, env, data, model, claim)
+        run_dir = open_run(exp, origin, env, data, model, claim, run_id, record)
     except BaseException:
         if claim is not None:
             claim.release()
@@ -160,7 +163,7 @@ class Claim:
             self.lock.release()
 
 
-def claim_run(exp: Experiment, env: DistEnv, resume_dir: Path | None, force: bool) -> Claim:
+def claim_run(exp: Experiment, env: DistEnv, resume_dir: Path | None, force: bool, auto_resume: bool) -> Claim:
     """Rank 0 locks the run dir to continue (an explicit one, or with `train.auto_resume` the newest
     unfinished run of this spec) and picks its newest verified checkpoint; every rank learns both."""
     claim = Claim()
@@ -169,7 +172,7 @@ def claim_run(exp: Experiment, env: DistEnv, resume_dir: Path | None, force: boo
         try:
             if resume_dir is not None:
                 claim.resume_dir, claim.lock = resume_dir, RunLock.acquire(resume_dir)
-            elif exp.train.auto_resume and (found := find_resumable(exp)) is not None:
+            elif auto_resume and (found := find_resumable(exp)) is not None:
                 claim.resume_dir, claim.lock = found
                 print(f"auto_resume: continuing {claim.resume_dir} (status {read_manifest(claim.resume_dir / MANIFEST).get('status')})", flush=True)
             if claim.resume_dir is not None:
@@ -224,12 +227,13 @@ def _pick_checkpoint(exp: Experiment, claim: Claim, force: bool) -> None:
         )
 
 
-def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Any, model: Any, claim: Claim) -> RunDir | Path:
+def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Any, model: Any, claim: Claim,
+             run_id: str | None = None, record: dict[str, Any] | None = None) -> RunDir | Path:
     """Rank 0 creates (or reopens) the run directory; the others learn its path."""
     run: RunDir | None = None
     if env.is_main:
         if claim.resume_dir is None:
-            run = RunDir.create(exp, origin, record_sections(exp, env, data, model))
+            run = RunDir.create(exp, origin, {**record_sections(exp, env, data, model), **(record or {})}, run_id)
             claim.lock = run.lock
         else:
             run = RunDir.open(claim.resume_dir, claim.lock)
@@ -651,6 +655,8 @@ class Trainer:
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if self.env.is_main:
+            # the run's wall clock (over all its sessions): what `nanogpt plot --x wall` draws against
+            record["wall_seconds"] = round(self.wall_before + time.perf_counter() - self.session_start, 3)
             with open(self.run_path / METRICS, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
@@ -750,7 +756,7 @@ class Trainer:
         if self.run is None:
             return
         self.tracker.hparams(
-            flat_hparams(self.run.manifest["spec"]),
+            run_hparams(self.run.manifest),
             {"loss/val": self.metrics.get("val_loss"), "loss/train": self.metrics.get("train_loss")},
         )
         self.run.finish(status, error, failure)

@@ -35,7 +35,7 @@ def to_toml(exp: Experiment) -> str:
 
 def _table_lines(table: dict[str, Any], path: tuple[str, ...]) -> list[str]:
     lines = [
-        f"# {_key(k)} = {UNSET}" if v is None else f"{_key(k)} = {_value(v)}"
+        f"# {_key(k)} = {UNSET}" if v is None else f"{_key(k)} = {toml_value(v)}"
         for k, v in table.items()
         if not isinstance(v, dict)
     ]
@@ -50,10 +50,11 @@ def _key(key: str) -> str:
     return tomli_w.dumps({key: 0})[: -len(" = 0\n")]
 
 
-def _value(value: Any) -> str:
-    """One value, arrays kept on one line (tomli_w always breaks them over several)."""
+def toml_value(value: Any) -> str:
+    """One value as TOML text on one line (tomli_w always breaks arrays over several): what `show`
+    prints after `key = `, and what an override word holds after `key=`."""
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return tomli_w.dumps({"v": value})[len("v = ") : -1]
 
 
@@ -65,3 +66,14 @@ def spec_sha256(exp: Experiment) -> str:
 def sha256_of_data(data: Any) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def results_sha256(spec: dict[str, Any]) -> str:
+    """sha256 of a resolved spec (as manifests hold it) without the fields that cannot change results.
+
+    Two runs with the same `results_sha256` train the same numbers, whatever their names, output
+    folders or run ids (`INERT_FIELDS`, the ones `diff` marks `[no effect on results]`).
+    """
+    from nanogpt.spec.diff import INERT_FIELDS, flatten, under
+
+    return sha256_of_data(sorted((p, v) for p, v in flatten(spec).items() if not under(p, INERT_FIELDS)))

@@ -34,6 +34,7 @@ def experiment_schema() -> dict[str, Any]:
             "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
         },
         **schema["properties"],
+        "sweep": _sweep_schema(),
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -134,3 +135,25 @@ def _component_schema(registry: Registry) -> dict[str, Any]:
             del variant["required"]
         variants.append(variant)
     return {"oneOf": variants}
+
+
+def _sweep_schema() -> dict[str, Any]:
+    """The `[sweep]` table (read by `nanogpt sweep`, refused by `run`): written by hand, as its keys are dotted paths."""
+    from nanogpt.spec.sweep import Distribution, SweepSpec
+
+    docs = attribute_docs(SweepSpec)
+    kinds = "|".join(Distribution.KINDS)
+    return {
+        "description": inspect.cleandoc(SweepSpec.__doc__ or ""),
+        "type": "object",
+        "properties": {
+            "grid": {"description": docs["grid"], "type": "object", "additionalProperties": {"type": "array", "minItems": 1}},
+            "random": {
+                "description": docs["random"], "type": "object",
+                "additionalProperties": {"type": "string", "pattern": f"^\\s*({kinds})\\s*\\(.*\\)\\s*$"},
+            },
+            "samples": {"description": docs["samples"], "type": "integer", "minimum": 1},
+            "seed": {"description": docs["seed"], "type": "integer", "minimum": 0},
+        },
+        "additionalProperties": False,
+    }

@@ -31,6 +31,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 DEFAULT = "default"
 COMPONENT_DEFAULT_KINDS = {r.table: r.default_kind for r in REGISTRIES.values()}
+SWEEP_TABLE = "sweep"
+"""The top-level table that makes a spec a sweep (nanogpt.spec.sweep reads it)."""
 
 # Limits no real spec comes near, so that a hostile one fails with a message instead of a
 # RecursionError, a hang or all of memory.
@@ -65,10 +67,29 @@ class SpecOrigin:
         return self.provenance.get(path, DEFAULT)
 
 
-def load_spec(
-    path: str | os.PathLike[str], overrides: Sequence[str] = (), *, check_files: bool = True
-) -> tuple[Experiment, SpecOrigin]:
-    """Load, merge, override and validate a spec file. Raises SpecError listing every problem."""
+@attrs.frozen
+class SpecTree:
+    """A spec file read and merged with everything it extends: raw data, before overrides and validation.
+
+    Read once, it resolves into many specs (a sweep's members) without touching the files again.
+    """
+
+    source: str
+    """The spec file as the user named it."""
+    raw: dict[str, Any] = attrs.field(eq=False)
+    """The merged tables, as TOML gave them (never modified: `resolve_spec` works on a copy)."""
+    provenance: dict[str, str] = attrs.field(eq=False)
+    """Dotted path -> the file that set it."""
+    files: tuple[str, ...]
+    """Every file read: the spec, then the files it extends, depth first."""
+    extended: dict[str, Any] = attrs.field(eq=False)
+    """What the files this spec extends set, merged, before its own values."""
+    sweep: dict[str, Any] | None = attrs.field(eq=False)
+    """The `[sweep]` table as written (read by `nanogpt sweep`), or None when the spec has none."""
+
+
+def read_spec(path: str | os.PathLike[str]) -> SpecTree:
+    """Read a spec file and what it `extends`. Raises SpecError for unreadable files, bad TOML, cycles."""
     source = str(path)
     problems: list[Problem] = []
     files: list[str] = []
@@ -78,7 +99,28 @@ def load_spec(
         problems.append(Problem("", "is empty: a spec needs at least `name`"))
     if problems:
         raise SpecError(source, problems)
+    sweep = raw.pop(SWEEP_TABLE, None)
+    _forget(provenance, SWEEP_TABLE)
+    return SpecTree(source, raw, provenance, tuple(files), extended, sweep)
 
+
+def resolve_spec(
+    tree: SpecTree, overrides: Sequence[str] = (), *, check_files: bool = True, sweep_member: bool = False
+) -> tuple[Experiment, SpecOrigin]:
+    """Apply overrides to a read spec and validate it. Raises SpecError listing every problem.
+
+    A spec with a `[sweep]` table describes many runs, so it is refused unless `sweep_member` says
+    this is one of them.
+    """
+    source = tree.source
+    raw, provenance = _copy(tree.raw), dict(tree.provenance)
+    problems: list[Problem] = []
+    if tree.sweep is not None and not sweep_member:
+        problems.append(Problem(
+            SWEEP_TABLE,
+            "a [sweep] table makes this spec a family of runs: launch them with `nanogpt sweep SPEC` "
+            "(`--list` shows them), or remove the table to run one",
+        ))
     for word in overrides:
         problems += _apply_override(raw, provenance, word)
     problems += _import_plugins(raw)
@@ -93,8 +135,16 @@ def load_spec(
         problems += missing_files(exp)
     if problems:
         raise SpecError(source, [_with_source(p, provenance, source) for p in problems])
-    origin = SpecOrigin(source, tuple(files), tuple(overrides), provenance, flatten(extended))
+    origin = SpecOrigin(source, tree.files, tuple(overrides), provenance, flatten(tree.extended))
     return exp, origin
+
+
+def load_spec(
+    path: str | os.PathLike[str], overrides: Sequence[str] = (), *, check_files: bool = True,
+    sweep_member: bool = False,
+) -> tuple[Experiment, SpecOrigin]:
+    """Load, merge, override and validate a spec file. Raises SpecError listing every problem."""
+    return resolve_spec(read_spec(path), overrides, check_files=check_files, sweep_member=sweep_member)
 
 
 def loads_spec(text: str, source: str = "<spec>", overrides: Sequence[str] = ()) -> Experiment:
