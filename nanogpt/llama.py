@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from nanogpt import model as gpt
 from nanogpt import scaling
 from nanogpt.errors import InputError
-from nanogpt.spec.pretrained import llama_arch_from_hf_config
+from nanogpt.spec.pretrained import LLAMA_ARCH_FIELDS, llama_arch_from_hf_config
 
 
 @attrs.frozen(kw_only=True)
@@ -417,6 +417,15 @@ def build_llama(spec: Any, *, vocab_size: int) -> Llama:
             )
         return Llama(LlamaConfig.from_spec(spec, model_vocab))
     model = load_llama(spec.init_from, dropout=spec.dropout, block_size=spec.block_size)
+    loaded = model.arch()
+    # `check` fills and compares these from the weights' config; a hub model it could not reach is compared here
+    wrong = [
+        f"model.{k} is {getattr(spec, k)!r} but the weights have {loaded[k]!r}"
+        for k in LLAMA_ARCH_FIELDS
+        if k not in ("block_size", "vocab_size") and getattr(spec, k) is not None and getattr(spec, k) != loaded[k]
+    ]
+    if wrong:
+        raise InputError(f"model.init_from {spec.init_from!r} does not match the spec: {'; '.join(wrong)}")
     if model.config.vocab_size < vocab_size:
         raise InputError(
             f"model.init_from {spec.init_from!r} has a vocabulary of {model.config.vocab_size} tokens, but the dataset "

@@ -262,3 +262,43 @@ def test_spec_cross_checks(tmp_path):
         "  model.n_head: 6 must be divisible by model.n_kv_head (4)",
         "  model.n_embd: 18 / model.n_head (6) must be an even head size: RoPE rotates pairs",
     ]
+
+
+def test_data_tokenized_otherwise_is_refused_for_a_pretrained_llama(tmp_path):
+    """A Hugging Face Llama with its tokenizer.json takes data tokenized by that file only: char,
+    gpt2 or another tokenizer.json is refused at check time, naming data.tokenizer."""
+    from nanogpt.spec import SpecError, load_spec
+    from tests.test_hf_tokenizer import train_bpe
+    from tests.tinyrun import write_corpus
+
+    hf_llama(tmp_path / "hf")
+    corpus = write_corpus(tmp_path / "c.txt")
+    train_bpe(tmp_path / "hf", corpus, vocab_size=VOCAB)
+    train_bpe(tmp_path / "other", corpus, vocab_size=VOCAB, eos="<|endoftext|>")
+    for tokenizer, expected in (("char", "'char' cannot give the ids"), ("gpt2", "'gpt2' cannot give the ids"),
+                                (f"hf:{tmp_path / 'other'}", "is not the tokenizer of model.init_from")):
+        path = tmp_path / "s.toml"
+        path.write_text(f'name = "s"\n[model]\nkind = "llama"\ninit_from = "{tmp_path / "hf"}"\n'
+                        f'[data]\ntokenizer = "{tokenizer}"\n', encoding="utf-8")
+        with pytest.raises(SpecError) as e:
+            load_spec(path)
+        assert f"data.tokenizer: {tokenizer!r} " in e.value.report() and expected in e.value.report()
+    path.write_text(f'name = "s"\n[model]\nkind = "llama"\ninit_from = "{tmp_path / "hf"}"\n'
+                    f'[data]\ntokenizer = "hf:{tmp_path / "hf"}"\n', encoding="utf-8")
+    assert load_spec(path)[0].data.tokenizer == f"hf:{tmp_path / 'hf'}"
+
+
+def test_hub_id_offline_checks_and_fails_clearly_at_run(tmp_path, monkeypatch):
+    """Offline, a hub id's architecture cannot be read: check accepts the stated fields, and loading
+    the weights fails at once with a message naming the id and the way out."""
+    from nanogpt.llama import build_llama
+    from nanogpt.spec import load_spec
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    exp, _ = load_spec(_spec(tmp_path, 'init_from = "nobody/no-such-llama"\nn_layer = 30'))
+    assert exp.model.n_layer == 30
+    with pytest.raises(InputError, match="'nobody/no-such-llama'.*HF_HUB_OFFLINE is set"):
+        build_llama(exp.model, vocab_size=100)

@@ -179,6 +179,26 @@ def llama_arch_of(init_from: str) -> dict[str, Any]:
     return llama_arch_from_hf_config(_read_json(_hub_config(init_from)), repr(init_from))
 
 
+class HubUnreachable(NotPretrained):
+    """A hub id whose config.json is neither cached nor reachable: not known to be wrong, only unknown."""
+
+
+def hub_out_of_reach() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here (at once, not after the client's retries), or None."""
+    import os
+    import socket
+    import urllib.parse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError) as e:
+        return f"{host} cannot be looked up: {e}"
+    return None
+
+
 def _hub_config(hub_id: str) -> Path:
     """config.json of a hub model: from the Hugging Face cache, else downloaded (that file alone)."""
     try:
@@ -188,6 +208,12 @@ def _hub_config(hub_id: str) -> Path:
     cached = try_to_load_from_cache(hub_id, "config.json")
     if isinstance(cached, str):
         return Path(cached)
+    why = hub_out_of_reach()
+    if why is not None:
+        raise HubUnreachable(
+            f"{hub_id!r} is not in the Hugging Face cache and the hub is out of reach ({why}); its "
+            "architecture is checked against the spec when the weights load"
+        )
     try:
         return Path(hf_hub_download(hub_id, "config.json"))
     except Exception as e:  # noqa: BLE001 - offline, unknown id, gated: all mean "cannot read it"
