@@ -204,18 +204,28 @@ def test_wrong_shapes_are_refused(tmp_path):
 # ------------------------------------------------------------------------ the spec's [model] table
 
 
-def _spec(tmp_path: Path, model: str) -> Path:
+def _spec(tmp_path: Path, model: str, data: str = "") -> Path:
     path = tmp_path / "s.toml"
-    path.write_text(f'name = "s"\n[model]\nkind = "llama"\n{model}\n', encoding="utf-8")
+    path.write_text(f'name = "s"\n[model]\nkind = "llama"\n{model}\n[data]\n{data}\n', encoding="utf-8")
     return path
+
+
+def hf_llama_with_tokenizer(path: Path, **sizes) -> str:
+    """`hf_llama` with a BPE of its vocabulary saved beside it; returns the data.tokenizer line naming it."""
+    from tests.test_hf_tokenizer import train_bpe
+    from tests.tinyrun import write_corpus
+
+    hf_llama(path, **sizes)
+    train_bpe(path, write_corpus(path.parent / "corpus.txt"), vocab_size=VOCAB)
+    return f'tokenizer = "hf:{path}"'
 
 
 def test_spec_takes_the_architecture_from_a_hugging_face_llama(tmp_path):
     """A llama table naming a local Hugging Face Llama gets every architecture field from its config.json."""
     from nanogpt.spec import load_spec
 
-    hf_llama(tmp_path / "hf", **CONFIGS["gqa-tied"])
-    exp, origin = load_spec(_spec(tmp_path, f'init_from = "{tmp_path / "hf"}"\nblock_size = 32'))
+    tokenizer = hf_llama_with_tokenizer(tmp_path / "hf", **CONFIGS["gqa-tied"])
+    exp, origin = load_spec(_spec(tmp_path, f'init_from = "{tmp_path / "hf"}"\nblock_size = 32', tokenizer))
     m = exp.model
     assert (m.n_layer, m.n_head, m.n_kv_head, m.n_embd, m.intermediate_size) == (2, 4, 2, 32, 48)
     assert (m.vocab_size, m.rope_theta, m.norm_eps, m.tie_embeddings, m.block_size) == (VOCAB, 500.0, 1e-6, True, 32)
@@ -226,10 +236,10 @@ def test_spec_disagreeing_with_the_weights_is_reported_by_field(tmp_path):
     """Stated fields must equal the weights' (an int rope_theta is compared as a number); block_size only crops."""
     from nanogpt.spec import SpecError, load_spec
 
-    hf_llama(tmp_path / "hf", **CONFIGS["gqa-tied"])
+    tokenizer = hf_llama_with_tokenizer(tmp_path / "hf", **CONFIGS["gqa-tied"])
     stated = 'n_kv_head = 4\nrope_theta = 10000\nblock_size = 65\ntie_embeddings = false\nn_layer = 2'
     with pytest.raises(SpecError) as e:
-        load_spec(_spec(tmp_path, f'init_from = "{tmp_path / "hf"}"\n{stated}'))
+        load_spec(_spec(tmp_path, f'init_from = "{tmp_path / "hf"}"\n{stated}', tokenizer))
     report = e.value.report()
     assert "model.n_kv_head: 4 must equal the pretrained model's (2), or be left out" in report
     assert "model.rope_theta: 10000 must equal the pretrained model's (500.0), or be left out" in report
