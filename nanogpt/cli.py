@@ -84,6 +84,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = 2
         else:
             print(f"ok: {path}  spec_sha256 {spec_sha256(exp)}" if args.hash else f"ok: {path}")
+            from nanogpt.scaling import fit_warning
+
+            warning = fit_warning(exp, path)
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
     return status
 
 

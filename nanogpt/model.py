@@ -27,6 +27,7 @@ import attrs
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from nanogpt import scaling
 from nanogpt.errors import InputError
@@ -246,6 +247,7 @@ class GPT(nn.Module):
         # padding rows get a logit of -inf through this (non-learned) bias: out of every softmax and
         # without gradient, and no (B, T, V) copy is needed to cut them off before the loss
         self.register_buffer("vocab_mask", None, persistent=False)
+        self.checkpoint_blocks = False  # system.activation_checkpointing = "blocks" sets it
         self._reset_vocab_mask()
         if config.tie_weights:
             # GPT-2 reads tokens in and writes them out with one matrix: fewer parameters, and
@@ -301,7 +303,11 @@ class GPT(nn.Module):
         pos_emb = self.transformer.wpe(pos)  # position embeddings of shape (t, n_embd)
         x = self.transformer.drop(tok_emb + pos_emb)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, kv_cache, layer)
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                # keep only the block's input; the backward runs the block again to get the rest
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x, kv_cache, layer)
         if kv_cache is not None:
             kv_cache.advance(t)
 

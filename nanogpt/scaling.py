@@ -409,7 +409,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         prog="nanogpt scaling",
         description="The seed's scaling-law notebook: parameters, FLOPs, Chinchilla loss and compute-optimal sizes.",
     )
-    sub = p.add_subparsers(dest="what", metavar="{params,flops,optimal,loss}", parser_class=_Parser)
+    sub = p.add_subparsers(dest="what", metavar="{params,flops,memory,optimal,loss}", parser_class=_Parser)
     sub.required = True
     subs: dict[str, _Parser] = {}
     for name, help_text in (
@@ -428,6 +428,14 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         s.add_argument("--pad-vocab-multiple", type=_positive_int, default=64, metavar="M",
                        help="pad the vocabulary to a multiple of M when that adds at most 1%% rows (default 64)")
         s.add_argument("--json", action="store_true", help="print the figures as JSON")
+    help_text = "bytes per process (params, grads, optimizer, activations) under ddp and fsdp, and what fits"
+    s = subs["memory"] = sub.add_parser("memory", help=help_text, description=help_text + (
+        ". Activations are one micro-batch's (train.batch_size sequences of block_size), with and without "
+        "activation checkpointing; 16-bit compute unless system.dtype = 'float32'."), epilog=EPILOG)
+    s.add_argument("words", nargs="*", metavar="SPEC [key=value ...]", help="a spec and its overrides")
+    s.add_argument("--world-size", type=_positive_int, default=1, metavar="N", help="processes in the job (default 1)")
+    s.add_argument("--device-memory", type=_memory_size, metavar="SIZE", help="memory of one device, e.g. 80GB or 141GiB: say which rows fit")
+    s.add_argument("--json", action="store_true", help="print the figures as JSON")
     s = subs["optimal"] = sub.add_parser("optimal", help="compute-optimal model and data size for a FLOPs budget")
     s.add_argument("--compute", type=_quantity, action="append", metavar="C", help="FLOPs budget (repeatable), e.g. 1.92e19")
     s.add_argument("--sweep", action="store_true", help="the notebook's sweep of budgets 1e17..1e26 (4 per decade)")
@@ -464,6 +472,8 @@ def scaling_command(argv: Sequence[str]) -> int:
             _print_json({"source": source, **report})
         else:
             print(_model_table(args.what, arch, training, source, report))
+    elif args.what == "memory":
+        _memory_command(args, parser)
     elif args.what == "optimal":
         if not args.compute and not args.sweep:
             parser.error("optimal needs --compute C or --sweep")
@@ -518,6 +528,85 @@ def scaling_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def fit_warning(exp: Any, path: str) -> str | None:
+    """What `check` says when the spec as written (DDP, no activation checkpointing) will not fit
+    the GPU nvidia-smi finds; None when it fits, when there is no GPU, or the spec is not a GPT's."""
+    from nanogpt import memory
+
+    if exp.system.device != "auto" and not exp.system.device.startswith("cuda"):
+        return None
+    gpu = memory.smallest_gpu()
+    if gpu is None:
+        return None
+    try:
+        arch = _arch_of(exp, path)
+    except InputError:  # not a GPT, or a vocabulary that is not known before prepare: nothing to say
+        return None
+    usage = memory.plan(
+        memory.GPTSizes(
+            n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, block_size=arch.block_size,
+            vocab_size=arch.padded_vocab_size, bias=arch.bias, tie_weights=arch.tie_weights, dropout=exp.model.dropout,
+        ),
+        batch=exp.train.batch_size, world_size=1, half=exp.system.dtype != "float32", checkpointing=False,
+    )["ddp"]
+    name, capacity = gpu
+    if usage.total <= capacity:
+        return None
+    return (
+        f"{path}: needs about {memory.human(usage.total)} per process (activations of train.batch_size = "
+        f"{exp.train.batch_size}: {memory.human(usage.activations)}), more than the {memory.human(capacity)} of "
+        f"this machine's {name}; `nanogpt scaling memory {path}` shows what a smaller batch, fsdp or "
+        "activation checkpointing would need"
+    )
+
+
+def _memory_size(text: str) -> int:
+    from nanogpt.memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _memory_command(args: argparse.Namespace, parser: _Parser) -> None:
+    import attrs
+
+    from nanogpt import memory
+
+    exp, path = _load_one_spec(args.words, [], parser)
+    arch = _arch_of(exp, path)
+    sizes = memory.GPTSizes(
+        n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, block_size=arch.block_size,
+        vocab_size=arch.padded_vocab_size, bias=arch.bias, tie_weights=arch.tie_weights, dropout=exp.model.dropout,
+    )
+    half = exp.system.dtype != "float32"
+    batch = exp.train.batch_size
+    rows = []
+    for checkpointing in (False, True):
+        plans = memory.plan(sizes, batch=batch, world_size=args.world_size, half=half, checkpointing=checkpointing)
+        rows += [(u, checkpointing) for u in plans.values()]
+    fits = args.device_memory
+    if args.json:
+        _print_json({
+            "source": path, "world_size": args.world_size, "micro_batch": batch, "block_size": arch.block_size,
+            "vocab_size": arch.padded_vocab_size, "precision": "16-bit" if half else "float32", "device_memory": fits,
+            "rows": [
+                {**u.as_dict(), "activation_checkpointing": "blocks" if ck else "none",
+                 **({} if fits is None else {"fits": u.total <= fits})}
+                for u, ck in rows
+            ],
+        })
+        return
+    processes = f"{args.world_size} process" + ("es" if args.world_size > 1 else "")
+    print(f"{path}: {arch.n_layer} x {arch.n_embd}, block {arch.block_size}, vocab {arch.padded_vocab_size}; micro-batch "
+          f"{batch} x {arch.block_size} tokens; {'16-bit' if half else 'float32'} compute; AdamW; {processes}")
+    named = [attrs.evolve(u, parallel=u.parallel + (" + ckpt" if ck else "")) for u, ck in rows]
+    print("\n".join(memory.table(named, fits)))
+    print("bytes per process (under fsdp rank 0's, the largest shard); ckpt: system.activation_checkpointing = "
+          "\"blocks\", each block recomputed in the backward")
+
+
 def _arch_from_args(args: argparse.Namespace, parser: _Parser) -> tuple[Arch, Optional[Training], str]:
     explicit = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
     if args.words or args.specs:
@@ -542,27 +631,37 @@ def _arch_from_args(args: argparse.Namespace, parser: _Parser) -> tuple[Arch, Op
 
 
 def _arch_from_spec(words: list[str], specs: list[str], parser: _Parser) -> tuple[Arch, Training, str]:
+    exp, path = _load_one_spec(words, specs, parser)
+    arch = _arch_of(exp, path)
+    training = Training(exp.tokens_per_iter, exp.train.max_iters, exp.train.eval_only, exp.model.init_from)
+    return arch, training, path
+
+
+def _load_one_spec(words: list[str], specs: list[str], parser: _Parser) -> tuple[Any, str]:
     from nanogpt.cli import split_overrides
     from nanogpt.spec import load_spec
-    from nanogpt.spec.tables import GPTSpec
 
     paths, overrides = split_overrides(words, specs)
     if len(paths) != 1:
         parser.error(f"takes one SPEC (got {len(paths)}: {' '.join(paths) or 'none'})")
     exp, _ = load_spec(paths[0], overrides)  # SpecError propagates: the CLI prints it, exit 2
+    return exp, paths[0]
+
+
+def _arch_of(exp: Any, path: str) -> Arch:
+    from nanogpt.spec.tables import GPTSpec
+
     model = exp.model
     if not isinstance(model, GPTSpec):
-        raise InputError(f"{paths[0]}: model.kind {model.kind!r} is not a GPT; scaling knows the 'gpt' model only")
+        raise InputError(f"{path}: model.kind {model.kind!r} is not a GPT; scaling knows the 'gpt' model only")
     vocab, note = model.vocab_size, ""
     if vocab is None:
-        vocab, note = _dataset_vocab(exp.data, paths[0])
-    arch = Arch(
+        vocab, note = _dataset_vocab(exp.data, path)
+    return Arch(
         n_layer=model.n_layer, n_head=model.n_head, n_embd=model.n_embd, block_size=model.block_size,
         vocab_size=vocab, bias=model.bias, tie_weights=model.tie_weights,
         pad_vocab_multiple=model.pad_vocab_multiple, vocab_note=note,
     )
-    training = Training(exp.tokens_per_iter, exp.train.max_iters, exp.train.eval_only, model.init_from)
-    return arch, training, paths[0]
 
 
 def _dataset_vocab(data: Any, spec_path: str) -> tuple[int, str]:

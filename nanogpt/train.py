@@ -308,6 +308,13 @@ class TrainStep:
             else contextlib.nullcontext()
         )
         self.scaler = torch.amp.GradScaler(env.device_type, enabled=env.dtype == torch.float16)
+        if exp.system.activation_checkpointing == "blocks":
+            if not hasattr(model, "checkpoint_blocks"):
+                raise InputError(
+                    f"system.activation_checkpointing = 'blocks': model.kind {exp.model.kind!r} has no blocks to "
+                    "recompute (its model has no `checkpoint_blocks` switch); use 'none'"
+                )
+            model.checkpoint_blocks = True
         self.model = model
         if exp.system.compile:
             self.model = torch.compile(self.model)

@@ -169,7 +169,12 @@ def sources() -> st.SearchStrategy[str]:
     return st.one_of(
         st.sampled_from([f"embedded:{c}" for c in EMBEDDED_CORPORA]),
         st.builds(lambda s, h, p: f"url:{s}://{h}/{p}", st.sampled_from(["http", "https"]), host, one_line_text()),
-        st.builds(lambda name: f"hf:{name}", st.text(min_size=1, max_size=30)),
+        st.builds(  # hf:DATASET_ID[@REVISION][:CONFIG], as the validator reads it
+            lambda name, rev, config: f"hf:{name}{rev}{config}",
+            st.text(st.characters(blacklist_characters="@:"), min_size=1, max_size=30),
+            st.one_of(st.just(""), st.text(st.characters(blacklist_characters=":"), min_size=1, max_size=12).map("@{}".format)),
+            st.one_of(st.just(""), st.text(max_size=12).map(":{}".format)),
+        ),
         st.just(f"file:{EXISTING_FILE}"),
     )
 
