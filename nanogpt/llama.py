@@ -22,6 +22,7 @@ import attrs
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from nanogpt import model as gpt
 from nanogpt import scaling
@@ -196,6 +197,7 @@ class Llama(nn.Module):
             norm=nn.RMSNorm(config.n_embd, eps=config.norm_eps),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.checkpoint_blocks = False  # system.activation_checkpointing = "blocks" sets it
         # RoPE's angles: computed, not learned, so they are never saved (they follow block_size and rope_theta)
         self.register_buffer("rope_cos", None, persistent=False)
         self.register_buffer("rope_sin", None, persistent=False)
@@ -238,7 +240,11 @@ class Llama(nn.Module):
 
         x = self.model.drop(self.model.embed_tokens(idx))  # token embeddings of shape (b, t, n_embd)
         for layer, block in enumerate(self.model.layers):
-            x = block(x, cos, sin, kv_cache, layer)
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                # keep only the block's input; the backward runs the block again to get the rest
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, kv_cache, layer)
         if kv_cache is not None:
             kv_cache.advance(t)
 
@@ -438,7 +444,7 @@ def load_llama(init_from: str, *, dropout: float = 0.0, block_size: Optional[int
     """The Llama `init_from` names: a Hugging Face directory or hub id, a run directory (its `which`
     checkpoint) or a checkpoint file of this product."""
     path = Path(init_from)
-    if path.is_dir() and (path / "config.json").is_file() or not path.exists():
+    if (path.is_dir() and (path / "config.json").is_file()) or not path.exists():
         return Llama.from_hf(init_from, dropout=dropout, block_size=block_size)
     from nanogpt.checkpoint import checkpoint_for, load_checkpoint
 

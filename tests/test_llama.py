@@ -312,3 +312,21 @@ def test_hub_id_offline_checks_and_fails_clearly_at_run(tmp_path, monkeypatch):
     assert exp.model.n_layer == 30
     with pytest.raises(InputError, match="'nobody/no-such-llama'.*HF_HUB_OFFLINE is set"):
         build_llama(exp.model, vocab_size=100)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    """With checkpoint_blocks (system.activation_checkpointing = "blocks") loss and gradients are the same."""
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(n_layer=2, n_head=4, n_kv_head=2, n_embd=32, intermediate_size=48, block_size=16,
+                              vocab_size=VOCAB))
+    idx = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(1))
+    grads = []
+    for on in (False, True):
+        model.checkpoint_blocks = on
+        model.zero_grad()
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=0)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
