@@ -207,7 +207,8 @@ def product_step(s: Settings, overrides: list[str], batch: int, accum: int):
     from nanogpt.dist import DistEnv
     from nanogpt.registry import MODELS, OPTIMIZERS, SCHEDULES
     from nanogpt.spec import load_spec
-    from nanogpt.train import TrainStep, configure_backends
+    from nanogpt.runner import configure_backends
+    from nanogpt.train import TrainStep
 
     sizes = [f"model.{k}={v}" for k, v in s.model.items()]
     exp, _ = load_spec(

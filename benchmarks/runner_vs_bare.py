@@ -1,6 +1,6 @@
 """The runner against a bare hand-written loop: steady-state wall time per iteration, in one process.
 
-"The runner" is the real thing: `nanogpt.train.run()` on the spec as a user runs it (TensorBoard
+"The runner" is the real thing: `nanogpt.runner.run()` on the spec as a user runs it (TensorBoard
 on, metrics.jsonl, the manifest, the spec's log_interval, an evaluation and a sample at the start
 and the end). Its time per iteration is read off the wall clock: the moments its "iter N:" progress
 lines reach stdout, so everything a logging step does (the host sync, TensorBoard, metrics.jsonl,
@@ -103,9 +103,9 @@ def window_ms(stamps: dict[int, float]) -> list[float]:
 
 
 def runner_round(spec: Path, overrides: list[str], run_id: str, echo: bool) -> tuple[list[float], float]:
-    """One `nanogpt.train.run()`; (ms/iter of each steady-state window, the last logged loss)."""
+    """One `nanogpt.runner.run()`; (ms/iter of each steady-state window, the last logged loss)."""
     from nanogpt.spec import load_spec
-    from nanogpt.train import run
+    from nanogpt.runner import run
 
     exp, origin = load_spec(spec, [*overrides, f'logging.run_id="{run_id}"'])
     clock = LineClock(echo)
@@ -197,7 +197,7 @@ def compare(name: str, cfg: dict, args: argparse.Namespace, work: Path) -> float
         f"train.max_iters={iters}", f"train.eval_interval={iters + 1}",
         *cfg["overrides"], *args.override,
     ]
-    from nanogpt.data.files import ensure_prepared
+    from nanogpt.data.prepare import ensure_prepared
     from nanogpt.dist import pick_dtype
     from nanogpt.spec import load_spec
 

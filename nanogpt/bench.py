@@ -61,15 +61,15 @@ def synthetic_vocab_size(exp: Experiment) -> int:
     vocab = getattr(exp.model, "vocab_size", None)
     if vocab:
         return vocab
-    meta = Path(getattr(exp.data, "data_dir", "data"), getattr(exp.data, "dataset", ""), "meta.json")
-    if meta.is_file():
-        return int(json.loads(meta.read_text())["vocab_size"])
-    return 50257
+    from nanogpt.data.files import prepared_vocab_size
+
+    return prepared_vocab_size(exp.data) or 50257
 
 
 def benchmark(exp: Experiment, *, steps: int, warmup: int, synthetic: bool, profile: str | None = None) -> dict[str, Any]:
     """Time `steps` training steps after `warmup` untimed ones; returns the figures."""
-    from nanogpt.train import TrainStep, configure_backends
+    from nanogpt.runner import configure_backends
+    from nanogpt.train import TrainStep
 
     env = DistEnv.from_env(exp.system)
     configure_backends(exp, env)

@@ -2,8 +2,10 @@
 
 A checkpoint is one `torch.save` file under `<run_dir>/checkpoints/`, named by the iteration it
 was taken at. It holds everything an exact resume needs (model, optimizer, gradient scaler, the
-iteration, RNG states, the best val loss, the spec's hash) and the model's architecture, so a
-checkpoint file alone is enough to rebuild the model for sampling or finetuning.
+iteration, the best val loss, the metrics so far, the spec and its hash: `training_state` builds
+it, `restore_training_state` puts it back) and the model's architecture record and tokenizer, so a
+checkpoint file alone is enough to rebuild the model for sampling or finetuning. It holds no RNG
+state: every random draw of a step is seeded from (seed, iteration, rank), so none is needed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import torch
 
 from nanogpt.errors import InputError, NanoGPTError
@@ -64,6 +67,78 @@ def state_mismatch(expected: dict[str, torch.Tensor], given: Any) -> str | None:
 def _names(keys: list[str], limit: int = 6) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+TOKENIZER_KEYS = ("tokenizer", "vocab_size", "eot_id", "chars", "bos_id", "tokenizer_sha256", "tokenizer_json")
+"""The part of a dataset's meta.json that `tokenizer_from_meta` needs."""
+
+
+def tokenizer_record(meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a checkpoint stores of its dataset's meta.json to decode on its own (None without a tokenizer)."""
+    if not isinstance(meta, dict) or "tokenizer" not in meta:
+        return None
+    return {key: meta[key] for key in TOKENIZER_KEYS if key in meta}
+
+
+def training_state(
+    *, model: Any, optimizer: Any, scaler: Any, tokenizer: Any, iteration: int, best_val_loss: float,
+    val_loss: float | None, spec: dict[str, Any], spec_sha256: str, metrics: dict[str, Any], wall_seconds: float,
+) -> dict[str, Any]:
+    """The contents of a checkpoint: everything `restore_training_state` needs, and enough to sample alone."""
+    return {
+        "format": FORMAT,
+        "model": model.state_dict(),
+        "model_arch": model.arch(),
+        # the dataset's tokenizer, so a checkpoint alone is enough to sample from
+        "tokenizer": tokenizer_record(tokenizer.meta()) if tokenizer is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "iter": iteration,
+        "best_val_loss": best_val_loss,
+        "val_loss": val_loss,
+        "spec_sha256": spec_sha256,
+        "spec": spec,
+        "metrics": dict(metrics),
+        "wall_seconds": wall_seconds,
+    }
+
+
+@attrs.frozen
+class Restored:
+    """Where a resumed run stands, read from its checkpoint (the weights are already loaded)."""
+
+    iteration: int
+    best_val_loss: float
+    wall_seconds: float
+    """Wall time of the run's earlier sessions."""
+    metrics: dict[str, Any]
+    scaler: dict[str, Any] | None
+    """The gradient scaler's state (float16 runs), to load once the scaler exists."""
+
+
+def restore_training_state(source: Path, state: dict[str, Any] | None, model: Any, optimizer: Any, map_location: Any) -> Restored:
+    """Load a checkpoint's model and optimizer state in place; CheckpointError when they do not fit.
+
+    `state` is the checkpoint already loaded (rank 0 loaded it to verify it), else `source` is read."""
+    if state is None:
+        state = load_checkpoint(source, map_location=map_location)
+    problem = state_mismatch(model.state_dict(), state.get("model"))
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {str(source)!r} does not fit this run's model: {problem}")
+    model.load_state_dict(state["model"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(
+            f"checkpoint {str(source)!r} holds optimizer state that does not fit this run's optimizer ({e})"
+        ) from None
+    return Restored(
+        iteration=int(state["iter"]),
+        best_val_loss=float(state["best_val_loss"]),
+        wall_seconds=float(state.get("wall_seconds", 0.0)),
+        metrics=dict(state.get("metrics") or {}),
+        scaler=state.get("scaler"),
+    )
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from nanogpt.argv import EPILOG, Parser, UsageError, parse_words, split_overrides
 from nanogpt.errors import InputError, NanoGPTError, exhaustion
 from nanogpt.spec import SpecError, load_spec, spec_sha256, to_toml
 
@@ -24,49 +25,6 @@ QUIET_EXIT_DELAY_S = 3.0
 """How long a process that leaves an error to its node's first process waits before it exits."""
 
 EXIT_INTERRUPTED = 130
-
-EPILOG = (
-    "Overrides are dotted.key=value words, anywhere among the flags, their values read as TOML: "
-    "train.max_iters=100 optimizer.betas=[0.9,0.99]. A word that names an existing file is a spec even "
-    "when it holds '=' (runs/x/lr=1e-3/spec.toml), and every word after -- is a spec."
-)
-
-
-def split_overrides(words: Sequence[str], specs: Sequence[str] = ()) -> tuple[list[str], list[str]]:
-    """Command-line words -> (spec paths, overrides).
-
-    A word with '=' is an override unless it names an existing file; `specs` (the words after
-    `--`) are paths whatever they hold.
-    """
-    paths, overrides = [], []
-    for word in words:
-        (overrides if "=" in word and not _is_file(word) else paths).append(word)
-    return paths + list(specs), overrides
-
-
-def _is_file(word: str) -> bool:
-    try:
-        return Path(word).is_file()
-    except (OSError, ValueError):  # a name too long, a NUL in it
-        return False
-
-
-def parse_words(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
-    """One verb's arguments, its SPEC and key=value words anywhere among its flags.
-
-    argparse alone takes positional words only before the first flag (`run SPEC --force k=v` would be
-    "unrecognized arguments"); intermixed parsing takes them anywhere. The words after `--` are
-    set aside as `args.specs`, so that a spec path holding '=' can always be given.
-    """
-    argv = list(argv)
-    specs: list[str] = []
-    if "--" in argv:
-        at = argv.index("--")
-        argv, specs = argv[:at], argv[at + 1:]
-    args = parser.parse_intermixed_args(argv)
-    args.specs = specs
-    return args
-
 
 # ----------------------------------------------------------------------------------- verbs
 
@@ -84,7 +42,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = 2
         else:
             print(f"ok: {path}  spec_sha256 {spec_sha256(exp)}" if args.hash else f"ok: {path}")
-            from nanogpt.scaling import fit_warning
+            from nanogpt.scaling_command import fit_warning
 
             warning = fit_warning(exp, path)
             if warning:
@@ -156,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
                         refuse_existing_run_dir(exp)
                 _check_world_size(exp, origin.path)
-            from nanogpt.train import run
+            from nanogpt.runner import run
 
             as_member = {} if member is None else {"run_id": member.run_id, "record": {"sweep": member.manifest_record()}}
             return run(exp, origin, resume_dir=resume_dir, force=args.force, stop=stop, **as_member)
@@ -233,7 +191,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
-    from nanogpt.scaling import scaling_command
+    from nanogpt.scaling_command import scaling_command
 
     return scaling_command(args.rest)
 
@@ -277,20 +235,12 @@ class _Quiet(NanoGPTError):
 # ------------------------------------------------------------------------------- the parser
 
 
-class _Usage(NanoGPTError):
-    exit_code = 2
+def _usage(message: str) -> UsageError:
+    return UsageError(f"usage error: {message}")
 
 
-def _usage(message: str) -> _Usage:
-    return _Usage(f"usage error: {message}")
-
-
-class _Parser(argparse.ArgumentParser):
+class _Parser(Parser):
     verb_parsers: dict[str, argparse.ArgumentParser]
-
-    def error(self, message: str):  # argparse exits 2 too, but through SystemExit with a usage line
-        self.print_usage(sys.stderr)
-        raise _usage(message)
 
 
 WORD_VERBS = ("run", "check", "show", "prepare", "bench")

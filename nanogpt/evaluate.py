@@ -129,8 +129,8 @@ def score_sequence(
     """The summed NLL of targets 1..len(seq)-1 of `seq`, each scored once by the sliding windows."""
     from nanogpt.fileio import progress_bar
 
-    if block_size > model.config.block_size:
-        raise InputError(f"--block-size {block_size} exceeds the model's block size ({model.config.block_size})")
+    if block_size > model.context_length:
+        raise InputError(f"--block-size {block_size} exceeds the model's block size ({model.context_length})")
     if not 1 <= stride <= block_size:
         raise InputError(f"--stride must be in 1 .. block_size ({block_size}) (got {stride})")
     was_training = model.training
@@ -265,7 +265,7 @@ def evaluate_tokens(
     split: str | None = None,
 ) -> Perplexity:
     """Perplexity of `model` on token ids `tokens` (see the module docstring for the method)."""
-    block_size = block_size or model.config.block_size
+    block_size = block_size or model.context_length
     stride = stride or max(1, block_size // 2)
     eot = getattr(tokenizer, "eot_id", None)
     seq = TokenSequence(tokens, prefix=[eot] if eot is not None else [])
@@ -311,7 +311,7 @@ def open_spec_dataset(path: str) -> Any:
 
 
 def _same_tokenizer(a: Any, b: Any) -> bool:
-    from nanogpt.sample import tokenizer_record
+    from nanogpt.checkpoint import tokenizer_record
 
     return tokenizer_record(a.meta()) == tokenizer_record(b.meta())
 

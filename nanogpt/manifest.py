@@ -6,6 +6,7 @@ its manifest is rewritten atomically as the run goes, so a reader never sees hal
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import importlib.metadata
@@ -285,6 +286,123 @@ class RunDir:
         """Give up the run's lock (the run is over)."""
         if self.lock is not None:
             self.lock.release()
+
+
+class RunRecord:
+    """The one writer of a run's manifest keys: the run's start or resume, its checkpoints, its
+    metrics and how it ended. The loop says what happened; this says how the record shows it.
+
+    Rank 0 holds the run directory (`run`); every other rank holds a record of the same `path`
+    whose methods write nothing, except `fail`, since a rank that fails records its own error.
+    """
+
+    def __init__(self, path: Path, run: RunDir | None = None):
+        self.path = path
+        self.run = run
+
+    @classmethod
+    def start(cls, exp: Experiment, origin: SpecOrigin, sections: dict[str, Any], run_id: str | None = None) -> RunRecord:
+        """A new run directory with a `running` manifest (`sections`: env, hardware, data, model, ...)."""
+        run = RunDir.create(exp, origin, sections, run_id)
+        return cls(run.path, run)
+
+    @classmethod
+    def resume(
+        cls, exp: Experiment, origin: SpecOrigin, sections: dict[str, Any], run_dir: Path, lock: RunLock | None,
+        checkpoint: Path | None, checkpoints: list[dict[str, Any]],
+    ) -> RunRecord:
+        """Reopen a run to continue it from `checkpoint` (None: from iteration 0), `running` again."""
+        run = RunDir.open(run_dir, lock)
+        m = run.manifest
+        m.update(sections)
+        m["spec"] = resolved(exp)
+        m["spec_sha256"] = spec_sha256(exp)
+        m["provenance"] = resumed_provenance(m.get("provenance"), exp, origin)
+        m.setdefault("resumes", []).append(
+            {"at": now_iso(), "overrides": list(origin.overrides), "command": " ".join(sys.argv),
+             "from_checkpoint": str(checkpoint.relative_to(run_dir)) if checkpoint else None}
+        )
+        m["checkpoints"] = checkpoints
+        m["status"] = "running"
+        m["finished_at"] = None
+        m["error"] = None
+        m["failure"] = None
+        if checkpoint is None:
+            m["metrics"] = {}
+        atomic_write_text(run.path / SPEC, to_toml(exp))
+        run.save()
+        return cls(run.path, run)
+
+    @property
+    def lock(self) -> RunLock | None:
+        return self.run.lock if self.run is not None else None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A key of the manifest as rank 0 holds it (`default` on the other ranks)."""
+        return self.run.manifest.get(key, default) if self.run is not None else default
+
+    def checkpointed(self, path: Path, step: int, sha256: str, val_loss: float | None, keep: int) -> None:
+        """A checkpoint is complete on disk: list it and prune those no longer kept."""
+        if self.run is not None:
+            self.run.record_checkpoint(
+                {"path": str(path.relative_to(self.run.path)), "step": step, "sha256": sha256, "val_loss": val_loss}, keep
+            )
+
+    def last_checkpoint(self) -> dict[str, Any] | None:
+        entries = self.get("checkpoints")
+        return max(entries, key=lambda e: e["step"]) if entries else None
+
+    def progress(self, *, iteration: int, tokens_seen: int, wall_seconds: float, metrics: dict[str, Any]) -> None:
+        """Where the run stands: the manifest's `metrics`."""
+        if self.run is None:
+            return
+        self.run.manifest["metrics"] = {
+            "iter": iteration,
+            "tokens_seen": tokens_seen,
+            **{key: metrics.get(key) for key in (
+                "train_loss", "val_loss", "best_val_loss", "train_perplexity", "val_perplexity", "tokens_per_sec", "mfu")},
+            "wall_seconds": wall_seconds,
+        }
+        self.run.save()
+
+    def finish(self, status: str, error: str | None = None, failure: str | None = None) -> None:
+        """How the run ended; `failure` says what kind ("nonfinite", "error", "lost_peer")."""
+        if self.run is not None:
+            self.run.finish(status, error, failure)
+
+    def fail(self, message: str, *, lost_peer: bool, distributed: bool, progress: dict[str, Any] | None = None) -> None:
+        """Record a failure from any rank, and where the run stood (`progress`: the arguments of
+        `progress`), never raising: the error being handled is what matters."""
+        failure = "lost_peer" if lost_peer else "error"
+        if self.run is not None:
+            if lost_peer:
+                # rank 0 failed only because another rank did (its collective lost a peer): give
+                # that rank a moment to record its own error, and report that one first (before
+                # this rank writes the manifest again)
+                root_cause = self._peer_failure(wait_seconds=5.0)
+                if root_cause:
+                    message = f"{root_cause} (then {message})"
+            if progress is not None:
+                with contextlib.suppress(Exception):
+                    self.progress(**progress)
+            with contextlib.suppress(Exception):
+                self.run.finish("failed", message, failure=failure)
+        elif distributed:
+            # a rank other than 0 records its own failure: rank 0 may be stuck waiting for it
+            with contextlib.suppress(Exception):
+                RunDir.open(self.path).finish("failed", message, failure=failure)
+
+    def _peer_failure(self, wait_seconds: float) -> str | None:
+        deadline = time.time() + wait_seconds
+        while True:
+            with contextlib.suppress(InputError):
+                on_disk = read_manifest(self.path / MANIFEST)
+                error = on_disk.get("error") or ""
+                if on_disk.get("status") == "failed" and error.startswith("rank ") and not error.startswith("rank 0:"):
+                    return error
+            if time.time() > deadline:
+                return None
+            time.sleep(0.1)
 
 
 def _command() -> str:

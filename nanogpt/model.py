@@ -1,6 +1,7 @@
 """
 The GPT language model, all of it in this one file: GPT-2's architecture with GPT-2's parameter
-names, so OpenAI's weights (and nanoGPT's checkpoints) map onto it one to one.
+names, so OpenAI's weights (and nanoGPT's checkpoints) map onto it one to one (nanogpt/weights.py
+imports them, and builds a GPT from a spec).
 References:
 1) the official GPT-2 TensorFlow implementation released by OpenAI:
    https://github.com/openai/gpt-2/blob/master/src/model.py
@@ -12,15 +13,13 @@ attention goes through `F.scaled_dot_product_attention` (flash kernels on GPU, a
 CPU, no T x T mask buffer), GELU is PyTorch's fused tanh approximation, the output head can share
 its matrix with the token embedding (GPT-2 does), biases are optional, the vocabulary can be padded
 to a friendlier multiple, inference computes only the last position's logits, and generation keeps
-a KV cache. Parameter and FLOP counts come from nanogpt/scaling.py, the one place that counts them.
+a KV cache (nanogpt/generation.py samples from any model). Parameter and FLOP counts come from nanogpt/scaling.py, the one place that counts them.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Optional
 
 import attrs
@@ -29,9 +28,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from nanogpt import scaling
-from nanogpt.errors import InputError
-from nanogpt.spec.tables import GPT2_NAMES, GPTSpec
+from nanogpt import generation, scaling
+from nanogpt.spec.tables import GPTSpec
 
 
 @attrs.frozen(kw_only=True)
@@ -99,7 +97,7 @@ class KVCache:
 
     Preallocated to the block size on first use, in the dtype the attention produces (bf16 under
     autocast). Positions are absolute (learned position embeddings), so a cache is only good while
-    the sequence fits in the block; `GPT.generate_stream` drops it once the window has to slide.
+    the sequence fits in the block; `generation.generate_stream` drops it once the window has to slide.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int):
@@ -325,17 +323,30 @@ class GPT(nn.Module):
 
     # -------------------------------------------------------------------- sizes and FLOPs
 
+    @property
+    def context_length(self) -> int:
+        return self.config.block_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
     def arch(self) -> dict[str, Any]:
-        """What a checkpoint records to rebuild this model (the runner stores it as "model_arch")."""
+        """What a checkpoint records to rebuild this model (nanogpt.contracts): the `[model]` fields
+        that fix its shapes, its kind and its vocabulary. A padded table of P rows is recorded as
+        `pad_vocab_multiple = P`, the multiple that gives exactly P rows again (and, as ever, as
+        `padded_vocab_size`, which nanoGPT's `model_args` calls vocab_size)."""
         c = self.config
         return dict(
+            kind="gpt",
             n_layer=c.n_layer,
             n_head=c.n_head,
             n_embd=c.n_embd,
             block_size=c.block_size,
-            vocab_size=c.vocab_size,
             bias=c.bias,
             tie_weights=c.tie_weights,
+            pad_vocab_multiple=c.padded_vocab_size if c.padded_vocab_size != c.vocab_size else 1,
+            vocab_size=c.vocab_size,
             padded_vocab_size=c.padded_vocab_size,
         )
 
@@ -358,10 +369,6 @@ class GPT(nn.Module):
             n_params=self.num_params(), n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size
         )
 
-    def estimate_mfu(self, tokens_per_sec: float, peak_flops: float) -> float:
-        """Model FLOPs utilisation at `tokens_per_sec` training tokens per second against `peak_flops` FLOP/s."""
-        return scaling.mfu(self.flops_per_token(), tokens_per_sec, peak_flops)
-
     def crop_block_size(self, block_size: int) -> None:
         """Model surgery: keep the first `block_size` positions (e.g. GPT-2's 1024 -> 256 for a small job)."""
         if not 1 <= block_size <= self.config.block_size:
@@ -373,494 +380,17 @@ class GPT(nn.Module):
         wpe.num_embeddings = block_size
         self.config = attrs.evolve(self.config, block_size=block_size)
 
+
     # ------------------------------------------------------------------------- generation
 
     def new_kv_cache(self, batch_size: int) -> KVCache:
-        """An empty cache for `generate_stream` (a model with other key/value shapes gives its own)."""
+        """An empty cache for `batch_size` sequences: what nanogpt.generation feeds back through `forward`."""
         return KVCache(self.config, batch_size)
 
-    @torch.no_grad()
-    def generate_stream(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
-        eot_id: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
-        use_cache: bool = True,
-    ) -> Iterator[torch.Tensor]:
-        """Yield the next token of every row, (B,), one step at a time, continuing `idx` (B, T).
+    def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, **sampling: Any) -> Iterator[torch.Tensor]:
+        """The next token of every row, (B,), step by step; see `nanogpt.generation.generate_stream`."""
+        return generation.generate_stream(self, idx, max_new_tokens, **sampling)
 
-        temperature 0 is greedy; top_k keeps the k likeliest tokens, top_p the smallest set whose
-        probability reaches p (both off when None). With `eot_id`, a row ends when it produces it
-        and yields `eot_id` from then on; the stream stops once every row has ended. The same
-        `generator` seed gives the same tokens (it must live on the model's device, e.g.
-        `torch.Generator(device="cuda")`). The model is in eval mode while the stream runs.
-
-        With `use_cache` the keys and values of past positions are kept (KVCache), so a step costs
-        one position instead of the whole context. Once the sequence outgrows the block, the
-        window slides and every token changes position, which invalidates the cache; from there
-        each step recomputes the cropped window, exactly as the cache-free path (the seed's) does.
-        """
-        _check_sampling(max_new_tokens, temperature, top_k, top_p)
-        if idx.dim() != 2 or idx.size(1) < 1:
-            raise InputError(f"generation needs a (batch, time) tensor of at least one token (got shape {tuple(idx.shape)})")
-        was_training = self.training
-        self.eval()
-        try:
-            block_size = self.config.block_size
-            seq = idx
-            cache: Optional[KVCache] = None
-            ended = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-            for _ in range(max_new_tokens):
-                if use_cache and seq.size(1) <= block_size:
-                    if cache is None:
-                        cache = self.new_kv_cache(seq.size(0))
-                        logits, _ = self(seq, kv_cache=cache)  # prefill the prompt
-                    else:
-                        logits, _ = self(seq[:, -1:], kv_cache=cache)  # only the newest token
-                else:
-                    cache = None  # the window slides: positions shift and cached keys go stale
-                    # if the sequence context is growing too long we must crop it at block_size
-                    logits, _ = self(seq if seq.size(1) <= block_size else seq[:, -block_size:])
-                idx_next = sample_next(logits[:, -1, :], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-                if eot_id is not None:
-                    idx_next = torch.where(ended, torch.full_like(idx_next, eot_id), idx_next)
-                    ended |= idx_next == eot_id
-                seq = torch.cat((seq, idx_next[:, None]), dim=1)
-                yield idx_next
-                if eot_id is not None and bool(ended.all()):
-                    return
-        finally:
-            self.train(was_training)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
-        eot_id: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
-        use_cache: bool = True,
-    ) -> torch.Tensor:
-        """`idx` (B, T) continued by up to `max_new_tokens` tokens, (B, T + n); see `generate_stream`.
-
-        Rows that ended at `eot_id` are padded with it; once every row has ended, n < max_new_tokens.
-        """
-        steps = list(self.generate_stream(
-            idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, eot_id=eot_id,
-            generator=generator, use_cache=use_cache,
-        ))
-        if not steps:
-            return idx
-        return torch.cat((idx, torch.stack(steps, dim=1)), dim=1)
-
-    # ------------------------------------------------------------------ pretrained weights
-
-    @classmethod
-    def from_hf(
-        cls,
-        name_or_dir: str,
-        *,
-        dropout: float = 0.0,
-        block_size: Optional[int] = None,
-        pad_vocab_multiple: int = 1,
-    ) -> GPT:
-        """OpenAI's GPT-2 by name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"; from the Hugging Face
-        hub, or its local cache) or a local Hugging Face GPT-2 model directory (never the network)."""
-        local = Path(name_or_dir).is_dir()
-        if not local and name_or_dir not in GPT2_NAMES:
-            raise InputError(
-                f"{name_or_dir!r} is neither a Hugging Face model directory nor one of {', '.join(GPT2_NAMES)}"
-            )
-        try:
-            import transformers
-            from transformers import GPT2LMHeadModel
-        except ImportError as e:  # pragma: no cover - transformers is a dependency
-            raise InputError(f"loading {name_or_dir!r} needs the transformers package ({e})") from None
-        if not local:
-            _check_hub_within_reach(name_or_dir)
-        # float32 whatever the files hold: training casts through autocast, not through the weights
-        dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-        try:
-            model_hf = GPT2LMHeadModel.from_pretrained(
-                name_or_dir, local_files_only=local, **{dtype_arg: torch.float32}
-            )
-        except (OSError, ValueError) as e:
-            where = "the directory" if local else "the Hugging Face hub (is the network reachable?)"
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"cannot load GPT-2 weights {name_or_dir!r} from {where}: {first}") from None
-        hf = model_hf.config
-        _check_hf_config(hf, name_or_dir)
-        tie = bool(getattr(hf, "tie_word_embeddings", True))
-        config = GPTConfig(
-            n_layer=hf.n_layer,
-            n_head=hf.n_head,
-            n_embd=hf.n_embd,
-            block_size=hf.n_positions,
-            vocab_size=hf.vocab_size,
-            padded_vocab_size=scaling.padded_vocab(hf.vocab_size, pad_vocab_multiple),
-            dropout=dropout,
-            bias=True,
-            tie_weights=tie,
-        )
-        # basically the openai checkpoints use a "Conv1D" module, but we only want to use a vanilla Linear
-        # this means that we have to transpose these weights when we import them
-        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-        sd = {}
-        for key, tensor in model_hf.state_dict().items():
-            if _MASK_BUFFER.search(key):
-                continue  # the causal masks old transformers versions saved; SDPA needs none
-            sd[key] = tensor.t() if key.endswith(transposed) else tensor
-        if tie:
-            sd["lm_head.weight"] = sd["transformer.wte.weight"]
-        del model_hf
-        model = cls._from_state_dict(config, sd, name_or_dir)
-        if block_size is not None:
-            _crop_to(model, block_size, name_or_dir)
-        return model
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str,
-        *,
-        dropout: float = 0.0,
-        block_size: Optional[int] = None,
-        pad_vocab_multiple: int = 1,
-        vocab_size: Optional[int] = None,
-        which: str = "best",
-    ) -> GPT:
-        """This product's checkpoint file or run directory (`which` checkpoint: "best" or "latest"), or a
-        nanoGPT `ckpt.pt` ({"model_args", "model"}). Loaded with weights_only; an unsafe pickle is refused.
-
-        nanoGPT records no unpadded vocabulary; `vocab_size` (the tokenizer's) says how many of its
-        rows are real when it trained with a padded table (50304 for GPT-2's 50257).
-        """
-        from nanogpt.checkpoint import checkpoint_for, load_checkpoint
-
-        p = Path(path)
-        if p.is_dir():
-            p = checkpoint_for(p, which)
-        return cls.from_checkpoint_state(
-            load_checkpoint(p), p, dropout=dropout, block_size=block_size, pad_vocab_multiple=pad_vocab_multiple,
-            vocab_size=vocab_size,
-        )
-
-    @classmethod
-    def from_checkpoint_state(
-        cls,
-        state: dict[str, Any],
-        p: Path,
-        *,
-        dropout: float = 0.0,
-        block_size: Optional[int] = None,
-        pad_vocab_multiple: int = 1,
-        vocab_size: Optional[int] = None,
-    ) -> GPT:
-        """`from_checkpoint` of a checkpoint already loaded (safely) from `p`."""
-        from nanogpt.checkpoint import FORMAT
-
-        if state.get("format") == FORMAT:
-            config, sd = _ours(state, p, dropout)
-        elif isinstance(state.get("model_args"), dict) and isinstance(state.get("model"), dict):
-            config, sd = _nanogpt(state, p, dropout, vocab_size, pad_vocab_multiple)
-        else:
-            raise InputError(
-                f"{str(p)!r} is neither a nanogpt checkpoint (format {FORMAT!r}) nor a nanoGPT ckpt.pt "
-                f"(keys model_args and model); it has keys {sorted(map(str, state))[:8]}"
-            )
-        model = cls._from_state_dict(config, sd, str(p))
-        if block_size is not None:
-            _crop_to(model, block_size, str(p))
-        return model
-
-    @classmethod
-    def _from_state_dict(cls, config: GPTConfig, sd: dict[str, torch.Tensor], source: str) -> GPT:
-        """A model with exactly the tensors of `sd`; a missing, extra or misshapen tensor is an InputError."""
-        with torch.device("meta"):  # no time spent initialising weights that are overwritten next
-            model = cls(config)
-        model = model.to_empty(device="cpu")
-        if config.tie_weights:  # to_empty gives each module its own new tensor: tie them again
-            model.transformer.wte.weight = model.lm_head.weight
-        model._reset_vocab_mask()
-        sd = dict(sd)
-        for key in ("transformer.wte.weight", "lm_head.weight"):
-            table = sd.get(key)
-            if table is not None and table.dim() == 2 and table.size(0) < config.padded_vocab_size:
-                # the padding rows: zero, and out of reach (no token id points at them, no logit is read)
-                pad = table.new_zeros(config.padded_vocab_size - table.size(0), table.size(1))
-                sd[key] = torch.cat((table, pad))
-        from nanogpt.checkpoint import state_mismatch
-
-        problem = state_mismatch(model.state_dict(), sd)
-        if problem is not None:
-            raise InputError(f"{source!r} does not hold this architecture's weights: {problem}")
-        model.load_state_dict(sd, strict=True)
-        return model
-
-
-# --------------------------------------------------------------------------------- sampling
-
-
-def sample_next(
-    logits: torch.Tensor,
-    *,
-    temperature: float = 1.0,
-    top_k: Optional[int] = None,
-    top_p: Optional[float] = None,
-    generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
-    """One token id per row, (B,), drawn from (B, V) logits."""
-    logits = logits.float()
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    # scale by desired temperature
-    logits = logits / temperature
-    # optionally crop the logits to only the top k options
-    if top_k:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits = logits.masked_fill(logits < v[:, [-1]], -float("inf"))
-    # apply softmax to convert logits to (normalized) probabilities
-    probs = F.softmax(logits, dim=-1)
-    if top_p is not None and top_p < 1.0:
-        # nucleus: keep the likeliest tokens until their mass reaches top_p (the first one always stays)
-        sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    # sample from the distribution (multinomial renormalises)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
-
-
-def _check_sampling(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
-    if max_new_tokens < 0:
-        raise InputError(f"max_new_tokens must be at least 0 (got {max_new_tokens})")
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise InputError(f"temperature must be 0 (greedy) or above (got {temperature!r})")
-    if top_k is not None and top_k < 0:
-        raise InputError(f"top_k must be at least 1, or 0/None to disable it (got {top_k})")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise InputError(f"top_p must be in (0, 1] (got {top_p!r})")
-
-
-# ------------------------------------------------------------------------- loading weights
-
-_MASK_BUFFER = re.compile(r"(^|\.)h\.\d+\.attn\.(bias|masked_bias)$")
-"""The causal-mask buffers of the seed's attention and of old transformers (not weights)."""
-_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
-"""What torch.compile and DDP put in front of parameter names."""
-
-
-def _strip_prefixes(sd: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in sd.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        out[key] = value
-    return out
-
-
-def _ours(state: dict[str, Any], path: Path, dropout: float) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
-    arch = state.get("model_arch")
-    sd = state.get("model")
-    if not isinstance(arch, dict) or not isinstance(sd, dict):
-        raise InputError(f"checkpoint {str(path)!r} lacks model_arch or model")
-    if arch.get("kind", "gpt") != "gpt":
-        raise InputError(f"checkpoint {str(path)!r} holds a {arch['kind']!r} model, not a GPT")
-    try:
-        config = GPTConfig(
-            n_layer=arch["n_layer"],
-            n_head=arch["n_head"],
-            n_embd=arch["n_embd"],
-            block_size=arch["block_size"],
-            vocab_size=arch["vocab_size"],
-            padded_vocab_size=arch.get("padded_vocab_size", arch["vocab_size"]),
-            dropout=dropout,
-            bias=arch.get("bias", True),
-            tie_weights=arch.get("tie_weights", True),
-        )
-    except KeyError as e:
-        raise InputError(f"checkpoint {str(path)!r}: model_arch lacks {e.args[0]!r}") from None
-    except (ValueError, TypeError) as e:
-        raise InputError(f"checkpoint {str(path)!r}: bad model_arch: {e}") from None
-    return config, _strip_prefixes(sd)
-
-
-def _nanogpt(
-    state: dict[str, Any], path: Path, dropout: float, vocab_size: Optional[int], pad_vocab_multiple: int
-) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
-    """nanoGPT's ckpt.pt: model_args + a state dict, maybe `_orig_mod.`-prefixed (compiled), maybe untied (Jan 2023)."""
-    args = state["model_args"]
-    sd = {k: v for k, v in _strip_prefixes(state["model"]).items() if not _MASK_BUFFER.search(k)}
-    wte, head = sd.get("transformer.wte.weight"), sd.get("lm_head.weight")
-    if not isinstance(wte, torch.Tensor) or wte.dim() != 2:
-        raise InputError(f"nanoGPT checkpoint {str(path)!r} has no transformer.wte.weight matrix")
-    if head is None:
-        sd["lm_head.weight"] = head = wte
-    # tied models saved the one matrix under both names; the January 2023 model had two
-    tied = head is wte or (head.shape == wte.shape and torch.equal(head, wte))
-    try:
-        rows = args["vocab_size"]
-        real = rows
-        if vocab_size is not None and vocab_size < rows and scaling.padded_vocab(vocab_size, 64) == rows:
-            real = vocab_size  # nanoGPT's habit: GPT-2's 50257 padded to 50304 by hand
-        config = GPTConfig(
-            n_layer=args["n_layer"],
-            n_head=args["n_head"],
-            n_embd=args["n_embd"],
-            block_size=args["block_size"],
-            vocab_size=real,
-            padded_vocab_size=max(rows, scaling.padded_vocab(real, pad_vocab_multiple)),
-            dropout=dropout,
-            bias=args.get("bias", True),  # January 2023 checkpoints predate the flag: biases everywhere
-            tie_weights=tied,
-        )
-    except KeyError as e:
-        raise InputError(f"nanoGPT checkpoint {str(path)!r}: model_args lacks {e.args[0]!r}") from None
-    except (ValueError, TypeError) as e:
-        raise InputError(f"nanoGPT checkpoint {str(path)!r}: bad model_args: {e}") from None
-    if wte.size(0) != rows:
-        raise InputError(
-            f"nanoGPT checkpoint {str(path)!r}: model_args says vocab_size {rows}, "
-            f"but transformer.wte.weight has {wte.size(0)} rows"
-        )
-    return config, sd
-
-
-def _crop_to(model: GPT, block_size: int, source: str) -> None:
-    if block_size > model.config.block_size:
-        raise InputError(
-            f"model.block_size {block_size} exceeds the block size of {source!r} ({model.config.block_size}); "
-            "it can only be cropped"
-        )
-    model.crop_block_size(block_size)
-
-
-def _check_hub_within_reach(name: str, what: str = "GPT-2") -> None:
-    """Fail at once, not after the hub client's ~23 s of retries, when weights that are not in the
-    Hugging Face cache would need a hub this machine cannot even look up."""
-    import socket
-    import urllib.parse
-
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
-        return  # cached: transformers finds it without the network
-    host = urllib.parse.urlparse(constants.ENDPOINT).hostname
-    if constants.HF_HUB_OFFLINE:
-        why = "HF_HUB_OFFLINE is set"
-    else:
-        try:
-            socket.getaddrinfo(host, 443)
-            return
-        except (OSError, UnicodeError) as e:
-            why = f"{host} cannot be looked up: {e}; HF_HUB_OFFLINE=1 says so at once to every Hugging Face tool"
-    raise InputError(
-        f"cannot load {what} weights {name!r}: they are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
-        f"and the Hugging Face hub is out of reach ({why}). Offline, name a local Hugging Face {what} "
-        "directory instead (one `save_pretrained` wrote), or fill the cache on a machine with internet"
-    )
-
-
-def _check_hf_config(hf: Any, source: str) -> None:
-    """Refuse Hugging Face GPT-2 variants this architecture would compute differently."""
-    problems = []
-    if getattr(hf, "model_type", "gpt2") != "gpt2":
-        problems.append(f"model_type is {hf.model_type!r}, not 'gpt2'")
-    act = getattr(hf, "activation_function", "gelu_new")
-    if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        problems.append(f"activation_function {act!r} (only GPT-2's tanh GELU, 'gelu_new')")
-    inner = getattr(hf, "n_inner", None)
-    if inner is not None and inner != 4 * hf.n_embd:
-        problems.append(f"n_inner {inner} (the MLP must be 4 * n_embd = {4 * hf.n_embd} wide)")
-    eps = getattr(hf, "layer_norm_epsilon", 1e-5)
-    if eps != 1e-5:
-        problems.append(f"layer_norm_epsilon {eps} (must be 1e-5)")
-    if not getattr(hf, "scale_attn_weights", True) or getattr(hf, "scale_attn_by_inverse_layer_idx", False):
-        problems.append("attention scaled other than by 1/sqrt(head size)")
-    if getattr(hf, "add_cross_attention", False):
-        problems.append("cross-attention layers")
-    if problems:
-        raise InputError(f"{source!r} is a GPT-2 variant this model does not compute: {'; '.join(problems)}")
-
-
-def load_pretrained(
-    init_from: str,
-    *,
-    dropout: float = 0.0,
-    block_size: Optional[int] = None,
-    pad_vocab_multiple: int = 1,
-    vocab_size: Optional[int] = None,
-    which: str = "best",
-) -> GPT:
-    """The model `init_from` names: a gpt2* name, a Hugging Face GPT-2 directory, a run directory
-    (its `which` checkpoint), or a checkpoint file (this product's or nanoGPT's)."""
-    if init_from in GPT2_NAMES:
-        return GPT.from_hf(init_from, dropout=dropout, block_size=block_size, pad_vocab_multiple=pad_vocab_multiple)
-    path = Path(init_from)
-    if path.is_dir() and (path / "config.json").is_file():
-        return GPT.from_hf(init_from, dropout=dropout, block_size=block_size, pad_vocab_multiple=pad_vocab_multiple)
-    if path.exists():
-        return GPT.from_checkpoint(
-            init_from, dropout=dropout, block_size=block_size, pad_vocab_multiple=pad_vocab_multiple,
-            vocab_size=vocab_size, which=which,
-        )
-    raise InputError(
-        f"model.init_from {init_from!r}: no such file or directory, and not one of scratch, {', '.join(GPT2_NAMES)}"
-    )
-
-
-def build_gpt(spec: GPTSpec, *, vocab_size: int) -> GPT:
-    """The model a `[model] kind = "gpt"` table describes, for a dataset of `vocab_size` token ids.
-
-    From scratch it is initialised from torch's global RNG (the caller seeds it). From pretrained
-    weights, the architecture is the weights'; dropout comes from the spec and the position table is
-    cropped to spec.block_size. Weights that disagree with the spec or the dataset are an InputError.
-    """
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-        raise InputError(f"the dataset's vocabulary size must be a positive integer (got {vocab_size!r})")
-    if spec.init_from == "scratch":
-        model_vocab = vocab_size if spec.vocab_size is None else spec.vocab_size
-        if model_vocab < vocab_size:
-            raise InputError(
-                f"model.vocab_size ({model_vocab}) is smaller than the dataset's vocabulary ({vocab_size}): "
-                "token ids would fall outside the embedding; leave model.vocab_size out to take the dataset's"
-            )
-        return GPT(GPTConfig.from_spec(spec, model_vocab))
-
-    model = load_pretrained(
-        spec.init_from,
-        dropout=spec.dropout,
-        block_size=spec.block_size,
-        pad_vocab_multiple=spec.pad_vocab_multiple,
-        vocab_size=vocab_size,
-    )
-    loaded = model.config
-    if loaded.vocab_size != vocab_size:
-        raise InputError(
-            f"model.init_from {spec.init_from!r} has a vocabulary of {loaded.vocab_size} tokens, but the dataset has "
-            f"{vocab_size}: pretrained weights need the tokenizer they were trained with (for GPT-2: data.tokenizer = \"gpt2\")"
-        )
-    stated = {"n_layer": spec.n_layer, "n_head": spec.n_head, "n_embd": spec.n_embd, "bias": spec.bias}
-    if spec.vocab_size is not None:
-        stated["vocab_size"] = spec.vocab_size
-    wrong = [
-        f"model.{k} is {v!r} but the weights have {getattr(loaded, k)!r}"
-        for k, v in stated.items()
-        if getattr(loaded, k) != v and not (k == "vocab_size" and v == loaded.padded_vocab_size)
-    ]
-    if wrong:
-        raise InputError(f"model.init_from {spec.init_from!r} does not match the spec: {'; '.join(wrong)}")
-    return model
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
+        """`idx` (B, T) continued by up to `max_new_tokens` tokens; see `nanogpt.generation.generate`."""
+        return generation.generate(self, idx, max_new_tokens, **sampling)

@@ -5,19 +5,66 @@ Each component table of a spec (`[model]`, `[data]`, `[optimizer]`, `[schedule]`
 turns a validated spec into the thing itself. Built-in builders are named as "module:function"
 strings and imported only when built, so validating a spec never imports torch.
 
-A user adds a kind from their own module, named in the spec's `plugins = ["my_pkg.my_models"]`::
+A user adds a kind from their own module, named in the spec's `plugins = ["my_models"]`. A model
+kind is a spec class deriving from `ModelSpec` (which already has `block_size`, `dropout` and
+`init_from`), a builder, and a module that keeps the `nanogpt.contracts.LanguageModel` contract;
+this one trains, checkpoints, resumes, evaluates and samples as it stands
+(tests/plugins/mlp_model.py is this text, and tests/test_plugin_components.py runs it)::
 
     import attrs
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
     from nanogpt.registry import MODELS
     from nanogpt.spec.tables import ModelSpec
+    from nanogpt.weights import load_pretrained
+
 
     @attrs.frozen(kw_only=True)
     class MLPSpec(ModelSpec):
         kind: str = "mlp"
         width: int = 256
 
+
+    class MLP(nn.Module):
+        # the next token from the current one alone, through one hidden layer (a bigram model)
+
+        def __init__(self, spec: MLPSpec, vocab_size: int):
+            super().__init__()
+            self.width, self.vocab_size, self.context_length = spec.width, vocab_size, spec.block_size
+            self.wte = nn.Embedding(vocab_size, spec.width)
+            self.drop = nn.Dropout(spec.dropout)
+            self.head = nn.Linear(spec.width, vocab_size)
+
+        def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, all_logits: bool = False):
+            logits = self.head(self.drop(F.gelu(self.wte(idx))))  # (B, T, vocab_size)
+            if targets is None:
+                return logits, None
+            return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+
+        def num_params(self, non_embedding: bool = True) -> int:
+            return sum(p.numel() for p in self.parameters())
+
+        def flops_per_token(self) -> int:
+            return 6 * self.num_params()
+
+        def arch(self) -> dict:
+            return {"kind": "mlp", "width": self.width, "block_size": self.context_length, "vocab_size": self.vocab_size}
+
+        def crop_block_size(self, block_size: int) -> None:
+            self.context_length = block_size
+
+
     @MODELS.register("mlp", MLPSpec)
-    def build_mlp(spec: MLPSpec, *, vocab_size: int): ...
+    def build_mlp(spec: MLPSpec, *, vocab_size: int) -> MLP:
+        if spec.init_from != "scratch":  # a run or checkpoint of this kind, rebuilt from its arch()
+            return load_pretrained(spec.init_from, dropout=spec.dropout, block_size=spec.block_size)
+        return MLP(spec, vocab_size)
+
+A `[model] kind = "mlp"` table then takes `width`. A dataset kind is registered on `DATA` the
+same way; its builder gets `env`, `seed`, `batch_size` and `block_size`, and returns a
+`nanogpt.contracts.Batches` (tests/plugins/pattern_data.py has one).
 
 Installed packages can do the same through the `nanogpt.plugins` entry-point group (each entry
 names a module); nothing else is imported.
@@ -98,7 +145,7 @@ SCHEDULES = Registry("schedule", t.ScheduleSpec, "cosine")
 REGISTRIES: dict[type, Registry] = {r.base: r for r in (MODELS, DATA, OPTIMIZERS, SCHEDULES)}
 """The registry behind each component base class (the type of an Experiment field)."""
 
-MODELS.register("gpt", t.GPTSpec, "nanogpt.model:build_gpt")
+MODELS.register("gpt", t.GPTSpec, "nanogpt.weights:build_gpt")
 MODELS.register("llama", t.LlamaSpec, "nanogpt.llama:build_llama")
 DATA.register("tokens", t.TokensSpec, "nanogpt.data.batches:build_tokens")
 OPTIMIZERS.register("adamw", t.AdamWSpec, "nanogpt.optim:build_adamw")

@@ -1,6 +1,8 @@
-"""`python -m nanogpt.run SPEC [key=value ...]`: the short form of `nanogpt run`.
+"""`python -m nanogpt.run SPEC [key=value ...]`: the short form of `nanogpt run`, a command line only.
 
-Also what torchrun launches: `torchrun --standalone --nproc_per_node=8 -m nanogpt.run SPEC`.
+Also what torchrun launches: `torchrun --standalone --nproc_per_node=8 -m nanogpt.run SPEC`. The
+runner it starts is nanogpt/runner.py (`run()`), the loop nanogpt/train.py; nothing imports this
+module, which does nothing on import.
 """
 
 import os

@@ -43,23 +43,12 @@ import torch
 
 from nanogpt.errors import DataError, InputError, NanoGPTError
 from nanogpt.fileio import read_user_text
-from nanogpt.spec.pretrained import HUB_ID
-from nanogpt.spec.tables import GPT2_NAMES
+from nanogpt.generation import generate_stream
 
 SEPARATOR = "-" * 15
 """The line between two samples on stdout (the seed's)."""
 
-TOKENIZER_KEYS = ("tokenizer", "vocab_size", "eot_id", "chars", "bos_id", "tokenizer_sha256", "tokenizer_json")
-"""The part of a dataset's meta.json that `tokenizer_from_meta` needs."""
-
 FILE_PREFIX = "FILE:"
-
-
-def tokenizer_record(meta: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What a checkpoint stores of its dataset's meta.json to decode on its own (None without a tokenizer)."""
-    if not isinstance(meta, dict) or "tokenizer" not in meta:
-        return None
-    return {key: meta[key] for key in TOKENIZER_KEYS if key in meta}
 
 
 # --------------------------------------------------------------------------- loading models
@@ -89,9 +78,9 @@ def load_model(source: str, *, which: str = "best", tokenizer_meta: str | None =
         raise InputError(tokenizer.why)
     elif tokenizer is None:
         tokenizer = gpt2_tokenizer()
-    if tokenizer.vocab_size > model.config.vocab_size:
+    if tokenizer.vocab_size > model.vocab_size:
         raise InputError(
-            f"{description}: its vocabulary has {model.config.vocab_size} tokens, but the {tokenizer.name} "
+            f"{description}: its vocabulary has {model.vocab_size} tokens, but the {tokenizer.name} "
             f"tokenizer has {tokenizer.vocab_size}; give the meta.json of the dataset it was trained on "
             "with --tokenizer-meta PATH"
         )
@@ -140,32 +129,29 @@ class _Unknown:
 
 def _load(source: str, which: str, visited: tuple[str, ...]) -> tuple[Any, Any, str]:
     """(model, its tokenizer: a Tokenizer, None for GPT-2's BPE by default, or _Unknown; description)."""
-    from nanogpt.model import GPT
+    from nanogpt.spec.pretrained import NotPretrained, locate_weights
+    from nanogpt.weights import from_hf
 
-    path = Path(source)
-    # what is on disk comes first (as transformers does): a local folder named gpt2 is that folder
-    if path.is_dir() and (path / "config.json").is_file():
-        return _load_hf(source, path)
-    if path.is_dir() and any((path / name).exists() for name in ("manifest.json", "spec.toml", "checkpoints")):
-        return _load_run(path, which, visited)
-    if path.is_file():
-        return _load_checkpoint(path)
-    if source in GPT2_NAMES:
-        return GPT.from_hf(source), None, source
-    if HUB_ID.fullmatch(source) and not path.exists():
-        from nanogpt.llama import Llama
-
-        return Llama.from_hf(source), _hf_tokenizer_of(source), f"Hugging Face model {source}"
-    if path.is_dir():
-        raise InputError(
-            f"directory {source!r} is neither a run (manifest.json, checkpoints/) nor a Hugging Face model (config.json)"
-        )
-    raise InputError(f"{source!r}: no such file or directory, and not one of {', '.join(GPT2_NAMES)}")
+    try:
+        weights = locate_weights(source)
+    except NotPretrained as e:
+        if Path(source).is_dir():
+            raise InputError(
+                f"directory {source!r} is neither a run (manifest.json, checkpoints/) nor a Hugging Face model (config.json)"
+            ) from None
+        raise InputError(str(e)) from None
+    if weights.kind == "run":
+        return _load_run(weights.path, which, visited)
+    if weights.kind == "checkpoint":
+        return _load_checkpoint(weights.path)
+    if weights.kind == "hf_dir":
+        return _load_hf(source, weights.path)
+    return from_hf(source), None, source
 
 
 def _load_hf(source: str, path: Path) -> tuple[Any, Any, str]:
     """A Hugging Face model directory: GPT-2 or a Llama, by its config.json's model_type."""
-    from nanogpt.model import GPT
+    from nanogpt.weights import from_hf
 
     try:
         model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
@@ -175,7 +161,7 @@ def _load_hf(source: str, path: Path) -> tuple[Any, Any, str]:
         from nanogpt.llama import Llama
 
         return Llama.from_hf(source), _hf_tokenizer_of(source), f"Hugging Face model {source}"
-    return GPT.from_hf(source), None, f"Hugging Face model {source}"
+    return from_hf(source), None, f"Hugging Face model {source}"
 
 
 def _hf_tokenizer_of(source: str) -> Any:
@@ -214,7 +200,7 @@ def _load_run(run_dir: Path, which: str, visited: tuple[str, ...]) -> tuple[Any,
     except InputError as e:
         raise InputError(f"run {str(run_dir)!r} has no checkpoint; its model.init_from {init_from!r}: {e}") from None
     block_size = model_table.get("block_size")
-    if isinstance(block_size, int) and 1 <= block_size < model.config.block_size:
+    if isinstance(block_size, int) and 1 <= block_size < model.context_length:
         model.crop_block_size(block_size)  # the context the run evaluated with
     own = _spec_tokenizer(spec)  # the run's dataset: what the run evaluated the model on
     return model, own if own is not None else tokenizer, f"run {run_dir} (no checkpoint: model.init_from {inner})"
@@ -236,18 +222,10 @@ def _run_spec(run_dir: Path) -> dict[str, Any]:
 def _load_checkpoint(path: Path) -> tuple[Any, Any, str]:
     from nanogpt.checkpoint import FORMAT, load_checkpoint
     from nanogpt.data.tokenizers import tokenizer_from_meta
-    from nanogpt.model import GPT
+    from nanogpt.weights import from_checkpoint
 
-    state = load_checkpoint(path)  # refuses unsafe pickles before anything else reads the file
-    arch = state.get("model_arch")
-    if isinstance(arch, dict) and arch.get("kind") == "llama":
-        from nanogpt.llama import from_checkpoint_state
-
-        model = from_checkpoint_state(state, str(path))
-    else:
-        model = GPT.from_checkpoint_state(state, path)
-    head = {key: value for key, value in state.items() if key in ("format", "tokenizer", "spec")}
-    del state  # the tensors are in the model now
+    model = from_checkpoint(str(path))  # refuses unsafe pickles before anything else reads the file
+    head = _checkpoint_head(path)
     if head.get("format") != FORMAT:
         return model, None, f"nanoGPT checkpoint {path}"
     description = f"checkpoint {path}"
@@ -266,6 +244,17 @@ def _load_checkpoint(path: Path) -> tuple[Any, Any, str]:
             "give the dataset's meta.json with --tokenizer-meta PATH"
         )
     return model, tokenizer, description
+
+
+def _checkpoint_head(path: Path) -> dict[str, Any]:
+    """A checkpoint's small entries, without reading its tensors (memory-mapped; the file is known safe by now)."""
+    from nanogpt.checkpoint import load_checkpoint
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # not a zip-format file: mmap cannot apply, read it whole
+        state = load_checkpoint(path)
+    return {key: value for key, value in state.items() if key in ("format", "tokenizer", "spec")}
 
 
 def _spec_tokenizer(spec: dict[str, Any]) -> Any:
@@ -322,7 +311,7 @@ def start_ids(tokenizer: Any, start: str | None) -> list[int]:
         return [0]
 
 
-class TextStream:
+class IncrementalDecoder:
     """Decode one row's ids as they come, passing on text only once it ends in whole characters.
 
     A BPE token can end inside a multi-byte character; its text then ends in U+FFFD until the
@@ -374,13 +363,13 @@ def generate_texts(
     idx = torch.tensor([prompt] * num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     eot = getattr(tokenizer, "eot_id", None) if stop_at_eot else None
-    stream = TextStream(tokenizer, on_text) if on_text is not None else None
+    stream = IncrementalDecoder(tokenizer, on_text) if on_text is not None else None
     rows: list[list[int]] = [[] for _ in range(num_samples)]
     ended = [False] * num_samples
     with autocast or contextlib.nullcontext():
         # generate_stream puts the model in eval mode for the stream and restores it after
-        steps = model.generate_stream(
-            idx, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p, eot_id=eot, generator=generator
+        steps = generate_stream(
+            model, idx, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p, eot_id=eot, generator=generator
         )
         with contextlib.closing(steps):  # an error here still closes the stream (and restores train mode)
             for step in steps:

@@ -77,6 +77,19 @@ class StopSignals:
             signal.signal(signum, previous)
         self._previous.clear()
 
+    def agreed(self, env: Any, iteration: int, every: int) -> bool:
+        """Whether a signal asks the job to stop, agreed by every rank at the same iteration.
+
+        Alone, a process looks at its flag each time (free). In a job the ranks agree through a
+        small collective (`env.any_rank`), so they only ask every `every` iterations (at the logging
+        steps, which sync anyway): one gloo all-reduce per `every` steps, the delay at most `every` steps.
+        """
+        if not env.distributed:
+            return self.received is not None
+        if iteration % every:
+            return False
+        return env.any_rank(self.received is not None)
+
     @property
     def name(self) -> str | None:
         return signal.Signals(self.received).name if self.received else None

@@ -50,7 +50,7 @@ def capture(monkeypatch, target: str, result=0) -> list[tuple]:
 @pytest.mark.parametrize("order", ORDERS)
 def test_run_takes_overrides_anywhere(spec, monkeypatch, order):
     """`run SPEC --force k=v` and every other order: the override reaches the spec the runner gets."""
-    calls = capture(monkeypatch, "nanogpt.train.run")
+    calls = capture(monkeypatch, "nanogpt.runner.run")
     assert main(["run", *ORDERS[order](spec, OVERRIDE, ["--force"])]) == 0
     (exp, origin), kwargs = calls[0]
     assert exp.model.n_layer == 5 and origin.overrides == (OVERRIDE,) and kwargs["resume_dir"] is None and kwargs["force"] is True
@@ -60,7 +60,7 @@ def test_run_takes_overrides_anywhere(spec, monkeypatch, order):
 def test_run_resume_takes_overrides_anywhere(spec, monkeypatch, order):
     """`run --resume DIR k=v --force`: the overrides and --force reach the resume, in any order."""
     calls = capture(monkeypatch, "nanogpt.manifest.load_for_resume", result=load_spec(spec))
-    capture(monkeypatch, "nanogpt.train.run")
+    capture(monkeypatch, "nanogpt.runner.run")
     resume, force = ["--resume", "runs/w/1"], ["--force"]
     words = {"O F": [OVERRIDE, *resume, *force], "F O": [*resume, *force, OVERRIDE], "F1 O F2": [*resume, OVERRIDE, *force]}
     assert main(["run", *words[order]]) == 0

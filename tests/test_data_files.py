@@ -13,7 +13,8 @@ import pytest
 
 from nanogpt.data import files
 from nanogpt.data import prepare as prepare_module
-from nanogpt.data.files import dataset_record, ensure_prepared, open_dataset
+from nanogpt.data.files import dataset_record, open_dataset
+from nanogpt.data.prepare import ensure_prepared
 from nanogpt.data.prepare import prepare
 from nanogpt.errors import DataError, InputError
 from nanogpt.spec.tables import TokensSpec

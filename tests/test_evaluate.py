@@ -18,7 +18,8 @@ from nanogpt.cli import main
 from nanogpt.data.tokenizers import CharTokenizer, gpt2_tokenizer
 from nanogpt.evaluate import TokenSequence, count_windows, score_sequence, sliding_windows
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.sample import tokenizer_record
+from nanogpt.weights import from_hf
+from nanogpt.checkpoint import tokenizer_record
 from tests.tinyrun import only_run_dir, tiny_spec
 
 
@@ -36,7 +37,7 @@ def hf_model(hf_dir):
 
 @pytest.fixture(scope="module")
 def ours(hf_dir) -> GPT:
-    return GPT.from_hf(str(hf_dir)).eval()
+    return from_hf(str(hf_dir)).eval()
 
 
 def hf_guide_nll(hf, ids: torch.Tensor, max_length: int, stride: int) -> tuple[float, int]:

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from nanogpt import scaling
 from nanogpt.errors import InputError
-from nanogpt.model import GPT, GPTConfig, KVCache, build_gpt, sample_next
+from nanogpt.generation import sample_next
+from nanogpt.model import GPT, GPTConfig, KVCache
+from nanogpt.weights import build_gpt
 from nanogpt.spec.tables import GPTSpec
 
 
@@ -223,15 +225,16 @@ def test_gpt2_124m_counts_and_flops():
     assert m.num_params(non_embedding=False) == 124_439_808
     assert m.num_params() == 123_653_376
     assert m.flops_per_token() == 6 * 123_653_376 + 12 * 12 * 12 * 64 * 1024
-    # nanoGPT's estimate_mfu for one 1024-token sequence per second on an A100's 312 TFLOP/s
-    assert m.estimate_mfu(tokens_per_sec=1024, peak_flops=312e12) == pytest.approx(m.flops_per_token() * 1024 / 312e12)
+    # nanoGPT's estimate_mfu (now scaling.mfu, the one MFU) for one 1024-token sequence per second on an A100's 312 TFLOP/s
+    assert scaling.mfu(m.flops_per_token(), tokens_per_sec=1024, peak_flops=312e12) == pytest.approx(m.flops_per_token() * 1024 / 312e12)
 
 
 def test_arch_is_what_a_checkpoint_records():
-    """GPT.arch() gives exactly the model_arch keys the runner stores, with the real vocabulary."""
+    """GPT.arch() gives exactly the model_arch keys the runner stores: the [model] fields that fix the
+    shapes (a padded table as the multiple that gives it), the kind and the real vocabulary."""
     m = tiny(vocab_size=50257, padded_vocab_size=50304, block_size=8)
-    assert m.arch() == dict(n_layer=2, n_head=2, n_embd=32, block_size=8, vocab_size=50257, bias=True,
-                            tie_weights=True, padded_vocab_size=50304)
+    assert m.arch() == dict(kind="gpt", n_layer=2, n_head=2, n_embd=32, block_size=8, vocab_size=50257, bias=True,
+                            tie_weights=True, padded_vocab_size=50304, pad_vocab_multiple=50304)
 
 
 def test_crop_block_size():

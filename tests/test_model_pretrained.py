@@ -16,7 +16,8 @@ import transformers
 
 from nanogpt.checkpoint import FORMAT
 from nanogpt.errors import InputError
-from nanogpt.model import GPT, GPTConfig, build_gpt, load_pretrained
+from nanogpt.model import GPT, GPTConfig
+from nanogpt.weights import build_gpt, from_hf, load_pretrained
 from nanogpt.spec import SpecError, load_spec
 from nanogpt.spec.tables import GPTSpec
 
@@ -45,7 +46,7 @@ def load_seed_module():
 @pytest.mark.parametrize("pad", [1, 64])
 def test_logits_equal_transformers(hf_dir, hf_model, pad):
     """Our model loaded from a local HF GPT-2 gives transformers' logits to 1e-5, padded vocabulary or not."""
-    ours = GPT.from_hf(str(hf_dir), pad_vocab_multiple=pad).eval()
+    ours = from_hf(str(hf_dir), pad_vocab_multiple=pad).eval()
     assert ours.config.padded_vocab_size == (50304 if pad == 64 else 50257)
     assert ours.lm_head.weight is ours.transformer.wte.weight
     idx = torch.randint(0, 50257, (2, 64), generator=torch.Generator().manual_seed(0))
@@ -62,7 +63,7 @@ def test_logits_equal_transformers(hf_dir, hf_model, pad):
 
 def test_greedy_generation_equals_transformers(hf_dir, hf_model):
     """Greedy generation matches transformers' greedy generate token for token."""
-    ours = GPT.from_hf(str(hf_dir), pad_vocab_multiple=64)
+    ours = from_hf(str(hf_dir), pad_vocab_multiple=64)
     prompt = torch.randint(0, 50257, (2, 6), generator=torch.Generator().manual_seed(1))
     mine = ours.generate(prompt, 30, temperature=0.0)
     theirs = hf_model.generate(prompt, max_new_tokens=30, do_sample=False, pad_token_id=50256,
@@ -72,14 +73,14 @@ def test_greedy_generation_equals_transformers(hf_dir, hf_model):
 
 def test_cropped_block_size_matches_on_the_cropped_context(hf_dir, hf_model):
     """A model cropped to block 16 keeps 16 positions and gives transformers' logits on 16-token contexts."""
-    ours = GPT.from_hf(str(hf_dir), block_size=16, dropout=0.2).eval()
+    ours = from_hf(str(hf_dir), block_size=16, dropout=0.2).eval()
     assert ours.config.block_size == 16 and ours.transformer.wpe.weight.shape == (16, 32)
     assert ours.config.dropout == 0.2
     idx = torch.randint(0, 50257, (3, 16), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx, all_logits=True)[0], hf_model(idx).logits, rtol=0, atol=1e-5)
     with pytest.raises(InputError, match="exceeds the block size"):
-        GPT.from_hf(str(hf_dir), block_size=65)
+        from_hf(str(hf_dir), block_size=65)
 
 
 def test_untied_hf_model_stays_untied(tmp_path):
@@ -89,7 +90,7 @@ def test_untied_hf_model_stays_untied(tmp_path):
     with torch.no_grad():
         hf.lm_head.weight.normal_()
     hf.save_pretrained(tmp_path)
-    ours = GPT.from_hf(str(tmp_path)).eval()
+    ours = from_hf(str(tmp_path)).eval()
     assert not ours.config.tie_weights and ours.lm_head.weight is not ours.transformer.wte.weight
     idx = torch.randint(0, 300, (1, 20))
     with torch.no_grad():
@@ -101,13 +102,13 @@ def test_unsupported_hf_variant_is_refused(tmp_path):
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**HF_SIZES, activation_function="relu"))
     hf.save_pretrained(tmp_path)
     with pytest.raises(InputError, match="activation_function 'relu'"):
-        GPT.from_hf(str(tmp_path))
+        from_hf(str(tmp_path))
 
 
 def test_unknown_name_is_refused():
     """A name that is neither a directory nor gpt2* is an InputError listing the names."""
     with pytest.raises(InputError, match="gpt2, gpt2-medium, gpt2-large, gpt2-xl"):
-        GPT.from_hf("gpt3")
+        from_hf("gpt3")
 
 
 # ------------------------------------------------------------------------------- build_gpt
@@ -293,7 +294,7 @@ def test_gpt2_names_go_to_the_hub_and_fail_cleanly_offline(monkeypatch):
 
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # read at call time; the env var only at import
     try:
-        m = GPT.from_hf("gpt2")
+        m = from_hf("gpt2")
     except InputError as e:
         assert "cannot load GPT-2 weights 'gpt2'" in str(e)
     else:  # the weights were in the local cache after all: then they must be GPT-2 124M

@@ -20,7 +20,8 @@ from nanogpt.checkpoint import checkpoint_for, load_checkpoint
 from nanogpt.cli import main
 from nanogpt.data.tokenizers import gpt2_tokenizer, tokenizer_from_meta
 from nanogpt.model import GPT
-from nanogpt.sample import SEPARATOR, TextStream, generate_texts, load_model
+from nanogpt.weights import from_checkpoint, from_hf
+from nanogpt.sample import SEPARATOR, IncrementalDecoder, generate_texts, load_model
 from tests.tinyrun import WORDS, env_with_plugins, nanogpt, only_run_dir, tiny_spec
 
 
@@ -173,7 +174,7 @@ def test_checkpoint_best_and_latest(char_run, capsys, tmp_path):
     latest = sample(capsys, *args, "--checkpoint", "latest")
     assert f"ckpt-{steps[0]:08d}.pt" in best[2] and f"ckpt-{steps[-1]:08d}.pt" in latest[2]
     for (_, out, _), step in ((best, steps[0]), (latest, steps[-1])):
-        model = GPT.from_checkpoint(str(run / "checkpoints" / f"ckpt-{step:08d}.pt"))
+        model = from_checkpoint(str(run / "checkpoints" / f"ckpt-{step:08d}.pt"))
         tok = load_model(str(run)).tokenizer
         assert out == "\n" + tok.decode(greedy_continuation(model, tok.encode("\n"), 40)) + "\n"
 
@@ -341,7 +342,6 @@ def test_gpt2_with_an_unresolvable_hub_fails_at_once(tmp_path, monkeypatch):
     """When the hub's host cannot even be looked up, weights not in the cache fail at once, naming
     HF_HUB_OFFLINE, instead of after the hub client's retries (~23 s)."""
     from nanogpt.errors import InputError
-    from nanogpt.model import GPT
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
@@ -349,7 +349,7 @@ def test_gpt2_with_an_unresolvable_hub_fails_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "https://hub.invalid")
     start = time.perf_counter()
     with pytest.raises(InputError) as e:
-        GPT.from_hf("gpt2")
+        from_hf("gpt2")
     assert time.perf_counter() - start < 5
     assert "hub.invalid cannot be looked up" in str(e.value) and "HF_HUB_OFFLINE=1" in str(e.value)
 
@@ -370,7 +370,7 @@ def test_text_stream_adds_up_to_the_decoded_text(ids):
     """Streamed pieces hold whole characters only and join to the decoding of all ids, even mid-character BPE tokens."""
     tok = gpt2_tokenizer()
     pieces: list[str] = []
-    stream = TextStream(tok, pieces.append)
+    stream = IncrementalDecoder(tok, pieces.append)
     for i in ids:
         stream.push(i)
     stream.close()
@@ -383,7 +383,7 @@ def test_multibyte_characters_stream_whole():
     ids = tok.encode("日本語のテキスト")
     assert any(tok.decode([i]).endswith("\ufffd") for i in ids)  # some token ends mid-character
     pieces: list[str] = []
-    stream = TextStream(tok, pieces.append)
+    stream = IncrementalDecoder(tok, pieces.append)
     for i in ids:
         stream.push(i)
     stream.close()

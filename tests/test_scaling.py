@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from nanogpt import scaling
 from nanogpt.cli import main
+from nanogpt.scaling_command import scaling_command
 from nanogpt.spec import SpecError
 
 # The notebook's last cell, as printed in the seed (scaling_laws.ipynb, execution_count 8).
@@ -325,7 +326,7 @@ def test_verb_bad_spec_propagates_spec_error(tmp_path):
     """A bad spec raises SpecError from scaling_command, which the CLI prints with exit 2."""
     spec = write_spec(tmp_path, 'name = "x"\n[model]\nn_layer = 0\n')
     with pytest.raises(SpecError, match="model.n_layer"):
-        scaling.scaling_command(["params", str(spec)])
+        scaling_command(["params", str(spec)])
 
 
 def test_verb_bad_spec_exits_2(capsys, tmp_path):

@@ -18,7 +18,7 @@ from typing import Any
 _EXPORTS = {
     "PreparedDataset": "nanogpt.data.files",
     "open_dataset": "nanogpt.data.files",
-    "ensure_prepared": "nanogpt.data.files",
+    "ensure_prepared": "nanogpt.data.prepare",
     "dataset_record": "nanogpt.data.files",
     "dataset_dir": "nanogpt.data.files",
     "Tokenizer": "nanogpt.data.tokenizers",

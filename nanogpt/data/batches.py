@@ -29,7 +29,7 @@ SPLITS = ("train", "val")
 
 
 class TokenBatches:
-    """Train and eval batches of one prepared dataset, for one process of the job."""
+    """Train and eval batches of one prepared dataset, for one process of the job (a `nanogpt.contracts.Batches`)."""
 
     def __init__(self, dataset: Any, *, seed: int, batch_size: int, block_size: int, env: DistEnv):
         self.dataset = dataset
@@ -50,6 +50,13 @@ class TokenBatches:
     @property
     def vocab_size(self) -> int:
         return self.dataset.vocab_size
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.dataset.tokenizer
+
+    def record(self) -> dict[str, Any]:
+        return self.dataset.record()
 
     def micro_steps(self, grad_accum: int) -> range:
         """The global micro-batch numbers this rank computes in every iteration."""
@@ -91,7 +98,8 @@ class TokenBatches:
 
 def build_tokens(spec: TokensSpec, *, env: DistEnv, seed: int, batch_size: int, block_size: int) -> TokenBatches:
     """Prepare the dataset if it is missing or stale (rank 0 only), then open it on every rank."""
-    from nanogpt.data.files import ensure_prepared, open_dataset
+    from nanogpt.data.files import open_dataset
+    from nanogpt.data.prepare import ensure_prepared
 
     if env.is_main:
         dataset = ensure_prepared(spec)

@@ -305,6 +305,22 @@ def open_dataset(spec: TokensSpec, *, progress: Optional[bool] = None) -> Prepar
     return PreparedDataset(dir=directory, meta=meta, train=maps["train"], val=maps["val"])
 
 
+def prepared_vocab_size(spec: Any) -> Optional[int]:
+    """The vocabulary of the dataset a `[data]` table names, from its meta.json; None when it is not
+    prepared (or the kind keeps no files). The one place outside an opened dataset that reads it:
+    DataError when meta.json is unreadable or its vocab_size is no positive integer."""
+    data_dir, dataset = getattr(spec, "data_dir", None), getattr(spec, "dataset", None)
+    if not isinstance(data_dir, str) or not isinstance(dataset, str):
+        return None
+    meta = read_meta(Path(data_dir, dataset))
+    if meta is None:
+        return None
+    vocab = meta.get("vocab_size")
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
+        raise DataError(f"{Path(data_dir, dataset, META)}: vocab_size must be a positive integer (got {vocab!r})")
+    return vocab
+
+
 def dataset_record(ds: PreparedDataset) -> dict[str, Any]:
     """The manifest's `data`: {"train"/"val": {path, tokens, sha256}, "tokenizer", "vocab_size"}.
 
@@ -326,18 +342,3 @@ def dataset_record(ds: PreparedDataset) -> dict[str, Any]:
     if isinstance(source, dict) and source.get("kind") == "hf":  # a hub dataset changes under its name
         record["source"] = {k: source.get(k) for k in ("spec", "revision", "revision_read", "resolved_revision")}
     return record
-
-
-def ensure_prepared(spec: TokensSpec, *, progress: Optional[bool] = None, say=None) -> PreparedDataset:
-    """Prepare the dataset if it is missing or out of date with the spec, then open it.
-
-    Without `data.source` nothing can be prepared: an existing dataset is opened as it is, a
-    missing one is a DataError saying so. `say` receives one line when something was built
-    (default: stderr); an up-to-date dataset is opened silently.
-    """
-    if spec.source is None:
-        return open_dataset(spec, progress=progress)
-    from nanogpt.data.prepare import prepare
-
-    prepare(spec, progress=progress, say=say, quiet_if_current=True)
-    return open_dataset(spec, progress=progress)

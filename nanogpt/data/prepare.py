@@ -51,8 +51,10 @@ from nanogpt.data.files import (
     FORMAT,
     META,
     SPLITS,
+    PreparedDataset,
     dataset_dir,
     dtype_for,
+    open_dataset,
     read_meta,
     verify,
     write_meta,
@@ -673,3 +675,16 @@ def _clean_up_after_failure(directory: Path, created: list[Path]) -> None:
             d.rmdir()
         except OSError:
             break
+
+
+def ensure_prepared(spec: TokensSpec, *, progress: Optional[bool] = None, say=None) -> PreparedDataset:
+    """Prepare the dataset if it is missing or out of date with the spec, then open it.
+
+    Without `data.source` nothing can be prepared: an existing dataset is opened as it is, a
+    missing one is a DataError saying so. `say` receives one line when something was built
+    (default: stderr); an up-to-date dataset is opened silently.
+    """
+    if spec.source is None:
+        return open_dataset(spec, progress=progress)
+    prepare(spec, progress=progress, say=say, quiet_if_current=True)
+    return open_dataset(spec, progress=progress)

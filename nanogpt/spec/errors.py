@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 import attrs
 
+from nanogpt.errors import InputError
+
 
 @attrs.frozen
 class Problem:
@@ -22,8 +24,11 @@ class Problem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class SpecError(Exception):
+class SpecError(InputError):
     """A spec (or an override of it) is invalid. Carries every problem found, not just the first.
+
+    An InputError like any bad input found before work starts (exit 2); the command line prints
+    `report()`, every problem on its own line, rather than the one-line `error: ...` of the others.
 
     `str()` gives the report users see: a header naming the file and the count, then one indented
     line per problem.

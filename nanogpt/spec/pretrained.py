@@ -12,7 +12,9 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import attrs
 
 from nanogpt.spec.tables import GPT2_NAMES
 
@@ -35,31 +37,67 @@ class NotPretrained(ValueError):
     """`init_from` names nothing that holds weights; the message says what was found."""
 
 
-def arch_of(init_from: str) -> dict[str, Any]:
-    """The architecture fields of the weights `init_from` names (a subset of ARCH_FIELDS)."""
-    if init_from in GPT2_ARCHS:
-        return dict(GPT2_ARCHS[init_from])
-    path = Path(init_from)
+RUN_MARKERS = ("manifest.json", "spec.toml", "checkpoints")
+"""What makes a directory a run directory (a run killed early may have only some of them)."""
+
+
+@attrs.frozen
+class WeightsName:
+    """What a weights name (`model.init_from`, the source `sample` and `perplexity` take) points to."""
+
+    kind: Literal["hub", "hf_dir", "run", "checkpoint"]
+    """A GPT-2 name of the Hugging Face hub, a Hugging Face model directory, a run directory, or a
+    checkpoint file (this product's or nanoGPT's `ckpt.pt`)."""
+    name: str
+    """The name as given."""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name)
+
+
+def locate_weights(name: str) -> WeightsName:
+    """The one place that decides what a weights name points to.
+
+    What is on disk comes first (as in transformers: a local folder named gpt2 is that folder),
+    then GPT-2's names. NotPretrained when it names nothing that holds weights.
+    """
+    path = Path(name)
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
     except (OSError, ValueError):  # a name too long for the file system is no file either
         is_dir = is_file = False
     if is_dir:
         if (path / "config.json").is_file():
-            return _arch_from_hf_config(path / "config.json")
-        if (path / "manifest.json").is_file():
-            return _arch_from_manifest(path / "manifest.json")
+            return WeightsName("hf_dir", name)
+        if any((path / marker).exists() for marker in RUN_MARKERS):
+            return WeightsName("run", name)
         raise NotPretrained(
-            f"directory {init_from!r} holds neither a Hugging Face model (config.json) "
+            f"directory {name!r} holds neither a Hugging Face model (config.json) "
             "nor a run (manifest.json)"
         )
     if is_file:
-        run_dir = path.parent.parent
-        if path.parent.name == "checkpoints" and (run_dir / "manifest.json").is_file():
-            return _arch_from_manifest(run_dir / "manifest.json")
-        return _arch_from_checkpoint(path)
+        return WeightsName("checkpoint", name)
+    if name in GPT2_NAMES:
+        return WeightsName("hub", name)
     known = ", ".join(repr(n) for n in ("scratch", *GPT2_NAMES))
-    raise NotPretrained(f"no such file or directory {init_from!r} (or one of {known})")
+    raise NotPretrained(f"no such file or directory {name!r} (or one of {known})")
+
+
+def arch_of(init_from: str) -> dict[str, Any]:
+    """The architecture fields of the weights `init_from` names (a subset of ARCH_FIELDS)."""
+    weights = locate_weights(init_from)
+    path = weights.path
+    if weights.kind == "hub":
+        return dict(GPT2_ARCHS[init_from])
+    if weights.kind == "hf_dir":
+        return _arch_from_hf_config(path / "config.json")
+    if weights.kind == "run":
+        return _arch_from_manifest(path / "manifest.json")
+    run_dir = path.parent.parent
+    if path.parent.name == "checkpoints" and (run_dir / "manifest.json").is_file():
+        return _arch_from_manifest(run_dir / "manifest.json")
+    return _arch_from_checkpoint(path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -46,8 +46,19 @@ class ComponentSpec:
         return iter(())
 
 
+@attrs.frozen(kw_only=True)
 class ModelSpec(ComponentSpec):
-    """A `[model]` table; the concrete class is picked by its `kind`."""
+    """A `[model]` table; the concrete class is picked by its `kind`.
+
+    The fields every model has live here, so the spec half and the runner know them without naming
+    a kind (a kind's class may declare them again, to document or place them)."""
+
+    block_size: int = attrs.field(default=1024, validator=at_least(1))
+    """Context length in tokens: the longest sequence the model takes, and the length of every training window."""
+    dropout: float = attrs.field(default=0.0, validator=[at_least(0.0), below(1.0)])
+    """Dropout probability."""
+    init_from: str = attrs.field(default="scratch", validator=Pattern(r".+", "a non-empty string"))
+    """Where the weights start: "scratch", or the weights a run directory or checkpoint holds."""
 
 
 class DataSpec(ComponentSpec):
