@@ -7,15 +7,16 @@ References:
 2) huggingface/transformers PyTorch implementation:
    https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py
 
-It shares GPT's attention call (SDPA: flash kernels on GPU, no T x T mask), sampling loop and KV
-cache, and counts parameters and FLOPs by the same conventions (nanogpt/scaling.py).
+It shares GPT's attention call (SDPA: flash kernels on GPU, no T x T mask) and KV cache, samples
+through nanogpt.generation, and counts parameters and FLOPs by the same conventions
+(nanogpt/scaling.py). Hugging Face Llama weights are imported in nanogpt/weights.py, which also
+holds this kind's builder; a checkpoint is rebuilt from `arch()` like any registered kind's.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import attrs
@@ -24,10 +25,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from nanogpt import generation
 from nanogpt import model as gpt
 from nanogpt import scaling
-from nanogpt.errors import InputError
-from nanogpt.spec.pretrained import LLAMA_ARCH_FIELDS, llama_arch_from_hf_config
 
 
 @attrs.frozen(kw_only=True)
@@ -258,6 +258,14 @@ class Llama(nn.Module):
 
     # -------------------------------------------------------------------- sizes and FLOPs
 
+    @property
+    def context_length(self) -> int:
+        return self.config.block_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
     def arch(self) -> dict[str, Any]:
         """What a checkpoint records to rebuild this model: the model table's shape fields, `kind`, `vocab_size`."""
         c = self.config
@@ -295,9 +303,6 @@ class Llama(nn.Module):
             n_params=self.num_params(), n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size
         )
 
-    def estimate_mfu(self, tokens_per_sec: float, peak_flops: float) -> float:
-        return scaling.mfu(self.flops_per_token(), tokens_per_sec, peak_flops)
-
     def crop_block_size(self, block_size: int) -> None:
         """A shorter context; RoPE has no table of weights to cut, only its angles to recompute."""
         if not 1 <= block_size <= self.config.block_size:
@@ -308,166 +313,17 @@ class Llama(nn.Module):
     # ------------------------------------------------------------------------- generation
 
     def new_kv_cache(self, batch_size: int) -> KVCache:
+        """An empty cache for `batch_size` sequences: what nanogpt.generation feeds back through `forward`.
+
+        Keys are cached already rotated, so once the window slides (every position shifts)
+        generation drops the cache and recomputes the cropped window."""
         return KVCache(self.config, batch_size)
 
-    # the same loop as GPT's: rotated keys are cached, so once the window slides (every position
-    # shifts) the cache is dropped and each step recomputes the cropped window
-    generate_stream = gpt.GPT.generate_stream
-    generate = gpt.GPT.generate
+    def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, **sampling: Any) -> Iterator[torch.Tensor]:
+        """The next token of every row, (B,), step by step; see `nanogpt.generation.generate_stream`."""
+        return generation.generate_stream(self, idx, max_new_tokens, **sampling)
 
-    # ------------------------------------------------------------------ pretrained weights
-
-    @classmethod
-    def from_state_dict(cls, config: LlamaConfig, sd: dict[str, torch.Tensor], source: str) -> Llama:
-        """A model with exactly the tensors of `sd`; a missing, extra or misshapen tensor is an InputError."""
-        from nanogpt.checkpoint import state_mismatch
-
-        with torch.device("meta"):  # no time spent initialising weights that are overwritten next
-            model = cls(config)
-        model = model.to_empty(device="cpu")
-        if config.tie_embeddings:  # to_empty gives each module its own new tensor: tie them again
-            model.model.embed_tokens.weight = model.lm_head.weight
-        model._reset_rope()
-        problem = state_mismatch(model.state_dict(), sd)
-        if problem is not None:
-            raise InputError(f"{source!r} does not hold this architecture's weights: {problem}")
-        model.load_state_dict(sd, strict=True)
-        return model
-
-    @classmethod
-    def from_hf(cls, name_or_dir: str, *, dropout: float = 0.0, block_size: Optional[int] = None) -> Llama:
-        """A Hugging Face Llama-architecture model: a local directory (config.json + safetensors),
-        or a hub id (downloaded into the Hugging Face cache where the network allows)."""
-        directory = _hf_directory(name_or_dir)
-        try:
-            cfg = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-            arch = llama_arch_from_hf_config(cfg, repr(name_or_dir))
-        except (OSError, ValueError) as e:  # NotPretrained and JSONDecodeError are ValueErrors
-            raise InputError(f"cannot load Llama weights {name_or_dir!r}: {e}") from None
-        config = LlamaConfig(**{k: v for k, v in arch.items() if k != "vocab_size"}, vocab_size=arch["vocab_size"],
-                             dropout=dropout)
-        sd = {key: t.float() for key, t in _read_safetensors(directory, name_or_dir).items()}
-        # float32 whatever the files hold: training casts through autocast, not through the weights
-        sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}  # older transformers saved it
-        if config.tie_embeddings and "model.embed_tokens.weight" in sd:
-            sd["lm_head.weight"] = sd["model.embed_tokens.weight"]  # save_pretrained writes a tied matrix once
-        model = cls.from_state_dict(config, sd, name_or_dir)
-        if block_size is not None:
-            if block_size > config.block_size:
-                raise InputError(
-                    f"model.block_size {block_size} exceeds the context of {name_or_dir!r} ({config.block_size})"
-                )
-            model.crop_block_size(block_size)
-        return model
-
-
-def _hf_directory(name_or_dir: str) -> Path:
-    """The local directory of a Hugging Face model: the path itself, or the hub id's snapshot."""
-    path = Path(name_or_dir)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise InputError(f"{name_or_dir!r} is not a Hugging Face model directory: it has no config.json")
-        return path
-    from huggingface_hub import snapshot_download
-
-    gpt._check_hub_within_reach(name_or_dir, what="Llama")
-    try:
-        return Path(snapshot_download(name_or_dir, allow_patterns=["*.json", "*.safetensors"]))
-    except Exception as e:  # noqa: BLE001 - the hub client raises many kinds; all mean "not loadable"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"cannot load {name_or_dir!r} from the Hugging Face hub: {first}") from None
-
-
-def _read_safetensors(directory: Path, source: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError) as e:
-            raise InputError(f"{source!r}: cannot read {index.name}: {e}") from None
-        files = [directory / s for s in shards]
-    else:
-        files = [directory / "model.safetensors"]
-    missing = [f.name for f in files if not f.is_file()]
-    if missing:
-        raise InputError(
-            f"{source!r} has no {', '.join(missing)}: Llama weights are read from safetensors files only "
-            "(a pytorch_model.bin would need unpickling)"
-        )
-    sd: dict[str, torch.Tensor] = {}
-    for f in files:
-        try:
-            sd.update(load_file(str(f)))
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for bad files
-            raise InputError(f"{source!r}: {f.name} is not a readable safetensors file: {e}") from None
-    return sd
-
-
-def build_llama(spec: Any, *, vocab_size: int) -> Llama:
-    """The model a `[model] kind = "llama"` table describes, for a dataset of `vocab_size` token ids.
-
-    From scratch it is initialised from torch's global RNG (the caller seeds it); from a Hugging
-    Face Llama its architecture is the weights', dropout comes from the spec and the context is
-    cropped to spec.block_size. Weights that disagree with the dataset are an InputError.
-    """
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-        raise InputError(f"the dataset's vocabulary size must be a positive integer (got {vocab_size!r})")
-    if spec.init_from == "scratch":
-        model_vocab = vocab_size if spec.vocab_size is None else spec.vocab_size
-        if model_vocab < vocab_size:
-            raise InputError(
-                f"model.vocab_size ({model_vocab}) is smaller than the dataset's vocabulary ({vocab_size}): "
-                "token ids would fall outside the embedding; leave model.vocab_size out to take the dataset's"
-            )
-        return Llama(LlamaConfig.from_spec(spec, model_vocab))
-    model = load_llama(spec.init_from, dropout=spec.dropout, block_size=spec.block_size)
-    loaded = model.arch()
-    # `check` fills and compares these from the weights' config; a hub model it could not reach is compared here
-    wrong = [
-        f"model.{k} is {getattr(spec, k)!r} but the weights have {loaded[k]!r}"
-        for k in LLAMA_ARCH_FIELDS
-        if k not in ("block_size", "vocab_size") and getattr(spec, k) is not None and getattr(spec, k) != loaded[k]
-    ]
-    if wrong:
-        raise InputError(f"model.init_from {spec.init_from!r} does not match the spec: {'; '.join(wrong)}")
-    if model.config.vocab_size < vocab_size:
-        raise InputError(
-            f"model.init_from {spec.init_from!r} has a vocabulary of {model.config.vocab_size} tokens, but the dataset "
-            f"has {vocab_size}: pretrained weights need the tokenizer they were trained with (data.tokenizer = \"hf:...\")"
-        )
-    return model
-
-
-def load_llama(init_from: str, *, dropout: float = 0.0, block_size: Optional[int] = None, which: str = "best") -> Llama:
-    """The Llama `init_from` names: a Hugging Face directory or hub id, a run directory (its `which`
-    checkpoint) or a checkpoint file of this product."""
-    path = Path(init_from)
-    if (path.is_dir() and (path / "config.json").is_file()) or not path.exists():
-        return Llama.from_hf(init_from, dropout=dropout, block_size=block_size)
-    from nanogpt.checkpoint import checkpoint_for, load_checkpoint
-
-    if path.is_dir():
-        path = checkpoint_for(path, which)
-    state = load_checkpoint(path)
-    model = from_checkpoint_state(state, str(path), dropout=dropout)
-    if block_size is not None:
-        if block_size > model.config.block_size:
-            raise InputError(f"model.block_size {block_size} exceeds the block size of {str(path)!r} ({model.config.block_size})")
-        model.crop_block_size(block_size)
-    return model
-
-
-def from_checkpoint_state(state: dict[str, Any], source: str, *, dropout: float = 0.0) -> Llama:
-    """The Llama a checkpoint of this product holds (its `model_arch` says kind "llama")."""
-    arch = dict(state.get("model_arch") or {})
-    sd = state.get("model")
-    if arch.pop("kind", None) != "llama" or not isinstance(sd, dict):
-        raise InputError(f"checkpoint {source!r} holds no llama model (model_arch.kind is not 'llama')")
-    try:
-        config = LlamaConfig(**arch, dropout=dropout)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"checkpoint {source!r}: bad model_arch: {e}") from None
-    return Llama.from_state_dict(config, gpt._strip_prefixes(sd), source)
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
+        """`idx` (B, T) continued by up to `max_new_tokens` tokens; see `nanogpt.generation.generate`."""
+        return generation.generate(self, idx, max_new_tokens, **sampling)
 

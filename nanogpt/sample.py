@@ -130,10 +130,9 @@ class _Unknown:
 def _load(source: str, which: str, visited: tuple[str, ...]) -> tuple[Any, Any, str]:
     """(model, its tokenizer: a Tokenizer, None for GPT-2's BPE by default, or _Unknown; description)."""
     from nanogpt.spec.pretrained import NotPretrained, locate_weights
-    from nanogpt.weights import from_hf
 
     try:
-        weights = locate_weights(source)
+        weights = locate_weights(source, hub_ids=True)
     except NotPretrained as e:
         if Path(source).is_dir():
             raise InputError(
@@ -144,28 +143,22 @@ def _load(source: str, which: str, visited: tuple[str, ...]) -> tuple[Any, Any, 
         return _load_run(weights.path, which, visited)
     if weights.kind == "checkpoint":
         return _load_checkpoint(weights.path)
-    if weights.kind == "hf_dir":
-        return _load_hf(source, weights.path)
-    return from_hf(source), None, source
+    return _load_hf(source)
 
 
-def _load_hf(source: str, path: Path) -> tuple[Any, Any, str]:
-    """A Hugging Face model directory: GPT-2 or a Llama, by its config.json's model_type."""
-    from nanogpt.weights import from_hf
+def _load_hf(source: str) -> tuple[Any, Any, str]:
+    """A Hugging Face model (a directory or a hub name), imported by its model_type's importer."""
+    from nanogpt.spec.tables import GPT2_NAMES
+    from nanogpt.weights import hf_importer
 
-    try:
-        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as e:
-        raise InputError(f"{source!r}: cannot read its config.json: {e}") from None
-    if model_type == "llama":
-        from nanogpt.llama import Llama
-
-        return Llama.from_hf(source), _hf_tokenizer_of(source), f"Hugging Face model {source}"
-    return from_hf(source), None, f"Hugging Face model {source}"
+    importer = hf_importer(source)
+    tokenizer = _hf_tokenizer_of(source) if importer.own_tokenizer else None
+    description = source if source in GPT2_NAMES and not Path(source).is_dir() else f"Hugging Face model {source}"
+    return importer.load(source), tokenizer, description
 
 
 def _hf_tokenizer_of(source: str) -> Any:
-    """The tokenizer.json of a Hugging Face model, or _Unknown: a Llama has no default tokenizer."""
+    """The tokenizer.json of a Hugging Face model, or _Unknown when it has none this product reads."""
     from nanogpt.data.tokenizers import HF_PREFIX, hf_tokenizer
 
     try:

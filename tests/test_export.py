@@ -18,6 +18,7 @@ from nanogpt.cli import main
 from nanogpt.data.tokenizers import CharTokenizer, gpt2_tokenizer
 from nanogpt.export import export_hf, to_transformers_tokenizer
 from nanogpt.llama import Llama, LlamaConfig
+from nanogpt.weights import from_hf_llama
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.sample import load_model
 from tests.tinyrun import only_run_dir, tiny_spec
@@ -59,7 +60,7 @@ def test_llama_exports_and_imports_back(tmp_path, n_kv_head, tie):
     export_hf(model, None, tmp_path / "out")
     hf = same_logits(model, tmp_path / "out", 97)
     assert type(hf).__name__ == "LlamaForCausalLM"
-    back = Llama.from_hf(str(tmp_path / "out"))
+    back = from_hf_llama(str(tmp_path / "out"))
     assert back.arch() == model.arch()
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), model.state_dict().values()))
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from nanogpt import scaling
 from nanogpt.errors import InputError
 from nanogpt.llama import Llama, LlamaConfig
+from nanogpt.weights import from_hf_llama
 
 VOCAB = 97
 
@@ -47,7 +48,7 @@ CONFIGS = {
 def test_logits_and_loss_equal_transformers(tmp_path, name):
     """Loaded from a saved transformers Llama, logits and loss agree with LlamaForCausalLM to 1e-4 in float32."""
     hf = hf_llama(tmp_path, **CONFIGS[name])
-    ours = Llama.from_hf(str(tmp_path)).eval()
+    ours = from_hf_llama(str(tmp_path)).eval()
     assert (ours.lm_head.weight is ours.model.embed_tokens.weight) == CONFIGS[name]["tie"]
     idx = torch.randint(0, VOCAB, (3, 64), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -69,7 +70,7 @@ def test_logits_property_any_small_config(tmp_path_factory, n_kv_head, tie, thet
     """For any head grouping, tying, rope_theta and length, our logits are transformers' to 1e-4."""
     path = tmp_path_factory.mktemp("llama")
     hf = hf_llama(path, n_kv_head=n_kv_head, tie=tie, theta=theta, seed=seed)
-    ours = Llama.from_hf(str(path)).eval()
+    ours = from_hf_llama(str(path)).eval()
     idx = torch.randint(0, VOCAB, (2, T), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx, all_logits=True)[0], hf(idx).logits, rtol=0, atol=1e-4)
@@ -79,7 +80,7 @@ def test_logits_property_any_small_config(tmp_path_factory, n_kv_head, tie, thet
 def test_greedy_generation_equals_transformers(tmp_path, name):
     """Greedy generation (KV cache on) matches transformers' greedy generate token for token."""
     hf = hf_llama(tmp_path, **CONFIGS[name])
-    ours = Llama.from_hf(str(tmp_path))
+    ours = from_hf_llama(str(tmp_path))
     prompt = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(2))
     mine = ours.generate(prompt, 40, temperature=0.0)
     theirs = hf.generate(prompt, max_new_tokens=40, do_sample=False, attention_mask=torch.ones_like(prompt))
@@ -133,13 +134,13 @@ def test_intermediate_size_as_llama_derives_it():
 def test_block_size_crop_and_dropout(tmp_path):
     """A model cropped to 16 positions gives transformers' logits on 16-token contexts; dropout is the caller's."""
     hf = hf_llama(tmp_path, **CONFIGS["gqa-tied"])
-    ours = Llama.from_hf(str(tmp_path), block_size=16, dropout=0.1).eval()
+    ours = from_hf_llama(str(tmp_path), block_size=16, dropout=0.1).eval()
     assert ours.config.block_size == 16 and ours.config.dropout == 0.1
     idx = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx, all_logits=True)[0], hf(idx).logits, rtol=0, atol=1e-4)
     with pytest.raises(InputError, match="exceeds the context"):
-        Llama.from_hf(str(tmp_path), block_size=65)
+        from_hf_llama(str(tmp_path), block_size=65)
 
 
 def test_bf16_and_sharded_files_load(tmp_path):
@@ -150,7 +151,7 @@ def test_bf16_and_sharded_files_load(tmp_path):
     hf = transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
     hf.save_pretrained(tmp_path, max_shard_size="20KB")
     assert (tmp_path / "model.safetensors.index.json").is_file()
-    ours = Llama.from_hf(str(tmp_path)).eval()
+    ours = from_hf_llama(str(tmp_path)).eval()
     assert ours.lm_head.weight.dtype == torch.float32
     idx = torch.randint(0, VOCAB, (2, 20), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
@@ -179,7 +180,7 @@ def test_unsupported_variants_are_refused_naming_the_field(tmp_path, change, fie
     config.update(change)
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match=field.replace(".", r"\.").replace("(", r"\(")) as e:
-        Llama.from_hf(str(tmp_path))
+        from_hf_llama(str(tmp_path))
     assert str(tmp_path) in str(e.value)
 
 
@@ -188,7 +189,7 @@ def test_missing_weights_and_bin_only_are_refused(tmp_path):
     hf_llama(tmp_path)
     (tmp_path / "model.safetensors").rename(tmp_path / "pytorch_model.bin")
     with pytest.raises(InputError, match="no model.safetensors"):
-        Llama.from_hf(str(tmp_path))
+        from_hf_llama(str(tmp_path))
 
 
 def test_wrong_shapes_are_refused(tmp_path):
@@ -198,7 +199,7 @@ def test_wrong_shapes_are_refused(tmp_path):
     config["intermediate_size"] = 64
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match="gate_proj"):
-        Llama.from_hf(str(tmp_path))
+        from_hf_llama(str(tmp_path))
 
 
 # ------------------------------------------------------------------------ the spec's [model] table
@@ -301,7 +302,7 @@ def test_data_tokenized_otherwise_is_refused_for_a_pretrained_llama(tmp_path):
 def test_hub_id_offline_checks_and_fails_clearly_at_run(tmp_path, monkeypatch):
     """Offline, a hub id's architecture cannot be read: check accepts the stated fields, and loading
     the weights fails at once with a message naming the id and the way out."""
-    from nanogpt.llama import build_llama
+    from nanogpt.weights import build_llama
     from nanogpt.spec import load_spec
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

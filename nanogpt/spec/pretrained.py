@@ -56,11 +56,13 @@ class WeightsName:
         return Path(self.name)
 
 
-def locate_weights(name: str) -> WeightsName:
+def locate_weights(name: str, *, hub_ids: bool = False) -> WeightsName:
     """The one place that decides what a weights name points to.
 
     What is on disk comes first (as in transformers: a local folder named gpt2 is that folder),
-    then GPT-2's names. NotPretrained when it names nothing that holds weights.
+    then GPT-2's names; with `hub_ids`, any other `owner/name` that is not on disk is a model of
+    the Hugging Face hub (a llama's init_from, `sample`'s source). NotPretrained when it names
+    nothing that holds weights.
     """
     path = Path(name)
     try:
@@ -78,10 +80,23 @@ def locate_weights(name: str) -> WeightsName:
         )
     if is_file:
         return WeightsName("checkpoint", name)
-    if name in GPT2_NAMES:
+    if name in GPT2_NAMES or (hub_ids and HUB_ID.fullmatch(name)):
         return WeightsName("hub", name)
     known = ", ".join(repr(n) for n in ("scratch", *GPT2_NAMES))
-    raise NotPretrained(f"no such file or directory {name!r} (or one of {known})")
+    hub = ", or a Hugging Face hub id (owner/name)" if hub_ids else ""
+    raise NotPretrained(f"no such file or directory {name!r} (or one of {known}{hub})")
+
+
+def hf_model_type(name: str) -> str:
+    """The `model_type` of the Hugging Face model a weights name of kind "hub" or "hf_dir" points to:
+    GPT-2's names are "gpt2"; otherwise its config.json's (a config without one is GPT-2's, as
+    `_arch_from_hf_config` reads it). A hub id's config.json comes from the cache, else the hub."""
+    if name in GPT2_NAMES and not Path(name).is_dir():
+        return "gpt2"
+    config = Path(name) / "config.json"
+    cfg = _read_json(config if config.is_file() else _hub_config(name))
+    model_type = cfg.get("model_type") or "gpt2"
+    return model_type if isinstance(model_type, str) else repr(model_type)
 
 
 def arch_of(init_from: str) -> dict[str, Any]:
@@ -192,29 +207,22 @@ HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 def llama_arch_of(init_from: str) -> dict[str, Any]:
     """The llama fields of the weights `init_from` names: a Hugging Face directory or hub id (its
     config.json), or a llama run or checkpoint of this product."""
-    path = Path(init_from)
-    try:
-        is_dir, is_file = path.is_dir(), path.is_file()
-    except (OSError, ValueError):
-        is_dir = is_file = False
-    if is_dir and (path / "config.json").is_file():
+    weights = locate_weights(init_from, hub_ids=True)
+    path = weights.path
+    if weights.kind == "hf_dir":
         return llama_arch_from_hf_config(_read_json(path / "config.json"), repr(init_from))
-    if is_dir and (path / "manifest.json").is_file():
+    if weights.kind == "hub":
+        return llama_arch_from_hf_config(_read_json(_hub_config(init_from)), repr(init_from))
+    if weights.kind == "run":
         return _arch_from_manifest(path / "manifest.json", LLAMA_ARCH_FIELDS)
-    if is_dir:
-        raise NotPretrained(f"directory {init_from!r} holds neither a Hugging Face model (config.json) nor a run (manifest.json)")
-    if is_file:
-        run_dir = path.parent.parent
-        if path.parent.name == "checkpoints" and (run_dir / "manifest.json").is_file():
-            return _arch_from_manifest(run_dir / "manifest.json", LLAMA_ARCH_FIELDS)
-        header = _checkpoint_header(path)
-        arch = header.get("model_arch") if isinstance(header, dict) else None
-        if not isinstance(arch, dict) or arch.get("kind") != "llama":
-            raise NotPretrained(f"{str(path)!r} is not a checkpoint of a llama model (its model_arch.kind)")
-        return {k: arch[k] for k in LLAMA_ARCH_FIELDS if k in arch}
-    if not HUB_ID.fullmatch(init_from):
-        raise NotPretrained(f"no such file or directory {init_from!r}, nor a Hugging Face hub id (owner/name)")
-    return llama_arch_from_hf_config(_read_json(_hub_config(init_from)), repr(init_from))
+    run_dir = path.parent.parent
+    if path.parent.name == "checkpoints" and (run_dir / "manifest.json").is_file():
+        return _arch_from_manifest(run_dir / "manifest.json", LLAMA_ARCH_FIELDS)
+    header = _checkpoint_header(path)
+    arch = header.get("model_arch") if isinstance(header, dict) else None
+    if not isinstance(arch, dict) or arch.get("kind") != "llama":
+        raise NotPretrained(f"{str(path)!r} is not a checkpoint of a llama model (its model_arch.kind)")
+    return {k: arch[k] for k in LLAMA_ARCH_FIELDS if k in arch}
 
 
 class HubUnreachable(NotPretrained):
