@@ -27,6 +27,9 @@ What it prints (block 1024, bf16 autocast, torch.compile, GPT-2 124M: 12 x 768, 
 2. The ratios ours / seed and ours / nanoGPT today (tokens/s), and the checkpoint stall: how long
    a checkpoint of ours (weights and AdamW moments) holds up the loop, saved synchronously as the
    runner did before against the background writer it uses now.
+   - a llama of the same class (the product's step with `model.kind = "llama"`: 12 x 768, 12 heads,
+     SwiGLU width 2048, tied head, RoPE, RMSNorm) at ours' busy batch, synthetic batches: the
+     second model kind's MFU, by the same FLOPs accounting.
 3. Fast paths, each on against off on the same setting: flash SDPA (against the math kernel), fused
    AdamW (against foreach), TF32 (in float32, where it matters), torch.compile (and its start-up
    cost), vocab padding to a multiple of 64, no host sync per step, the host-to-device copy of
@@ -415,6 +418,16 @@ class Check:
 
         measure(s, self.row(f"ours{tag}/sync-every-step", label, "synthetic, .item() each step", batch, accum), synced, flops, self.peak.flops, warmup=1)
 
+    def llama(self, batch: int, accum: int) -> None:
+        """The product's step on a llama of GPT-2 124M's class (its depth, width, heads, block, tied head; SwiGLU
+        width 8·n_embd/3, so the same weights), synthetic batches: what the second model kind reaches."""
+        s = self.s
+        width = 8 * round(s.model["n_embd"] / 3)
+        step, flops, _, _ = product_step(s, ["model.kind=llama", f"model.intermediate_size={width}", "model.tie_embeddings=true",
+                                             *(f"model.{k}={v}" for k, v in s.model.items())], batch, accum)
+        measure(s, self.row("llama/synthetic", f"llama {'compile' if s.compile else 'eager'} bf16", "synthetic", batch, accum),
+                step, flops, self.peak.flops)
+
     def seed(self, tag: str, batch: int) -> None:
         s = self.s
         label = f"seed {'compile' if s.compile else 'eager'} bf16"
@@ -649,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         check.section(f"seed {s.seed_batch}x{s.block_size}", lambda: check.seed("", s.seed_batch), timeout=c * 1.5, needs=need * 1.5)
         check.section(f"nanoGPT today {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.today(s.busy_batch, s.busy_accum), timeout=c, needs=need)
         check.section(f"ours {s.seed_batch}x{s.block_size}", lambda: check.ours("-seedbatch", s.seed_batch, 1, extras=False), timeout=c, needs=need)
+        check.section(f"llama {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.llama(s.busy_batch, s.busy_accum), timeout=c, needs=need)
         check.section("checkpoint stall", check.checkpoint_stall, timeout=90.0, needs=30.0 if s.compile else 0.0)
         check.section("fast paths (eager)", check.eager, timeout=120.0 if s.compile else 60.0, needs=40.0 if s.compile else 0.0)
         check.section(f"ours {s.big_batch}x{s.block_size} x{s.big_accum}", lambda: check.ours("-big", s.big_batch, s.big_accum, extras=False), timeout=c, needs=need * 1.2)

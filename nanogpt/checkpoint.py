@@ -69,7 +69,7 @@ def _names(keys: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-TOKENIZER_KEYS = ("tokenizer", "vocab_size", "eot_id", "chars")
+TOKENIZER_KEYS = ("tokenizer", "vocab_size", "eot_id", "chars", "bos_id", "tokenizer_sha256", "tokenizer_json")
 """The part of a dataset's meta.json that `tokenizer_from_meta` needs."""
 
 

@@ -144,6 +144,12 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     return perplexity_command(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from nanogpt.export import export_command
+
+    return export_command(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from nanogpt.bench import bench_command
 
@@ -378,6 +384,21 @@ def build_parser() -> _Parser:
     v.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     v.add_argument("--json", action="store_true", help="print the figures as a JSON object")
     v.set_defaults(fn=cmd_perplexity)
+
+    v = verbs.add_parser(
+        "export",
+        help="write a run's model as a Hugging Face model directory",
+        description=(
+            "Write the model (and its tokenizer) as a directory transformers loads with "
+            "AutoModelForCausalLM.from_pretrained: GPT runs as GPT2LMHeadModel, llama runs as LlamaForCausalLM. "
+            "Prints the directory on stdout."
+        ),
+    )
+    v.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="what `sample` takes: a run dir, a checkpoint file, ...")
+    v.add_argument("--format", default="hf", help="the output format: hf (the only one)")
+    v.add_argument("-o", "--output", required=True, metavar="DIR", help="the directory to write (new or empty)")
+    v.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which checkpoint of a run dir")
+    v.set_defaults(fn=cmd_export)
 
     v = verbs.add_parser("bench", help="time training steps: ms/iter, tokens/s, MFU", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")

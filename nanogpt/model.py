@@ -122,6 +122,39 @@ class KVCache:
         self.length += steps
 
 
+def causal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    past: Optional[int] = None,
+    dropout_p: float = 0.0,
+    cpu_bf16_in_fp32_up_to: int = 128,
+) -> torch.Tensor:
+    """SDPA of (B, nh, T, hs) queries over (B, nh, past + T, hs) keys and values, each query seeing
+    the positions up to its own; `past` is how many cached positions come before the queries.
+
+    bf16 attention on a CPU is computed in float32 up to `cpu_bf16_in_fp32_up_to` positions
+    (the measured crossover is 128-256)."""
+    T = q.size(2)
+    mask, is_causal = None, True
+    if past is not None:
+        if T == 1:
+            is_causal = False  # one new query sees every cached position: no mask at all
+        elif past > 0:
+            # SDPA's is_causal aligns the mask top-left; queries here sit at positions past..past+T-1
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)
+            is_causal = False
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and T <= cpu_bf16_in_fp32_up_to:
+        # the CPU's bf16 flash kernel has a slow backward on short sequences (2-3.5x slower than
+        # float32 at 64-128 positions, benchmarks/README.md); the casts cost far less than that
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+            ).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
 class CausalSelfAttention(nn.Module):
 
     # sequence lengths up to which bf16 attention on a CPU is computed in float32 (measured crossover: 128-256)
@@ -149,28 +182,16 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
 
-        mask, is_causal = None, True
+        past = None
         if kv_cache is not None:
             past = kv_cache.length
             k, v = kv_cache.append(layer, k, v)  # (B, nh, past + T, hs)
-            if T == 1:
-                is_causal = False  # one new query sees every cached position: no mask at all
-            elif past > 0:
-                # SDPA's is_causal aligns the mask top-left; queries here sit at positions past..past+T-1
-                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-                is_causal = False
 
         # causal self-attention; (B, nh, T, hs) x (B, nh, hs, T') -> (B, nh, T, T') -> (B, nh, T, hs)
-        dropout_p = self.dropout if self.training else 0.0
-        if q.dtype == torch.bfloat16 and q.device.type == "cpu" and T <= self.cpu_bf16_in_fp32_up_to:
-            # the CPU's bf16 flash kernel has a slow backward on short sequences (2-3.5x slower than
-            # float32 at 64-128 positions, benchmarks/README.md); the casts cost far less than that
-            with torch.autocast("cpu", enabled=False):
-                y = F.scaled_dot_product_attention(
-                    q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
-                ).to(q.dtype)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        y = causal_attention(
+            q, k, v, past=past, dropout_p=self.dropout if self.training else 0.0,
+            cpu_bf16_in_fp32_up_to=self.cpu_bf16_in_fp32_up_to,
+        )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
 
         # output projection

@@ -146,6 +146,7 @@ REGISTRIES: dict[type, Registry] = {r.base: r for r in (MODELS, DATA, OPTIMIZERS
 """The registry behind each component base class (the type of an Experiment field)."""
 
 MODELS.register("gpt", t.GPTSpec, "nanogpt.weights:build_gpt")
+MODELS.register("llama", t.LlamaSpec, "nanogpt.weights:build_llama")
 DATA.register("tokens", t.TokensSpec, "nanogpt.data.batches:build_tokens")
 OPTIMIZERS.register("adamw", t.AdamWSpec, "nanogpt.optim:build_adamw")
 OPTIMIZERS.register("sgd", t.SGDSpec, "nanogpt.optim:build_sgd")

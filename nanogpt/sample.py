@@ -130,23 +130,44 @@ class _Unknown:
 def _load(source: str, which: str, visited: tuple[str, ...]) -> tuple[Any, Any, str]:
     """(model, its tokenizer: a Tokenizer, None for GPT-2's BPE by default, or _Unknown; description)."""
     from nanogpt.spec.pretrained import NotPretrained, locate_weights
-    from nanogpt.weights import from_hf
 
     try:
-        weights = locate_weights(source)
+        weights = locate_weights(source, hub_ids=True)
     except NotPretrained as e:
         if Path(source).is_dir():
             raise InputError(
                 f"directory {source!r} is neither a run (manifest.json, checkpoints/) nor a Hugging Face model (config.json)"
             ) from None
         raise InputError(str(e)) from None
-    if weights.kind == "hf_dir":
-        return from_hf(source), None, f"Hugging Face model {source}"
     if weights.kind == "run":
         return _load_run(weights.path, which, visited)
     if weights.kind == "checkpoint":
         return _load_checkpoint(weights.path)
-    return from_hf(source), None, source
+    return _load_hf(source)
+
+
+def _load_hf(source: str) -> tuple[Any, Any, str]:
+    """A Hugging Face model (a directory or a hub name), imported by its model_type's importer."""
+    from nanogpt.spec.tables import GPT2_NAMES
+    from nanogpt.weights import hf_importer
+
+    importer = hf_importer(source)
+    tokenizer = _hf_tokenizer_of(source) if importer.own_tokenizer else None
+    description = source if source in GPT2_NAMES and not Path(source).is_dir() else f"Hugging Face model {source}"
+    return importer.load(source), tokenizer, description
+
+
+def _hf_tokenizer_of(source: str) -> Any:
+    """The tokenizer.json of a Hugging Face model, or _Unknown when it has none this product reads."""
+    from nanogpt.data.tokenizers import HF_PREFIX, hf_tokenizer
+
+    try:
+        return hf_tokenizer(HF_PREFIX + source)
+    except DataError as e:
+        return _Unknown(
+            f"{source!r} has no tokenizer this product reads ({e}); give the meta.json of a dataset "
+            "tokenized for it with --tokenizer-meta PATH"
+        )
 
 
 def _load_run(run_dir: Path, which: str, visited: tuple[str, ...]) -> tuple[Any, Any, str]:
@@ -192,7 +213,7 @@ def _run_spec(run_dir: Path) -> dict[str, Any]:
 
 
 def _load_checkpoint(path: Path) -> tuple[Any, Any, str]:
-    from nanogpt.checkpoint import FORMAT
+    from nanogpt.checkpoint import FORMAT, load_checkpoint
     from nanogpt.data.tokenizers import tokenizer_from_meta
     from nanogpt.weights import from_checkpoint
 

@@ -102,6 +102,31 @@ def padded_vocab(vocab_size: int, multiple: int) -> int:
     return rounded if (rounded - vocab_size) * 100 <= vocab_size else vocab_size
 
 
+def llama_intermediate_size(n_embd: int, multiple_of: int = 256) -> int:
+    """The SwiGLU MLP's hidden width as Llama derives it: 2/3 of 4·n_embd, rounded up to `multiple_of`.
+
+    Three matrices of width 8·d/3 hold as many weights as GPT's two of 4·d; Llama 7B: 4096 -> 11008.
+    """
+    hidden = int(2 * (4 * n_embd) / 3)
+    return multiple_of * -(-hidden // multiple_of)
+
+
+def llama_params(
+    *, n_layer: int, n_head: int, n_kv_head: int, n_embd: int, intermediate_size: int, vocab_size: int, **_: Any
+) -> int:
+    """A Llama's parameters by the same convention as `params`: all but the token embedding.
+
+    Per block the q and o projections (d·d each), k and v (d·n_kv_head·head_size each), the SwiGLU
+    MLP's gate, up and down matrices (3·d·intermediate_size) and two RMSNorm weights; then the final
+    RMSNorm and the head (`vocab_size x n_embd`). No biases, no position table (RoPE has no
+    weights), so with a tied head this is every parameter.
+    """
+    d = n_embd
+    kv = 2 * d * n_kv_head * (d // n_head)
+    block = 2 * d * d + kv + 3 * d * intermediate_size + 2 * d
+    return n_layer * block + d + d * vocab_size
+
+
 # ----------------------------------------------------------------------------------- FLOPs
 
 

@@ -1,13 +1,15 @@
-"""Where a model's weights come from, and the GPT kind's builder.
+"""Where a model's weights come from, and the builders of the GPT and llama kinds.
 
 One resolver (`nanogpt.spec.pretrained.locate_weights`, torch-free, so `check` agrees with `run`)
 decides what a weights name points to: a Hugging Face model directory, a run directory, a
-checkpoint file, or a GPT-2 name of the Hugging Face hub. From there:
+checkpoint file, or a model of the Hugging Face hub. From there:
 
 - this product's checkpoints hold the model's `arch()` record; `rebuild` turns it back into a
   model of any registered kind through the registry, and the saved weights load into it;
-- OpenAI's GPT-2 (the hub or a local `save_pretrained` directory, through transformers) and
-  nanoGPT's `ckpt.pt` are imported into a GPT, their tensors renamed and transposed where needed.
+- a Hugging Face model is imported by the importer of its config's `model_type` (HF_IMPORTERS):
+  OpenAI's GPT-2 (through transformers) into a GPT, its tensors transposed where needed; a
+  Llama-architecture model (its safetensors files) into a Llama, whose names are already theirs;
+- nanoGPT's `ckpt.pt` is imported into a GPT.
 
 Every file is loaded with `weights_only=True`; weights that do not fit are an InputError naming
 the tensor.
@@ -15,8 +17,10 @@ the tensor.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Optional
 
 import attrs
@@ -25,9 +29,16 @@ import torch
 from nanogpt import scaling
 from nanogpt.checkpoint import FORMAT, checkpoint_for, load_checkpoint, state_mismatch
 from nanogpt.errors import InputError
+from nanogpt.llama import Llama, LlamaConfig
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.spec.pretrained import NotPretrained, locate_weights
-from nanogpt.spec.tables import GPT2_NAMES, GPTSpec
+from nanogpt.spec.pretrained import (
+    LLAMA_ARCH_FIELDS,
+    NotPretrained,
+    hf_model_type,
+    llama_arch_from_hf_config,
+    locate_weights,
+)
+from nanogpt.spec.tables import GPT2_NAMES, GPTSpec, LlamaSpec
 
 
 def load_pretrained(
@@ -38,15 +49,17 @@ def load_pretrained(
     pad_vocab_multiple: int = 1,
     vocab_size: Optional[int] = None,
     which: str = "best",
+    hub_ids: bool = False,
 ) -> Any:
-    """The model `init_from` names: a gpt2* name, a Hugging Face GPT-2 directory, a run directory
-    (its `which` checkpoint), or a checkpoint file (this product's or nanoGPT's)."""
+    """The model `init_from` names: a Hugging Face model (a gpt2* name, a directory, with `hub_ids`
+    any hub id), a run directory (its `which` checkpoint), or a checkpoint file (this product's or
+    nanoGPT's)."""
     try:
-        weights = locate_weights(init_from)
+        weights = locate_weights(init_from, hub_ids=hub_ids)
     except NotPretrained as e:
         raise InputError(f"model.init_from {init_from!r}: {e}") from None
     if weights.kind in ("hub", "hf_dir"):
-        return from_hf(init_from, dropout=dropout, block_size=block_size, pad_vocab_multiple=pad_vocab_multiple)
+        return from_hf_any(init_from, dropout=dropout, block_size=block_size, pad_vocab_multiple=pad_vocab_multiple)
     return from_checkpoint(
         init_from, dropout=dropout, block_size=block_size, pad_vocab_multiple=pad_vocab_multiple,
         vocab_size=vocab_size, which=which,
@@ -310,7 +323,7 @@ def _crop_to(model: Any, block_size: int, source: str) -> None:
     model.crop_block_size(block_size)
 
 
-def _check_hub_within_reach(name: str) -> None:
+def _check_hub_within_reach(name: str, what: str = "GPT-2") -> None:
     """Fail at once, not after the hub client's ~23 s of retries, when weights that are not in the
     Hugging Face cache would need a hub this machine cannot even look up."""
     import socket
@@ -330,8 +343,8 @@ def _check_hub_within_reach(name: str) -> None:
         except (OSError, UnicodeError) as e:
             why = f"{host} cannot be looked up: {e}; HF_HUB_OFFLINE=1 says so at once to every Hugging Face tool"
     raise InputError(
-        f"cannot load GPT-2 weights {name!r}: they are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
-        f"and the Hugging Face hub is out of reach ({why}). Offline, name a local Hugging Face GPT-2 "
+        f"cannot load {what} weights {name!r}: they are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+        f"and the Hugging Face hub is out of reach ({why}). Offline, name a local Hugging Face {what} "
         "directory instead (one `save_pretrained` wrote), or fill the cache on a machine with internet"
     )
 
@@ -356,6 +369,142 @@ def _check_hf_config(hf: Any, source: str) -> None:
         problems.append("cross-attention layers")
     if problems:
         raise InputError(f"{source!r} is a GPT-2 variant this model does not compute: {'; '.join(problems)}")
+
+
+# ------------------------------------------------------------------ Hugging Face Llama weights
+
+
+def from_hf_llama(
+    name_or_dir: str, *, dropout: float = 0.0, block_size: Optional[int] = None, pad_vocab_multiple: int = 1
+) -> Llama:
+    """A Hugging Face Llama-architecture model: a local directory (config.json + safetensors),
+    or a hub id (downloaded into the Hugging Face cache where the network allows).
+
+    A Llama's token table is used as its files hold it: `pad_vocab_multiple` must be 1."""
+    if pad_vocab_multiple != 1:
+        raise InputError(f"{name_or_dir!r}: a Llama's token table is not padded (pad_vocab_multiple {pad_vocab_multiple}, must be 1)")
+    directory = _hf_directory(name_or_dir)
+    try:
+        cfg = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        arch = llama_arch_from_hf_config(cfg, repr(name_or_dir))
+    except (OSError, ValueError) as e:  # NotPretrained and JSONDecodeError are ValueErrors
+        raise InputError(f"cannot load Llama weights {name_or_dir!r}: {e}") from None
+    config = LlamaConfig(**arch, dropout=dropout)
+    # float32 whatever the files hold: training casts through autocast, not through the weights
+    sd = {key: t.float() for key, t in _read_safetensors(directory, name_or_dir).items()}
+    sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}  # older transformers saved it
+    if config.tie_embeddings and "model.embed_tokens.weight" in sd:
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]  # save_pretrained writes a tied matrix once
+    model = _llama_from_state_dict(config, sd, name_or_dir)
+    if block_size is not None:
+        if block_size > config.block_size:
+            raise InputError(
+                f"model.block_size {block_size} exceeds the context of {name_or_dir!r} ({config.block_size})"
+            )
+        model.crop_block_size(block_size)
+    return model
+
+
+def _llama_from_state_dict(config: LlamaConfig, sd: dict[str, torch.Tensor], source: str) -> Llama:
+    """A Llama with exactly the tensors of `sd`; a missing, extra or misshapen tensor is an InputError."""
+    with torch.device("meta"):  # no time spent initialising weights that are overwritten next
+        model = Llama(config)
+    model = model.to_empty(device="cpu")
+    if config.tie_embeddings:  # to_empty gives each module its own new tensor: tie them again
+        model.model.embed_tokens.weight = model.lm_head.weight
+    model._reset_rope()
+    problem = state_mismatch(model.state_dict(), sd)
+    if problem is not None:
+        raise InputError(f"{source!r} does not hold this architecture's weights: {problem}")
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def _hf_directory(name_or_dir: str) -> Path:
+    """The local directory of a Hugging Face model: the path itself, or the hub id's snapshot."""
+    path = Path(name_or_dir)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputError(f"{name_or_dir!r} is not a Hugging Face model directory: it has no config.json")
+        return path
+    from huggingface_hub import snapshot_download
+
+    _check_hub_within_reach(name_or_dir, what="Llama")
+    try:
+        return Path(snapshot_download(name_or_dir, allow_patterns=["*.json", "*.safetensors"]))
+    except Exception as e:  # noqa: BLE001 - the hub client raises many kinds; all mean "not loadable"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot load {name_or_dir!r} from the Hugging Face hub: {first}") from None
+
+
+def _read_safetensors(directory: Path, source: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise InputError(f"{source!r}: cannot read {index.name}: {e}") from None
+        files = [directory / s for s in shards]
+    else:
+        files = [directory / "model.safetensors"]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise InputError(
+            f"{source!r} has no {', '.join(missing)}: Llama weights are read from safetensors files only "
+            "(a pytorch_model.bin would need unpickling)"
+        )
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            sd.update(load_file(str(f)))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for bad files
+            raise InputError(f"{source!r}: {f.name} is not a readable safetensors file: {e}") from None
+    return sd
+
+
+# ------------------------------------------------------------- any Hugging Face model we compute
+
+
+@attrs.frozen
+class HFImporter:
+    """How a Hugging Face `model_type` becomes a model of this product."""
+
+    load: Callable[..., Any]
+    """`load(name_or_dir, *, dropout, block_size, pad_vocab_multiple)`: the model, float32, on the CPU."""
+    own_tokenizer: bool
+    """Whether its tokenizer is the model's own tokenizer.json (a Llama's), or GPT-2's BPE whatever
+    files come with it (GPT-2's; its hub names bring none)."""
+
+
+HF_IMPORTERS: dict[str, HFImporter] = {
+    "gpt2": HFImporter(from_hf, own_tokenizer=False),
+    "llama": HFImporter(from_hf_llama, own_tokenizer=True),
+}
+"""The Hugging Face architectures this product computes, by their config.json's `model_type`."""
+
+
+def hf_importer(name_or_dir: str) -> HFImporter:
+    """The importer of the Hugging Face model `name_or_dir` names (a directory, a GPT-2 name or a hub id)."""
+    if not Path(name_or_dir).is_dir() and name_or_dir not in GPT2_NAMES:
+        _check_hub_within_reach(name_or_dir, what="Hugging Face model")  # at once, not after the client's retries
+    try:
+        model_type = hf_model_type(name_or_dir)
+    except NotPretrained as e:
+        raise InputError(f"cannot load {name_or_dir!r}: {e}") from None
+    importer = HF_IMPORTERS.get(model_type)
+    if importer is None:
+        raise InputError(
+            f"{name_or_dir!r} holds a {model_type!r} model (config.json model_type); this product computes "
+            f"{', '.join(repr(t) for t in HF_IMPORTERS)}"
+        )
+    return importer
+
+
+def from_hf_any(name_or_dir: str, **options: Any) -> Any:
+    """The Hugging Face model `name_or_dir` names, imported by its `model_type`'s importer."""
+    return hf_importer(name_or_dir).load(name_or_dir, **options)
 
 
 # ------------------------------------------------------------------------- the GPT builder
@@ -404,4 +553,45 @@ def build_gpt(spec: GPTSpec, *, vocab_size: int) -> GPT:
     ]
     if wrong:
         raise InputError(f"model.init_from {spec.init_from!r} does not match the spec: {'; '.join(wrong)}")
+    return model
+
+
+# ----------------------------------------------------------------------- the llama builder
+
+
+def build_llama(spec: LlamaSpec, *, vocab_size: int) -> Llama:
+    """The model a `[model] kind = "llama"` table describes, for a dataset of `vocab_size` token ids.
+
+    From scratch it is initialised from torch's global RNG (the caller seeds it); from pretrained
+    weights (a Hugging Face Llama, a hub id, a llama run or checkpoint) its architecture is the
+    weights', dropout comes from the spec and the context is cropped to spec.block_size. Weights
+    that disagree with the spec or the dataset are an InputError.
+    """
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+        raise InputError(f"the dataset's vocabulary size must be a positive integer (got {vocab_size!r})")
+    if spec.init_from == "scratch":
+        model_vocab = vocab_size if spec.vocab_size is None else spec.vocab_size
+        if model_vocab < vocab_size:
+            raise InputError(
+                f"model.vocab_size ({model_vocab}) is smaller than the dataset's vocabulary ({vocab_size}): "
+                "token ids would fall outside the embedding; leave model.vocab_size out to take the dataset's"
+            )
+        return Llama(LlamaConfig.from_spec(spec, model_vocab))
+    model = load_pretrained(spec.init_from, dropout=spec.dropout, block_size=spec.block_size, hub_ids=True)
+    if not isinstance(model, Llama):
+        raise InputError(f"model.init_from {spec.init_from!r} holds a {model.arch().get('kind')!r} model, not a llama (model.kind = \"llama\")")
+    loaded = model.arch()
+    # `check` fills and compares these from the weights' config; a hub model it could not reach is compared here
+    wrong = [
+        f"model.{k} is {getattr(spec, k)!r} but the weights have {loaded[k]!r}"
+        for k in LLAMA_ARCH_FIELDS
+        if k not in ("block_size", "vocab_size") and getattr(spec, k) is not None and getattr(spec, k) != loaded[k]
+    ]
+    if wrong:
+        raise InputError(f"model.init_from {spec.init_from!r} does not match the spec: {'; '.join(wrong)}")
+    if model.config.vocab_size < vocab_size:
+        raise InputError(
+            f"model.init_from {spec.init_from!r} has a vocabulary of {model.config.vocab_size} tokens, but the dataset "
+            f"has {vocab_size}: pretrained weights need the tokenizer they were trained with (data.tokenizer = \"hf:...\")"
+        )
     return model

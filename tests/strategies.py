@@ -138,6 +138,28 @@ def gpt_models(draw) -> Spec:
     return t.raw
 
 
+@st.composite
+def llama_models(draw) -> Spec:
+    """A `[model]` table of kind "llama", from scratch (a hub id would need the network)."""
+    t = _Table(draw)
+    _kind(t, "llama", "gpt")
+    t.field("init_from", "scratch", st.just("scratch"))
+    n_kv_head = t.optional("n_kv_head", st.integers(1, 16))
+    # n_head a multiple of n_kv_head; n_embd a multiple of n_head with an even head size (RoPE)
+    n_head = t.field("n_head", 12, st.integers(1, 8).map(lambda k: k * (n_kv_head or 1)),
+                     must_state=n_kv_head is not None and 12 % n_kv_head != 0)
+    t.field("n_embd", 768, st.integers(1, 64).map(lambda k: 2 * k * n_head), must_state=768 % (2 * n_head) != 0)
+    t.field("n_layer", 12, ints(1, 64))
+    t.optional("intermediate_size", ints(1, 1 << 16))
+    t.field("block_size", 1024, ints(1, 1 << 16))
+    t.optional("vocab_size", ints(1, 1 << 20))
+    t.field("rope_theta", 10000.0, numbers(0.0, 1e9, exclude_lo=True))
+    t.field("norm_eps", 1e-5, numbers(0.0, 1.0, exclude_lo=True))
+    t.field("tie_embeddings", False, st.booleans())
+    t.field("dropout", 0.0, numbers(0.0, 1.0, exclude_hi=True))
+    return t.raw
+
+
 # ------------------------------------------------------------------------------------- data
 
 
@@ -319,7 +341,7 @@ def loggings(draw) -> Spec:
 
 # ------------------------------------------------------------------------------ whole specs
 
-MODEL_KINDS = {"gpt": gpt_models}
+MODEL_KINDS = {"gpt": gpt_models, "llama": llama_models}
 DATA_KINDS = {"tokens": tokens_data}
 OPTIMIZER_KINDS = {"adamw": adamw_optimizers, "sgd": sgd_optimizers}
 SCHEDULE_KINDS = {

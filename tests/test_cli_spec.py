@@ -38,7 +38,7 @@ BROKEN = {
     "empty.toml": "",
     "cycle.toml": 'name = "c"\nextends = "cycle.toml"\n',
     "typo.toml": 'name = "t"\n[optimizer]\nbetaz = [0.9, 0.95]\n',
-    "kind.toml": 'name = "k"\n[model]\nkind = "llama"\n',
+    "kind.toml": 'name = "k"\n[model]\nkind = "mamba"\n',
     "pretrained.toml": 'name = "p"\n[model]\ninit_from = "gpt2"\nblock_size = 2048\n',
 }
 
@@ -78,7 +78,7 @@ def test_check_reports_bad_files_on_stderr_and_good_ones_on_stdout(broken_specs)
     assert "empty.toml: is empty: a spec needs at least `name`" in err
     assert "cycle.toml: 1 problem\n  extends: cycle: cycle.toml -> cycle.toml" in err
     assert "typo.toml: 1 problem\n  optimizer.betaz: unknown key (did you mean 'betas'?)" in err
-    assert "kind.toml: 1 problem\n  model.kind: unknown kind 'llama' (known: gpt)" in err
+    assert "kind.toml: 1 problem\n  model.kind: unknown kind 'mamba' (known: gpt, llama)" in err
     assert "pretrained.toml: 1 problem\n  model.block_size: 2048 must not exceed the pretrained model's (1024)" in err
     assert "binary.toml: cannot be read: 'utf-8' codec can't decode" in err
     assert "folder.toml: cannot be read: " in err

@@ -526,7 +526,7 @@ def test_local_dir_that_is_not_gpt2():
     """A config.json of another architecture, one lacking a field, or no config at all is named precisely."""
     hf_config("llama", model_type="llama")
     assert report("a.toml", 'name = "a"\n[model]\ninit_from = "llama"\n') == (
-        "a.toml: 1 problem\n  model.init_from: 'llama' holds a 'llama' model, not GPT-2"
+        "a.toml: 1 problem\n  model.init_from: 'llama' holds a 'llama' model, not GPT-2 (model.kind = \"llama\" takes it)"
     )
     Path("partial").mkdir()
     Path("partial/config.json").write_text('{"n_layer": 2}', encoding="utf-8")

@@ -8,8 +8,9 @@ file on every run would be absurd, so meta.json also records each file's size an
 the hash is recomputed only when they changed (git's index does the same); a file that hashes
 fine after a change of mtime (a copy, a `touch`) has its new mtime recorded again.
 
-meta.json's keys: `format`; `dataset`; `tokenizer` ("gpt2" | "char"), `vocab_size`, `eot_id`
-(null for a char stream) and, for char, `chars` (the sorted vocabulary); `dtype`; `train` and
+meta.json's keys: `format`; `dataset`; `tokenizer` ("gpt2" | "char" | "hf:PATH_OR_ID"), `vocab_size`,
+`eot_id` (null for a char stream) and, for char, `chars` (the sorted vocabulary), for hf: `bos_id`,
+`tokenizer_sha256` and the whole `tokenizer_json`; `dtype`; `train` and
 `val`: {`file`, `tokens`, `bytes`, `sha256`, `mtime_ns`, `chars`, and `documents` for a source
 of documents}; `source`: {`spec`, `kind`, `sha256` of the content, `files` with each one's
 stat and hash; the url; for hf: `id`, `config`, the loaded dataset's `fingerprint`, `version`,
@@ -334,6 +335,8 @@ def dataset_record(ds: PreparedDataset) -> dict[str, Any]:
         for split in SPLITS
     }
     record["tokenizer"] = ds.tokenizer_name
+    if "tokenizer_sha256" in ds.meta:  # a Hugging Face tokenizer: its name may come to mean another file
+        record["tokenizer_sha256"] = ds.meta["tokenizer_sha256"]
     record["vocab_size"] = ds.vocab_size
     source = ds.meta.get("source")
     if isinstance(source, dict) and source.get("kind") == "hf":  # a hub dataset changes under its name

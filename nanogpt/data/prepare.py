@@ -74,7 +74,15 @@ from nanogpt.data.sources import (
     resolve_source,
     unchanged,
 )
-from nanogpt.data.tokenizers import CharTokenizer, Tokenizer, gpt2_tokenizer, tokenizer_from_meta
+from nanogpt.data.tokenizers import (
+    EOS_CANDIDATES,
+    HF_PREFIX,
+    CharTokenizer,
+    HFTokenizer,
+    Tokenizer,
+    tokenizer_for,
+    tokenizer_from_meta,
+)
 from nanogpt.errors import DataError, InputError
 from nanogpt.signals import on_abort
 from nanogpt.spec.tables import TokensSpec
@@ -193,6 +201,8 @@ def settings_of(spec: TokensSpec, source: Source) -> dict[str, Any]:
     }
     if spec.split == "random":
         settings["split_seed"] = spec.split_seed
+    if spec.tokenizer.startswith(HF_PREFIX):  # the same name may come to mean another file
+        settings["tokenizer_sha256"] = tokenizer_for(spec.tokenizer).sha256
     if source.has_columns:
         settings["text_column"] = spec.text_column
     return settings
@@ -332,7 +342,7 @@ def _prepare_stream(corpus: TextStream, spec: TokensSpec, tmp: dict[str, Path], 
             f"the train split comes out empty: 1 - data.val_fraction ({spec.val_fraction!r}) of {n:,} characters "
             f"is less than one character; lower data.val_fraction"
         )
-    tokenizer = gpt2_tokenizer() if spec.tokenizer == "gpt2" else CharTokenizer.from_text(text)
+    tokenizer = tokenizer_for(spec.tokenizer, text)
     dtype = dtype_for(tokenizer.vocab_size)
     bounds = {"train": (0, cut), "val": (cut, n)}
     splits = {}
@@ -382,6 +392,13 @@ def encode_stream(
     so memory stays flat whatever the length; char encodes chunk by chunk with numpy.
     """
     end = len(text) if end is None else end
+    if isinstance(tokenizer, HFTokenizer):
+        # one call: tokenizers that mark the start of a text (SentencePiece's leading "▁") would mark
+        # every chunk's; the Rust library encodes a megabyte in well under a second
+        yield np.asarray(tokenizer.encode(text[start:end]), dtype=np.uint32)
+        if on_chars:
+            on_chars(end - start)
+        return
     if isinstance(tokenizer, CharTokenizer):
         for a in range(start, end, 1 << 23):
             b = min(a + (1 << 23), end)
@@ -455,7 +472,12 @@ def _prepare_documents(corpus: Documents, spec: TokensSpec, tmp: dict[str, Path]
         if spec.tokenizer == "char":
             tokenizer: Tokenizer = CharTokenizer(_document_chars(ds, column, nproc, work), with_eot=True)
         else:
-            tokenizer = gpt2_tokenizer()
+            tokenizer = tokenizer_for(spec.tokenizer)
+        if tokenizer.eot_id is None:
+            raise DataError(
+                f"data.tokenizer {spec.tokenizer!r} has no end-of-sequence token to separate the documents of "
+                f"{spec.source!r} (none named in its tokenizer_config.json, none of {', '.join(EOS_CANDIDATES)})"
+            )
         dtype = dtype_for(tokenizer.vocab_size)
         parts = _split_documents(ds, column, spec, nproc, work)
         list_of = datasets.List if hasattr(datasets, "List") else datasets.Sequence  # List since datasets 4

@@ -11,12 +11,22 @@ and turned into a `tiktoken.Encoding` by tiktoken's own loader, so the ids are t
 
 `char` maps each distinct character of the corpus, sorted, to its index. A corpus of many
 documents needs an end-of-text id as well; it gets the id after the last character.
+
+`hf:PATH_OR_ID` is any Hugging Face tokenizer: a `tokenizer.json` file, a directory holding one,
+or a hub id (its tokenizer.json from the Hugging Face cache, or downloaded). It runs in the Rust
+`tokenizers` library, batched. Its end-of-text id is the tokenizer's end-of-sequence token
+(`eos_token` of a tokenizer_config.json beside it, else the first of `<|endoftext|>`, `</s>`,
+`<|end_of_text|>`, `<eos>` it knows); documents are separated by it, as GPT-2's are. No BOS is
+added anywhere (`add_special_tokens=False`): a token stream has no sequence starts to mark, and
+the ids are exactly those of the text. meta.json keeps the whole tokenizer.json with its sha256,
+so a dataset (and every checkpoint trained on it) decodes without the original file.
 """
 
 from __future__ import annotations
 
 import abc
 import bisect
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -242,6 +252,129 @@ class CharTokenizer(Tokenizer):
         return i
 
 
+HF_PREFIX = "hf:"
+EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")
+"""End-of-sequence tokens to look for when a tokenizer names none (GPT-2/SmolLM, Llama 2, Llama 3, Gemma)."""
+BOS_CANDIDATES = ("<s>", "<|begin_of_text|>", "<bos>")
+
+
+class HFTokenizer(Tokenizer):
+    """A Hugging Face `tokenizers` tokenizer (tokenizer.json), named `hf:PATH_OR_ID` as in the spec."""
+
+    def __init__(self, name: str, tokenizer_json: str, *, eos_token: Optional[str] = None,
+                 bos_token: Optional[str] = None) -> None:
+        from tokenizers import Tokenizer as RustTokenizer
+
+        self.name = name
+        self.tokenizer_json = tokenizer_json
+        self.sha256 = hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()
+        try:
+            self._special = RustTokenizer.from_str(tokenizer_json)
+            self._plain = RustTokenizer.from_str(tokenizer_json)
+        except Exception as e:  # noqa: BLE001 - the Rust library raises its own exception type
+            raise DataError(f"{name}: not a valid tokenizer.json ({e})") from None
+        # text that spells a special token is ordinary text unless a prompt asks otherwise
+        self._plain.encode_special_tokens = True
+        self.vocab_size = self._special.get_vocab_size(with_added_tokens=True)
+        self.eot_id = self._token_id(eos_token, EOS_CANDIDATES)
+        self.bos_id = self._token_id(bos_token, BOS_CANDIDATES)
+
+    def _token_id(self, named: Optional[str], candidates: tuple[str, ...]) -> Optional[int]:
+        for token in (named,) if named else candidates:
+            i = self._special.token_to_id(token)
+            if i is not None:
+                return i
+        return None
+
+    def encode(self, text: str, *, allowed_special: bool = False) -> list[int]:
+        tok = self._special if allowed_special else self._plain
+        return tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str], *, num_threads: int = 1) -> list[list[int]]:
+        # the Rust library encodes a batch on its own thread pool
+        return [e.ids for e in self._plain.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        self._check_ids(ids)
+        return self._special.decode(ids, skip_special_tokens=False)
+
+    def meta(self) -> dict[str, Any]:
+        return {**super().meta(), "bos_id": self.bos_id, "tokenizer_sha256": self.sha256,
+                "tokenizer_json": self.tokenizer_json}
+
+
+def hf_tokenizer_files(spec_value: str) -> tuple[str, dict[str, Any]]:
+    """(tokenizer.json text, tokenizer_config.json as a dict or {}) of `hf:PATH_OR_ID`."""
+    import json
+
+    where = spec_value[len(HF_PREFIX):]
+    path = Path(where)
+    if path.is_file():
+        tokenizer_file, config_file = path, path.with_name("tokenizer_config.json")
+    elif path.is_dir():
+        tokenizer_file, config_file = path / "tokenizer.json", path / "tokenizer_config.json"
+        if not tokenizer_file.is_file():
+            raise DataError(f"data.tokenizer {spec_value!r}: the directory has no tokenizer.json (a fast tokenizer's file)")
+    else:
+        tokenizer_file, config_file = _hub_file(where, "tokenizer.json", spec_value), None
+        with contextlib.suppress(DataError):
+            config_file = _hub_file(where, "tokenizer_config.json", spec_value)
+    try:
+        text = tokenizer_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"data.tokenizer {spec_value!r}: cannot read {tokenizer_file}: {e}") from None
+    config: dict[str, Any] = {}
+    if config_file is not None and config_file.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError, ValueError):
+            loaded = json.loads(config_file.read_text(encoding="utf-8"))
+            config = loaded if isinstance(loaded, dict) else {}
+    return text, config
+
+
+def _hub_file(hub_id: str, filename: str, spec_value: str) -> Path:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(hub_id, filename)
+    if isinstance(cached, str):
+        return Path(cached)
+    try:
+        return Path(hf_hub_download(hub_id, filename))
+    except Exception as e:  # noqa: BLE001 - offline, unknown id, missing file: all mean "not readable"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(
+            f"data.tokenizer {spec_value!r}: no such file or directory, and {filename} of hub model {hub_id!r} "
+            f"is neither in the Hugging Face cache nor downloadable ({first})"
+        ) from None
+
+
+def _special_token(config: dict[str, Any], key: str) -> Optional[str]:
+    value = config.get(key)
+    if isinstance(value, dict):  # an AddedToken written out
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def hf_tokenizer(spec_value: str) -> HFTokenizer:
+    """The tokenizer `data.tokenizer = "hf:PATH_OR_ID"` names, read now."""
+    text, config = hf_tokenizer_files(spec_value)
+    return _hf_tokenizer(spec_value, text, _special_token(config, "eos_token"), _special_token(config, "bos_token"))
+
+
+@functools.lru_cache(maxsize=4)
+def _hf_tokenizer(name: str, text: str, eos: Optional[str], bos: Optional[str]) -> HFTokenizer:
+    return HFTokenizer(name, text, eos_token=eos, bos_token=bos)
+
+
+def tokenizer_for(spec_value: str, corpus_text: Optional[str] = None, *, with_eot: bool = False) -> Tokenizer:
+    """The tokenizer a spec's `data.tokenizer` names ("char" is built from `corpus_text`)."""
+    if spec_value == "gpt2":
+        return gpt2_tokenizer()
+    if spec_value.startswith(HF_PREFIX):
+        return hf_tokenizer(spec_value)
+    return CharTokenizer.from_text(corpus_text or "", with_eot=with_eot)
+
+
 @functools.lru_cache(maxsize=None)
 def gpt2_tokenizer() -> GPT2Tokenizer:
     """GPT-2's tokenizer (for pretrained GPT-2 models and gpt2 datasets); one per process."""
@@ -275,4 +408,22 @@ def tokenizer_from_meta(meta: dict[str, Any]) -> Tokenizer:
                 f"{' and end-of-text id' if eot is not None else ''} ({tok.vocab_size})"
             )
         return tok
-    raise DataError(f"meta.json names an unknown tokenizer {name!r} (known: char, gpt2)")
+    if isinstance(name, str) and name.startswith(HF_PREFIX):
+        text = meta.get("tokenizer_json")
+        if not isinstance(text, str):
+            raise DataError(f"meta.json of an {name!r} dataset must hold its tokenizer.json as `tokenizer_json`")
+        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if meta.get("tokenizer_sha256", sha) != sha:
+            raise DataError(f"meta.json's tokenizer_json does not have its recorded tokenizer_sha256 {meta['tokenizer_sha256']!r}")
+        tok = _hf_tokenizer(name, text, None, None)
+        eot, bos = meta.get("eot_id"), meta.get("bos_id")
+        for key, value in (("eot_id", eot), ("bos_id", bos)):
+            if value is not None and (not isinstance(value, int) or not 0 <= value < tok.vocab_size):
+                raise DataError(f"meta.json's {key} {value!r} is not a token id of {name!r}")
+        if "vocab_size" in meta and meta["vocab_size"] != tok.vocab_size:
+            raise DataError(f"meta.json's vocab_size {meta['vocab_size']!r} disagrees with its tokenizer ({tok.vocab_size})")
+        if (eot, bos) != (tok.eot_id, tok.bos_id):  # the ids prepare found through tokenizer_config.json
+            tok = HFTokenizer(name, text)
+            tok.eot_id, tok.bos_id = eot, bos
+        return tok
+    raise DataError(f"meta.json names an unknown tokenizer {name!r} (known: char, gpt2, hf:...)")

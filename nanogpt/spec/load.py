@@ -21,7 +21,14 @@ from nanogpt.registry import REGISTRIES, import_plugin, load_entry_points
 from nanogpt.spec.convert import structure
 from nanogpt.spec.diff import flatten
 from nanogpt.spec.errors import Problem, SpecError, show_value
-from nanogpt.spec.pretrained import ARCH_FIELDS, NotPretrained, arch_of
+from nanogpt.spec.pretrained import (
+    ARCH_FIELDS,
+    LLAMA_ARCH_FIELDS,
+    HubUnreachable,
+    NotPretrained,
+    arch_of,
+    llama_arch_of,
+)
 from nanogpt.spec.tables import Experiment
 
 if sys.version_info >= (3, 11):
@@ -133,6 +140,7 @@ def resolve_spec(
     problems += structure_problems
     if exp is not None and check_files:
         problems += missing_files(exp)
+        problems += _tokenizer_fits_pretrained(exp)
     if problems:
         raise SpecError(source, [_with_source(p, provenance, source) for p in problems])
     origin = SpecOrigin(source, tree.files, tuple(overrides), provenance, flatten(tree.extended))
@@ -429,17 +437,20 @@ def _import_plugins(raw: dict[str, Any]) -> list[Problem]:
 def _fill_from_pretrained(raw: dict[str, Any], provenance: dict[str, str], check_files: bool) -> list[Problem]:
     """Architecture fields the spec leaves out come from `init_from`'s weights; stated ones must agree."""
     model = raw.get("model")
-    if not isinstance(model, dict) or model.get("kind", "gpt") != "gpt":
+    if not isinstance(model, dict) or model.get("kind", "gpt") not in ("gpt", "llama"):
         return []
     init_from = model.get("init_from", "scratch")
     if not isinstance(init_from, str) or init_from in ("scratch", ""):
         return []
+    llama = model.get("kind") == "llama"
     try:
-        arch = arch_of(init_from)
+        arch = llama_arch_of(init_from) if llama else arch_of(init_from)
+    except HubUnreachable:
+        return []  # offline and not cached: the stated fields are checked when the weights load
     except NotPretrained as e:
         return [Problem("model.init_from", str(e))] if check_files else []
     problems = []
-    for field in ARCH_FIELDS:
+    for field in LLAMA_ARCH_FIELDS if llama else ARCH_FIELDS:
         if field not in arch:
             continue
         theirs = arch[field]
@@ -448,7 +459,8 @@ def _fill_from_pretrained(raw: dict[str, Any], provenance: dict[str, str], check
             provenance[f"model.{field}"] = f"pretrained {init_from}"
             continue
         ours = model[field]
-        if type(ours) is not type(theirs):
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (ours, theirs))
+        if type(ours) is not type(theirs) and not numbers:  # rope_theta = 10000 is 10000.0
             continue  # a wrong type is reported by structuring, not as a disagreement
         if field == "block_size":
             if ours > theirs:
@@ -458,6 +470,36 @@ def _fill_from_pretrained(raw: dict[str, Any], provenance: dict[str, str], check
                 Problem(f"model.{field}", f"{show_value(ours)} must equal the pretrained model's ({show_value(theirs)}), or be left out")
             )
     return problems
+
+
+def _tokenizer_fits_pretrained(exp: Experiment) -> list[Problem]:
+    """A llama from a Hugging Face directory reads the ids of its own tokenizer: data tokenized
+    otherwise would give its embedding rows other meanings, so it is refused before any work."""
+    import hashlib
+
+    model, data = exp.model, exp.data
+    init_from, tokenizer = getattr(model, "init_from", "scratch"), getattr(data, "tokenizer", None)
+    if model.kind != "llama" or not isinstance(tokenizer, str) or not _is_file(Path(init_from) / "config.json"):
+        return []
+    own = Path(init_from) / "tokenizer.json"
+    if not tokenizer.startswith("hf:"):
+        fits = tokenizer == "gpt2" and model.vocab_size == 50257 and not _is_file(own)
+        if fits:
+            return []
+        return [Problem("data.tokenizer", f"{tokenizer!r} cannot give the ids model.init_from {init_from!r} was trained on; "
+                                          f"use its own tokenizer: data.tokenizer = \"hf:{init_from}\"")]
+    named = Path(tokenizer[3:])
+    named = named / "tokenizer.json" if named.is_dir() else named
+    if not (_is_file(own) and _is_file(named)):
+        return []  # a hub tokenizer, or a model without one: checked by the vocabulary sizes at run time
+    try:
+        same = hashlib.sha256(own.read_bytes()).digest() == hashlib.sha256(named.read_bytes()).digest()
+    except OSError:
+        return []
+    if same:
+        return []
+    return [Problem("data.tokenizer", f"{tokenizer!r} is not the tokenizer of model.init_from {init_from!r} "
+                                      f"(its tokenizer.json differs): the ids would mean other tokens")]
 
 
 # ----------------------------------------------------------------------- files a spec names

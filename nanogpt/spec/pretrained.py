@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Literal
@@ -55,11 +56,13 @@ class WeightsName:
         return Path(self.name)
 
 
-def locate_weights(name: str) -> WeightsName:
+def locate_weights(name: str, *, hub_ids: bool = False) -> WeightsName:
     """The one place that decides what a weights name points to.
 
     What is on disk comes first (as in transformers: a local folder named gpt2 is that folder),
-    then GPT-2's names. NotPretrained when it names nothing that holds weights.
+    then GPT-2's names; with `hub_ids`, any other `owner/name` that is not on disk is a model of
+    the Hugging Face hub (a llama's init_from, `sample`'s source). NotPretrained when it names
+    nothing that holds weights.
     """
     path = Path(name)
     try:
@@ -77,10 +80,23 @@ def locate_weights(name: str) -> WeightsName:
         )
     if is_file:
         return WeightsName("checkpoint", name)
-    if name in GPT2_NAMES:
+    if name in GPT2_NAMES or (hub_ids and HUB_ID.fullmatch(name)):
         return WeightsName("hub", name)
     known = ", ".join(repr(n) for n in ("scratch", *GPT2_NAMES))
-    raise NotPretrained(f"no such file or directory {name!r} (or one of {known})")
+    hub = ", or a Hugging Face hub id (owner/name)" if hub_ids else ""
+    raise NotPretrained(f"no such file or directory {name!r} (or one of {known}{hub})")
+
+
+def hf_model_type(name: str) -> str:
+    """The `model_type` of the Hugging Face model a weights name of kind "hub" or "hf_dir" points to:
+    GPT-2's names are "gpt2"; otherwise its config.json's (a config without one is GPT-2's, as
+    `_arch_from_hf_config` reads it). A hub id's config.json comes from the cache, else the hub."""
+    if name in GPT2_NAMES and not Path(name).is_dir():
+        return "gpt2"
+    config = Path(name) / "config.json"
+    cfg = _read_json(config if config.is_file() else _hub_config(name))
+    model_type = cfg.get("model_type") or "gpt2"
+    return model_type if isinstance(model_type, str) else repr(model_type)
 
 
 def arch_of(init_from: str) -> dict[str, Any]:
@@ -112,8 +128,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _arch_from_hf_config(path: Path) -> dict[str, Any]:
     cfg = _read_json(path)
     if cfg.get("model_type") not in (None, "gpt2"):
+        hint = ' (model.kind = "llama" takes it)' if cfg.get("model_type") == "llama" else ""
         raise NotPretrained(
-            f"{str(path.parent)!r} holds a {cfg.get('model_type')!r} model, not GPT-2"
+            f"{str(path.parent)!r} holds a {cfg.get('model_type')!r} model, not GPT-2{hint}"
         )
     try:
         return dict(
@@ -128,10 +145,138 @@ def _arch_from_hf_config(path: Path) -> dict[str, Any]:
         raise NotPretrained(f"{str(path)!r} lacks {e.args[0]!r}") from None
 
 
-def _arch_from_manifest(path: Path) -> dict[str, Any]:
+LLAMA_ARCH_FIELDS = (
+    "n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size", "block_size", "vocab_size",
+    "rope_theta", "norm_eps", "tie_embeddings",
+)
+"""Fields of a llama spec that are properties of the weights, not of the training."""
+
+
+def llama_arch_from_hf_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """The llama spec fields of a Hugging Face Llama `config.json` (transformers 4 or 5 layout).
+
+    Variants this product would compute differently are refused, each problem naming its field:
+    rope scaling of any kind (only plain RoPE is implemented), attention or MLP biases, a sliding
+    window, an activation other than SiLU, a head size other than hidden_size / num_attention_heads.
+    """
+    if cfg.get("model_type") != "llama":
+        raise NotPretrained(f"{where} holds a {cfg.get('model_type')!r} model (config.json model_type), not 'llama'")
+    try:
+        n_embd, n_head = cfg["hidden_size"], cfg["num_attention_heads"]
+        arch = dict(
+            n_layer=cfg["num_hidden_layers"],
+            n_head=n_head,
+            n_kv_head=cfg.get("num_key_value_heads") or n_head,
+            n_embd=n_embd,
+            intermediate_size=cfg["intermediate_size"],
+            block_size=cfg["max_position_embeddings"],
+            vocab_size=cfg["vocab_size"],
+            norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        )
+    except KeyError as e:
+        raise NotPretrained(f"{where}: config.json lacks {e.args[0]!r}") from None
+    # transformers 5 keeps rope settings in `rope_parameters`; 4 had `rope_theta` and `rope_scaling`
+    rope = cfg.get("rope_parameters") or {}
+    scaling = cfg.get("rope_scaling") or {}
+    arch["rope_theta"] = float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    problems = []
+    for field, table in (("rope_parameters", rope), ("rope_scaling", scaling)):
+        rope_type = table.get("rope_type", table.get("type", "default"))
+        if rope_type != "default":
+            problems.append(f"{field}.rope_type is {rope_type!r} (only plain RoPE, 'default', is implemented)")
+    for field in ("attention_bias", "mlp_bias"):
+        if cfg.get(field):
+            problems.append(f"{field} is true (this model has no biases)")
+    if cfg.get("sliding_window") is not None or cfg.get("use_sliding_window"):
+        problems.append(f"sliding_window is {cfg.get('sliding_window')!r} (attention here sees the whole block)")
+    if cfg.get("hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act is {cfg.get('hidden_act')!r} (the MLP is SwiGLU: 'silu')")
+    head_dim = cfg.get("head_dim")
+    if isinstance(n_head, int) and n_head > 0 and head_dim is not None and head_dim * n_head != n_embd:
+        problems.append(f"head_dim is {head_dim} (must be hidden_size / num_attention_heads = {n_embd / n_head:g})")
+    if problems:
+        raise NotPretrained(f"{where} is a Llama variant this model does not compute: {'; '.join(problems)}")
+    return arch
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+"""A Hugging Face model id, `owner/name`."""
+
+
+def llama_arch_of(init_from: str) -> dict[str, Any]:
+    """The llama fields of the weights `init_from` names: a Hugging Face directory or hub id (its
+    config.json), or a llama run or checkpoint of this product."""
+    weights = locate_weights(init_from, hub_ids=True)
+    path = weights.path
+    if weights.kind == "hf_dir":
+        return llama_arch_from_hf_config(_read_json(path / "config.json"), repr(init_from))
+    if weights.kind == "hub":
+        return llama_arch_from_hf_config(_read_json(_hub_config(init_from)), repr(init_from))
+    if weights.kind == "run":
+        return _arch_from_manifest(path / "manifest.json", LLAMA_ARCH_FIELDS)
+    run_dir = path.parent.parent
+    if path.parent.name == "checkpoints" and (run_dir / "manifest.json").is_file():
+        return _arch_from_manifest(run_dir / "manifest.json", LLAMA_ARCH_FIELDS)
+    header = _checkpoint_header(path)
+    arch = header.get("model_arch") if isinstance(header, dict) else None
+    if not isinstance(arch, dict) or arch.get("kind") != "llama":
+        raise NotPretrained(f"{str(path)!r} is not a checkpoint of a llama model (its model_arch.kind)")
+    return {k: arch[k] for k in LLAMA_ARCH_FIELDS if k in arch}
+
+
+class HubUnreachable(NotPretrained):
+    """A hub id whose config.json is neither cached nor reachable: not known to be wrong, only unknown."""
+
+
+def hub_out_of_reach() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here (at once, not after the client's retries), or None."""
+    import os
+    import socket
+    import urllib.parse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError) as e:
+        return f"{host} cannot be looked up: {e}"
+    return None
+
+
+def _hub_config(hub_id: str) -> Path:
+    """config.json of a hub model: from the Hugging Face cache, else downloaded (that file alone)."""
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    except ImportError as e:  # pragma: no cover - transformers brings it
+        raise NotPretrained(f"reading hub model {hub_id!r} needs huggingface_hub ({e})") from None
+    cached = try_to_load_from_cache(hub_id, "config.json")
+    if isinstance(cached, str):
+        return Path(cached)
+    why = hub_out_of_reach()
+    if why is not None:
+        raise HubUnreachable(
+            f"{hub_id!r} is not in the Hugging Face cache and the hub is out of reach ({why}); its "
+            "architecture is checked against the spec when the weights load"
+        )
+    try:
+        return Path(hf_hub_download(hub_id, "config.json"))
+    except Exception as e:  # noqa: BLE001 - offline, unknown id, gated: all mean "cannot read it"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise NotPretrained(
+            f"{hub_id!r} is not in the Hugging Face cache and its config.json cannot be downloaded ({first}); "
+            "offline, name a local directory that save_pretrained wrote"
+        ) from None
+
+
+def _arch_from_manifest(path: Path, fields: tuple[str, ...] = ARCH_FIELDS) -> dict[str, Any]:
     manifest = _read_json(path)
     model = (manifest.get("spec") or {}).get("model") or {}
-    arch = {k: model[k] for k in ARCH_FIELDS if k in model}
+    kind = model.get("kind", "gpt")
+    if kind != ("llama" if fields == LLAMA_ARCH_FIELDS else "gpt"):
+        raise NotPretrained(f"{str(path.parent)!r} is a run of a {kind!r} model (its spec's model.kind)")
+    arch = {k: model[k] for k in fields if k in model}
     vocab = (manifest.get("model") or {}).get("vocab_size") or (manifest.get("data") or {}).get(
         "vocab_size"
     )
@@ -142,14 +287,18 @@ def _arch_from_manifest(path: Path) -> dict[str, Any]:
     return arch
 
 
-def _arch_from_checkpoint(path: Path) -> dict[str, Any]:
-    """`model_args` (nanoGPT) or `model_arch` (ours) from a torch.save file, without torch."""
+def _checkpoint_header(path: Path) -> Any:
     try:
-        header = _read_pickle_header(path)
+        return _read_pickle_header(path)
     except NotPretrained:
         raise
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
         raise NotPretrained(f"{str(path)!r} is not a readable checkpoint ({e})") from None
+
+
+def _arch_from_checkpoint(path: Path) -> dict[str, Any]:
+    """`model_args` (nanoGPT) or `model_arch` (ours) from a torch.save file, without torch."""
+    header = _checkpoint_header(path)
     args = header.get("model_arch") or header.get("model_args") if isinstance(header, dict) else None
     if not isinstance(args, dict):
         raise NotPretrained(f"{str(path)!r} holds no model_args (not a nanoGPT/nanogpt checkpoint)")

@@ -95,6 +95,13 @@ def _bytes(n: float) -> str:
     return next(f"{n / 2**k:,.1f} {unit}" for k, unit in ((60, "EiB"), (50, "PiB"), (40, "TiB"), (0, "bytes")) if n >= 2**k)
 
 
+def _fits_one_machine(n_params: int) -> Iterator[Problem]:
+    # fp32 weights, their gradients and AdamW's two moments: every process holds all of them (DDP)
+    if 16 * n_params > MAX_PROCESS_BYTES:
+        yield Problem("", f"has {n_params:.3g} parameters: with their gradients and optimizer state, {_bytes(16 * n_params)}, "
+                          f"more than any one machine holds ({_bytes(MAX_PROCESS_BYTES)}); each process holds the whole model")
+
+
 # --------------------------------------------------------------------------------------- model
 
 
@@ -133,10 +140,52 @@ class GPTSpec(ModelSpec):
 
         n = scaling.params(n_layer=self.n_layer, n_head=1, n_embd=self.n_embd, block_size=self.block_size,
                            vocab_size=self.vocab_size or 1, bias=self.bias) + self.block_size * self.n_embd
-        # fp32 weights, their gradients and AdamW's two moments: every process holds all of them (DDP)
-        if 16 * n > MAX_PROCESS_BYTES:
-            yield Problem("", f"has {n:.3g} parameters: with their gradients and optimizer state, {_bytes(16 * n)}, "
-                              f"more than any one machine holds ({_bytes(MAX_PROCESS_BYTES)}); each process holds the whole model")
+        yield from _fits_one_machine(n)
+
+
+@attrs.frozen(kw_only=True)
+class LlamaSpec(ModelSpec):
+    """Llama's decoder-only transformer: pre-RMSNorm blocks, rotary positions (RoPE), SwiGLU MLP, grouped-query attention, no biases."""
+
+    kind: str = "llama"
+    """Registry name of the model."""
+    n_layer: int = attrs.field(default=12, validator=at_least(1))
+    """Number of transformer blocks."""
+    n_head: int = attrs.field(default=12, validator=at_least(1))
+    """Query heads per block; must divide `n_embd`."""
+    n_kv_head: Optional[int] = attrs.field(default=None, validator=at_least(1))
+    """Key/value heads (grouped-query attention); must divide `n_head`. Left out, `n_head` (plain multi-head attention)."""
+    n_embd: int = attrs.field(default=768, validator=at_least(1))
+    """Width of the residual stream."""
+    intermediate_size: Optional[int] = attrs.field(default=None, validator=at_least(1))
+    """Hidden width of the SwiGLU MLP. Left out, Llama's rule: 2/3 of 4 * n_embd, rounded up to a multiple of 256."""
+    block_size: int = attrs.field(default=1024, validator=at_least(1))
+    """Context length in tokens. Below a pretrained model's, the model is used on shorter contexts."""
+    vocab_size: Optional[int] = attrs.field(default=None, validator=at_least(1))
+    """Vocabulary size; left out, it comes from the dataset (or the pretrained model)."""
+    rope_theta: float = attrs.field(default=10000.0, validator=above(0.0))
+    """Base of RoPE's rotation frequencies (Llama 2: 10000; Llama 3: 500000)."""
+    norm_eps: float = attrs.field(default=1e-5, validator=above(0.0))
+    """Epsilon of the RMSNorms."""
+    tie_embeddings: bool = False
+    """Share the token embedding with the output head (small Llamas such as SmolLM do; Llama 2 does not)."""
+    dropout: float = attrs.field(default=0.0, validator=[at_least(0.0), below(1.0)])
+    """Dropout probability; 0 for pretraining, 0.1+ is worth trying when finetuning."""
+    init_from: str = attrs.field(default="scratch", validator=Pattern(r".+", "a non-empty string"))
+    """Where the weights start: "scratch", a local Hugging Face Llama-architecture model directory (config.json + safetensors), a Hugging Face hub id, or a run directory or checkpoint file of a llama run."""
+
+    def cross_checks(self) -> Iterator[Problem]:
+        yield from _divisible("n_embd", self.n_embd, "model.n_head", self.n_head)
+        if self.n_kv_head is not None:
+            yield from _divisible("n_head", self.n_head, "model.n_kv_head", self.n_kv_head)
+        if self.n_embd % self.n_head == 0 and (self.n_embd // self.n_head) % 2:
+            yield Problem("n_embd", f"{self.n_embd} / model.n_head ({self.n_head}) must be an even head size: RoPE rotates pairs")
+        from nanogpt import scaling
+
+        n = scaling.llama_params(n_layer=self.n_layer, n_head=self.n_head, n_kv_head=min(self.n_kv_head or self.n_head, self.n_head),
+                                 n_embd=self.n_embd, intermediate_size=self.intermediate_size or scaling.llama_intermediate_size(self.n_embd),
+                                 vocab_size=self.vocab_size or 1)
+        yield from _fits_one_machine(n)
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -192,8 +241,8 @@ class TokensSpec(DataSpec):
     """Pin for a url: (or single file:) source: its sha256; a download that differs is refused."""
     text_column: str = "text"
     """Column holding the text in .jsonl, .parquet and Hugging Face sources."""
-    tokenizer: Literal["gpt2", "char"] = "gpt2"
-    """"gpt2": GPT-2's BPE (tiktoken's ids); "char": one id per distinct character of the corpus."""
+    tokenizer: str = attrs.field(default="gpt2", validator=Pattern(r"gpt2|char|hf:.+", '"gpt2", "char" or "hf:PATH_OR_ID"'))
+    """"gpt2": GPT-2's BPE (tiktoken's ids); "char": one id per distinct character of the corpus; "hf:PATH_OR_ID": a Hugging Face tokenizer (a tokenizer.json, a directory holding one, or a hub id), documents separated by its end-of-sequence token, no BOS added."""
     val_fraction: float = attrs.field(default=0.0005, validator=[above(0.0), below(1.0)])
     """Share of the corpus held out for validation."""
     split: Literal["random", "contiguous"] = "random"
