@@ -171,8 +171,11 @@ def sources() -> st.SearchStrategy[str]:
         st.builds(lambda s, h, p: f"url:{s}://{h}/{p}", st.sampled_from(["http", "https"]), host, one_line_text()),
         st.builds(  # hf:DATASET_ID[@REVISION][:CONFIG], as the validator reads it
             lambda name, rev, config: f"hf:{name}{rev}{config}",
-            st.text(st.characters(blacklist_characters="@:"), min_size=1, max_size=30),
-            st.one_of(st.just(""), st.text(st.characters(blacklist_characters=":"), min_size=1, max_size=12).map("@{}".format)),
+            st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="@:"), min_size=1, max_size=30),
+            st.one_of(
+                st.just(""),
+                st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=":"), min_size=1, max_size=12).map("@{}".format),
+            ),
             st.one_of(st.just(""), st.text(max_size=12).map(":{}".format)),
         ),
         st.just(f"file:{EXISTING_FILE}"),
