@@ -205,7 +205,8 @@ def one_pinned_buffer_batches():
 def product_step(s: Settings, overrides: list[str], batch: int, accum: int):
     """The product's TrainStep for experiments/bench.toml at this batch: (step, FLOPs per token, spec, DistEnv)."""
     from nanogpt.dist import DistEnv
-    from nanogpt.registry import MODELS, OPTIMIZERS, SCHEDULES
+    from nanogpt.parallel import build_model
+    from nanogpt.registry import OPTIMIZERS, SCHEDULES
     from nanogpt.spec import load_spec
     from nanogpt.runner import configure_backends
     from nanogpt.train import TrainStep
@@ -223,7 +224,7 @@ def product_step(s: Settings, overrides: list[str], batch: int, accum: int):
     from nanogpt.bench import SyntheticBatches
 
     data = SyntheticBatches(vocab_size=GPT2_VOCAB, batch_size=batch, block_size=s.block_size, env=env, seed=exp.seed)
-    model = MODELS.build(exp.model, vocab_size=GPT2_VOCAB).to(env.device)
+    model = build_model(exp, env, GPT2_VOCAB)
     optimizer = OPTIMIZERS.build(exp.optimizer, model=model)
     lr_at = SCHEDULES.build(exp.schedule, lr=exp.optimizer.lr)
     return TrainStep(exp, env, data, model, optimizer, lr_at), model.flops_per_token(), exp, env

@@ -22,7 +22,8 @@ import torch
 from nanogpt.dist import DistEnv
 from nanogpt.fileio import make_dirs
 from nanogpt.hardware import mfu, peak_for
-from nanogpt.registry import DATA, MODELS, OPTIMIZERS, SCHEDULES
+from nanogpt.parallel import build_model
+from nanogpt.registry import DATA, OPTIMIZERS, SCHEDULES
 from nanogpt.spec import Experiment, load_spec
 
 
@@ -81,7 +82,7 @@ def benchmark(exp: Experiment, *, steps: int, warmup: int, synthetic: bool, prof
         )
     else:
         data = DATA.build(exp.data, env=env, seed=exp.seed, batch_size=exp.train.batch_size, block_size=block_size)
-    model = MODELS.build(exp.model, vocab_size=data.vocab_size).to(env.device)
+    model = build_model(exp, env, data.vocab_size)
     optimizer = OPTIMIZERS.build(exp.optimizer, model=model)
     lr_at = SCHEDULES.build(exp.schedule, lr=exp.optimizer.lr)
     step = TrainStep(exp, env, data, model, optimizer, lr_at)

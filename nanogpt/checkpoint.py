@@ -1,11 +1,13 @@
 """Checkpoints: written atomically, loaded with `weights_only=True`, found through the manifest.
 
 A checkpoint is one `torch.save` file under `<run_dir>/checkpoints/`, named by the iteration it
-was taken at. It holds everything an exact resume needs (model, optimizer, gradient scaler, the
-iteration, the best val loss, the metrics so far, the spec and its hash: `training_state` builds
-it, `restore_training_state` puts it back) and the model's architecture record and tokenizer, so a
-checkpoint file alone is enough to rebuild the model for sampling or finetuning. It holds no RNG
-state: every random draw of a step is seeded from (seed, iteration, rank), so none is needed.
+was taken at; under `system.parallel = "fsdp"` it is a directory of shards instead
+(nanogpt.sharded_checkpoint), and everything here takes either. It holds everything an exact
+resume needs (model, optimizer, gradient scaler, the iteration, the best val loss, the metrics so
+far, the spec and its hash: `training_state` builds it, `restore_training_state` puts it back) and
+the model's architecture record and tokenizer, so a checkpoint alone is enough to rebuild the
+model for sampling or finetuning. It holds no RNG state: every random draw of a step is seeded
+from (seed, iteration, rank), so none is needed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import os
 import pickle
 import re
+import shutil
 import threading
 import zipfile
 from pathlib import Path
@@ -119,19 +122,30 @@ class Restored:
 def restore_training_state(source: Path, state: dict[str, Any] | None, model: Any, optimizer: Any, map_location: Any) -> Restored:
     """Load a checkpoint's model and optimizer state in place; CheckpointError when they do not fit.
 
-    `state` is the checkpoint already loaded (rank 0 loaded it to verify it), else `source` is read."""
-    if state is None:
-        state = load_checkpoint(source, map_location=map_location)
-    problem = state_mismatch(model.state_dict(), state.get("model"))
-    if problem is not None:
-        raise CheckpointError(f"checkpoint {str(source)!r} does not fit this run's model: {problem}")
-    model.load_state_dict(state["model"])
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-    except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(
-            f"checkpoint {str(source)!r} holds optimizer state that does not fit this run's optimizer ({e})"
-        ) from None
+    `state` is the checkpoint already loaded (rank 0 loaded it to verify it), else `source` is read.
+    Any checkpoint goes into any model: a sharded one (a DCP directory) is read by every process,
+    each its own part; a whole one (a `.pt` file) is sharded as it loads into an fsdp model."""
+    from nanogpt import sharded_checkpoint
+    from nanogpt.parallel import is_sharded
+
+    if sharded_checkpoint.is_sharded_checkpoint(source):
+        state = sharded_checkpoint.restore(source, model, optimizer)
+    else:
+        if state is None:
+            state = load_checkpoint(source, map_location=map_location)
+        problem = state_mismatch(model.state_dict(), state.get("model")) if not is_sharded(model) else None
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {str(source)!r} does not fit this run's model: {problem}")
+        try:
+            if is_sharded(model):
+                sharded_checkpoint.load_whole_into(model, optimizer, state)
+            else:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise CheckpointError(
+                f"checkpoint {str(source)!r} holds state that does not fit this run's model and optimizer ({e})"
+            ) from None
     return Restored(
         iteration=int(state["iter"]),
         best_val_loss=float(state["best_val_loss"]),
@@ -147,7 +161,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     A file that would need arbitrary Python objects to load is refused with a clear message, and
     nothing in it runs: the weights-only unpickler never imports or calls what the file names.
     """
+    from nanogpt import sharded_checkpoint
+
     path = Path(path)
+    if sharded_checkpoint.is_sharded_checkpoint(path):
+        return sharded_checkpoint.load_whole(path)
     if not path.is_file():
         raise InputError(f"checkpoint {str(path)!r} does not exist")
     try:
@@ -175,7 +193,7 @@ def checkpoint_for(run_dir: str | os.PathLike[str], which: str = "best") -> Path
     run_dir = Path(run_dir)
     entries, _ = recorded_checkpoints(run_dir, _manifest_entries(run_dir))
     if not entries:
-        files = sorted(p for p in (run_dir / CHECKPOINT_DIR).glob("ckpt-*.pt") if p.is_file())
+        files = checkpoint_paths(run_dir)
         if not files:
             raise InputError(f"run {str(run_dir)!r} has no checkpoint")
         return files[-1]
@@ -184,6 +202,14 @@ def checkpoint_for(run_dir: str | os.PathLike[str], which: str = "best") -> Path
         if best is not None:
             return run_dir / best["path"]
     return run_dir / max(entries, key=lambda e: e["step"])["path"]
+
+
+def checkpoint_paths(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The checkpoints in a run's checkpoints/, oldest first: `.pt` files, and sharded checkpoints' directories."""
+    from nanogpt.sharded_checkpoint import is_sharded_checkpoint
+
+    found = [p for p in (Path(run_dir) / CHECKPOINT_DIR).glob("ckpt-*") if p.is_file() or is_sharded_checkpoint(p)]
+    return sorted(found, key=lambda p: p.name)
 
 
 def best_entry(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -212,6 +238,8 @@ def recorded_checkpoints(run_dir: str | os.PathLike[str], entries: Any) -> tuple
     it is left out with a warning, as is one that is malformed. An entry whose file is gone is
     left out too: the list is rebuilt from what exists.
     """
+    from nanogpt.sharded_checkpoint import is_sharded_checkpoint
+
     run_dir = Path(run_dir)
     folder = (run_dir / CHECKPOINT_DIR).resolve()
     kept: dict[int, dict[str, Any]] = {}
@@ -228,7 +256,7 @@ def recorded_checkpoints(run_dir: str | os.PathLike[str], entries: Any) -> tuple
                 f"{CHECKPOINT_DIR}/ of this run, and paths outside it are never followed"
             )
             continue
-        if not path.is_file():
+        if not (path.is_file() or is_sharded_checkpoint(path)):
             ignored.append(f"checkpoint {e['path']} is listed in the manifest but no longer exists")
             continue
         kept[e["step"]] = {**e, "path": str(path.relative_to(run_dir.resolve()))}
@@ -244,7 +272,7 @@ def unrecorded_files(run_dir: str | os.PathLike[str], entries: list[dict[str, An
     """Checkpoint files in checkpoints/ that the manifest does not list (their sha256 is unknown)."""
     run_dir = Path(run_dir)
     listed = {run_dir / e["path"] for e in entries}
-    return [p for p in sorted((run_dir / CHECKPOINT_DIR).glob("ckpt-*.pt")) if p.is_file() and p not in listed]
+    return [p for p in checkpoint_paths(run_dir) if p not in listed]
 
 
 class HashingWriter:
@@ -376,7 +404,10 @@ def prune(run_dir: str | os.PathLike[str], entries: list[dict[str, Any]], keep: 
         if id(e) not in kept:
             path = inside(run_dir, e["path"])
             if path is not None and path.parent == folder:
-                path.unlink(missing_ok=True)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
     return [e for e in by_step if id(e) in kept]
 
 
@@ -435,16 +466,21 @@ def resume_checkpoint(
 
 def _verify(path: Path, entry: dict[str, Any], usable: Callable[[dict[str, Any]], str | None]) -> dict[str, Any] | str:
     """The loaded state of a checkpoint that is intact and fits, else why it is not."""
+    from nanogpt import sharded_checkpoint
     from nanogpt.fileio import sha256_file
 
+    sharded = sharded_checkpoint.is_sharded_checkpoint(path)
     try:
-        digest = sha256_file(path)
+        digest = sharded_checkpoint.directory_digest(path)[0] if sharded else sha256_file(path)
     except OSError as e:
         return f"cannot be read ({e.strerror or e})"
+    except InputError as e:
+        return f"cannot be verified: {e}"
     if digest != entry["sha256"]:
         return f"is corrupt or was replaced: its sha256 is {digest[:16]}..., the manifest recorded {entry['sha256'][:16]}..."
     try:
-        state = load_checkpoint(path, map_location="cpu")
+        # a sharded one's tensors are read later, by every process its own part
+        state = sharded_checkpoint.read_state(path) if sharded else load_checkpoint(path, map_location="cpu")
     except InputError as e:
         return f"cannot be loaded: {e}"
     if state.get("format") != FORMAT:
@@ -456,8 +492,12 @@ def _verify(path: Path, entry: dict[str, Any], usable: Callable[[dict[str, Any]]
 
 
 def remove_torn_files(run_dir: str | os.PathLike[str]) -> list[Path]:
-    """Delete temporary files a killed run left half-written in checkpoints/; returns them."""
+    """Delete temporary files (and sharded checkpoints' directories) a killed run left half-written in
+    checkpoints/; returns them."""
     torn = list((Path(run_dir) / CHECKPOINT_DIR).glob(".ckpt-*.tmp"))
     for path in torn:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return torn

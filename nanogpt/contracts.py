@@ -45,7 +45,9 @@ class LanguageModel(Protocol):
     fills and reads, so generation costs one position per token (nanogpt.generation uses it when
     present, and recomputes the window otherwise); and a `checkpoint_blocks` switch, which
     `system.activation_checkpointing = "blocks"` turns on so the backward recomputes each block (a
-    model without it refuses that setting).
+    model without it refuses that setting); and `blocks`, its repeated transformer blocks (an
+    `nn.ModuleList`), which `system.parallel = "fsdp"` shards one by one and `system.compile`
+    compiles one by one there (a model without it is sharded as one unit).
     """
 
     def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, all_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]: ...

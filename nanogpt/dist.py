@@ -34,6 +34,11 @@ class DistEnv:
     patient: Any = None
     """A gloo process group whose collectives wait for days: the other ranks wait on it while rank 0
     prepares the data (downloading and tokenizing OpenWebText takes longer than any collective timeout)."""
+    checkpoints: Any = None
+    """Under fsdp, a gloo process group of its own for DCP's checkpoint collectives: an asynchronous
+    save runs them on a background thread while training runs its own on the default group."""
+    group_of_one: bool = False
+    """A process group of one process, made because FSDP and DCP need one even without torchrun."""
 
     @property
     def is_main(self) -> bool:
@@ -57,18 +62,25 @@ class DistEnv:
         device = pick_device(system.device, local_rank if world_size > 1 else None, world_size)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        control = patient = None
-        if world_size > 1 and not dist.is_initialized():
+        control = patient = checkpoints = None
+        sharded = system.parallel == "fsdp"
+        group_of_one = sharded and world_size == 1 and not dist.is_initialized()
+        if (world_size > 1 or group_of_one) and not dist.is_initialized():
             backend = system.backend if system.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
             dist.init_process_group(
                 backend=backend,
                 device_id=device if backend == "nccl" else None,
                 timeout=datetime.timedelta(minutes=system.collective_timeout_minutes),
+                # a job of one needs no rendezvous: an in-process store, no port to find
+                **({"store": dist.HashStore(), "rank": 0, "world_size": 1} if group_of_one else {}),
             )
         if world_size > 1:
             control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
             patient = dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
-        return cls(rank, local_rank, world_size, device, pick_dtype(system.dtype, device), control, patient)
+        if sharded:
+            checkpoints = dist.new_group(backend="gloo")
+        return cls(rank, local_rank, world_size, device, pick_dtype(system.dtype, device), control, patient,
+                   checkpoints, group_of_one)
 
     # -------------------------------------------------------------------- collectives
 
@@ -101,7 +113,7 @@ class DistEnv:
 
     def close(self, barrier: bool = True) -> None:
         """Leave the process group; with `barrier`, only once every rank is done with it."""
-        if self.distributed and dist.is_initialized():
+        if (self.distributed or self.group_of_one) and dist.is_initialized():
             if barrier:
                 self.wait_for_main()  # rank 0 may still be writing its last checkpoint
             dist.destroy_process_group()

@@ -253,8 +253,14 @@ class Llama(nn.Module):
         logits = self.lm_head(self.model.norm(x))  # (b, t, vocab_size)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            # in float32 whatever the logits' precision (autocast does the same for cross_entropy)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The repeated transformer blocks: fsdp shards (and compile compiles) each one on its own."""
+        return self.model.layers
 
     # -------------------------------------------------------------------- sizes and FLOPs
 

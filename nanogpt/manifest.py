@@ -341,12 +341,13 @@ class RunRecord:
         """A key of the manifest as rank 0 holds it (`default` on the other ranks)."""
         return self.run.manifest.get(key, default) if self.run is not None else default
 
-    def checkpointed(self, path: Path, step: int, sha256: str, val_loss: float | None, keep: int) -> None:
-        """A checkpoint is complete on disk: list it and prune those no longer kept."""
+    def checkpointed(self, path: Path, step: int, sha256: str, val_loss: float | None, keep: int,
+                     files: dict[str, str] | None = None) -> None:
+        """A checkpoint is complete on disk: list it and prune those no longer kept. A sharded one's
+        `sha256` is of its file listing, and `files` the sha256 of each file in it."""
         if self.run is not None:
-            self.run.record_checkpoint(
-                {"path": str(path.relative_to(self.run.path)), "step": step, "sha256": sha256, "val_loss": val_loss}, keep
-            )
+            entry = {"path": str(path.relative_to(self.run.path)), "step": step, "sha256": sha256, "val_loss": val_loss}
+            self.run.record_checkpoint({**entry, "files": files} if files is not None else entry, keep)
 
     def last_checkpoint(self) -> dict[str, Any] | None:
         entries = self.get("checkpoints")

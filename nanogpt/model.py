@@ -312,14 +312,23 @@ class GPT(nn.Module):
         if not (targets is not None or all_logits):
             # inference-time mini-optimization: only forward the lm_head on the very last position
             x = x[:, [-1], :]  # note: using list [-1] to preserve the time dim
-        logits = F.linear(self.transformer.ln_f(x), self.lm_head.weight, self.vocab_mask)  # (b, t, padded_vocab)
+        x = self.transformer.ln_f(x)
+        # under fsdp's bfloat16 weights there is no autocast to match the mask's dtype to x's
+        mask = self.vocab_mask.to(x.dtype) if self.vocab_mask is not None else None
+        logits = F.linear(x, self.lm_head.weight, mask)  # (b, t, padded_vocab)
 
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            # in float32 whatever the logits' precision (autocast does the same for cross_entropy)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         if self.config.padded_vocab_size != self.config.vocab_size:
             logits = logits[..., : self.config.vocab_size]  # a view: callers never see the padding
         return logits, loss
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The repeated transformer blocks: fsdp shards (and compile compiles) each one on its own."""
+        return self.transformer.h
 
     # -------------------------------------------------------------------- sizes and FLOPs
 

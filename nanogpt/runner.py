@@ -23,7 +23,8 @@ from nanogpt.dist import DistEnv
 from nanogpt.errors import InputError
 from nanogpt.hardware import keep_freed_memory_in_process, peak_for
 from nanogpt.manifest import MANIFEST, RunRecord, device_name, env_info, find_resumable, read_manifest, training_changes
-from nanogpt.registry import DATA, MODELS, OPTIMIZERS, SCHEDULES
+from nanogpt.parallel import build_model
+from nanogpt.registry import DATA, OPTIMIZERS, SCHEDULES
 from nanogpt.runlock import RunLock
 from nanogpt.signals import EXIT_INTERRUPTED, StopSignals, on_abort
 from nanogpt.spec import Experiment, SpecOrigin, resolved
@@ -52,7 +53,7 @@ def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, 
         auto_resume = exp.train.auto_resume and run_id is None
         claim = claim_run(exp, env, resume_dir, force, auto_resume)  # before the data: a second writer waits for nothing
         data = DATA.build(exp.data, env=env, seed=exp.seed, batch_size=exp.train.batch_size, block_size=exp.model.block_size)
-        model = MODELS.build(exp.model, vocab_size=data.vocab_size).to(env.device)
+        model = build_model(exp, env, data.vocab_size)  # under fsdp sharded, so the optimizer's state is too
         optimizer = OPTIMIZERS.build(exp.optimizer, model=model)
         lr_at = SCHEDULES.build(exp.schedule, lr=exp.optimizer.lr)
         stop.defer(announce=env.is_main)  # a run dir exists from here on: signals stop it cleanly
@@ -109,6 +110,12 @@ def check_world_size(exp: Experiment, env: DistEnv) -> None:
             f"train.grad_accum ({exp.train.grad_accum}) must be divisible by the number of processes "
             f"({env.world_size}): it counts micro-batches over all of them, so that the global batch "
             "is the same on any number of processes"
+        )
+    if exp.system.parallel == "fsdp" and exp.train.eval_iters < env.world_size:
+        raise InputError(
+            f"train.eval_iters ({exp.train.eval_iters}) must be at least the number of processes ({env.world_size}) "
+            "under system.parallel = 'fsdp': every process evaluates at least one batch, since each forward "
+            "needs all of them"
         )
 
 

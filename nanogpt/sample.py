@@ -171,9 +171,9 @@ def _hf_tokenizer_of(source: str) -> Any:
 
 
 def _load_run(run_dir: Path, which: str, visited: tuple[str, ...]) -> tuple[Any, Any, str]:
-    from nanogpt.checkpoint import CHECKPOINT_DIR, checkpoint_for
+    from nanogpt.checkpoint import checkpoint_for, checkpoint_paths
 
-    if any((run_dir / CHECKPOINT_DIR).glob("ckpt-*.pt")):
+    if checkpoint_paths(run_dir):
         return _load_checkpoint(checkpoint_for(run_dir, which))
 
     # no checkpoint: an eval_only run (or one stopped before its first): its weights are init_from's
@@ -243,6 +243,10 @@ def _checkpoint_head(path: Path) -> dict[str, Any]:
     """A checkpoint's small entries, without reading its tensors (memory-mapped; the file is known safe by now)."""
     from nanogpt.checkpoint import load_checkpoint
 
+    from nanogpt.sharded_checkpoint import is_sharded_checkpoint, read_state
+
+    if is_sharded_checkpoint(path):
+        return {key: value for key, value in read_state(path).items() if key in ("format", "tokenizer", "spec")}
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # not a zip-format file: mmap cannot apply, read it whole

@@ -27,6 +27,8 @@ from nanogpt.dist import DistEnv
 from nanogpt.errors import InputError, NanoGPTError, exhaustion
 from nanogpt.hardware import Peak, mfu, peak_for
 from nanogpt.manifest import RunRecord
+from nanogpt.parallel import clip_grad_norm_, is_sharded
+from nanogpt.sharded_checkpoint import ShardedCheckpointWriter
 from nanogpt.signals import EXIT_INTERRUPTED, StopSignals
 from nanogpt.spec import Experiment, to_toml
 from nanogpt.tracking import Reports, ThroughputAverage, build_tracker, log_spec, run_hparams
@@ -60,9 +62,11 @@ class TrainStep:
         self.grad_accum = exp.train.grad_accum
         self.grad_clip = float(getattr(exp.optimizer, "grad_clip", 0.0))
         self.raw_model = model
+        # under fsdp the model is already sharded (nanogpt.parallel), and its precision is FSDP's policy
+        self.sharded = is_sharded(model)
         self.autocast = (
             torch.autocast(device_type=env.device_type, dtype=env.dtype)
-            if env.dtype != torch.float32
+            if env.dtype != torch.float32 and not self.sharded
             else contextlib.nullcontext()
         )
         self.scaler = torch.amp.GradScaler(env.device_type, enabled=env.dtype == torch.float16)
@@ -74,9 +78,9 @@ class TrainStep:
                 )
             model.checkpoint_blocks = True
         self.model = model
-        if exp.system.compile:
+        if exp.system.compile and not self.sharded:  # fsdp compiles block by block
             self.model = torch.compile(self.model)
-        if env.distributed:
+        if env.distributed and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             # buffers that are not part of the state (GPT's vocab_mask) are constants: broadcasting
@@ -103,9 +107,11 @@ class TrainStep:
         loss_sum = torch.zeros((), device=self.env.device)
         for i, (x, y) in enumerate(self.data.train_batches(it, self.grad_accum)):
             last = i == len(self.micro) - 1
-            # gradients are all-reduced once per step, on the last micro-batch, not on each
-            sync = contextlib.nullcontext() if last or not self.env.distributed else self.model.no_sync()
-            with sync:
+            # gradients are reduced once per step, on the last micro-batch, not on each
+            if self.sharded:
+                self.model.set_requires_gradient_sync(last)
+            no_sync = self.env.distributed and not last and not self.sharded
+            with self.model.no_sync() if no_sync else contextlib.nullcontext():
                 with self.autocast:
                     _, loss = self.model(x, y)
                 loss_sum += loss.detach()
@@ -114,7 +120,7 @@ class TrainStep:
         if self.grad_clip > 0 or want_norm:
             self.scaler.unscale_(self.optimizer)
             clip = self.grad_clip if self.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
+            grad_norm = clip_grad_norm_(self.raw_model.parameters(), clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -148,14 +154,17 @@ class TrainStep:
                 total = torch.zeros((), device=self.env.device)
                 keys = self.data.eval_keys(split, eval_iters)
                 # rounds of one batch per rank; a rank past its share still takes part in the checks
+                # (and under fsdp in the forward too, on a batch it does not count: every forward
+                # gathers each block's weights from all ranks)
                 for r in range(-(-eval_iters // world)):
                     if should_stop is not None and should_stop(r, self.EVAL_STOP_CHECK):
                         return None
-                    if r < len(keys):
-                        x, y = self.data.to_device(self.data.batch(split, keys[r]))
+                    if r < len(keys) or (self.sharded and keys):
+                        x, y = self.data.to_device(self.data.batch(split, keys[min(r, len(keys) - 1)]))
                         with self.autocast:
                             _, loss = self.model(x, y)
-                        total += loss.float()
+                        if r < len(keys):
+                            total += loss.float()
                 out[split] = (self.env.sum(total) / eval_iters).item()
         finally:
             self.model.train()
@@ -196,8 +205,12 @@ class Trainer:
         self.wall_before = 0.0  # wall seconds of earlier sessions of this run
         self.throughput = ThroughputAverage(lambda tokens_per_sec: mfu(self.flops_per_token, tokens_per_sec, self.peak, env.world_size))
         self.session_start = time.perf_counter()
-        self.checkpoints = ckpt.CheckpointWriter(record.path)
-        # before wrapping: DDP starts from these weights
+        self.checkpoints: Any = (
+            ShardedCheckpointWriter(record.path, is_main=env.is_main, group=env.checkpoints, asynchronous=exp.train.async_checkpoint)
+            if is_sharded(model) else ckpt.CheckpointWriter(record.path)
+        )
+        # before wrapping: DDP starts from these weights (fsdp's shards were made already: each process
+        # reads its own part)
         restored = ckpt.restore_training_state(checkpoint, state, model, optimizer, env.device) if checkpoint else None
         if restored is not None:
             self.iter, self.best_val_loss = restored.iteration, restored.best_val_loss
@@ -297,7 +310,9 @@ class Trainer:
 
     def _log_samples(self, it: int) -> None:
         n = self.exp.logging.samples
-        if not self.env.is_main or n == 0 or not self.exp.logging.tensorboard or self.data.tokenizer is None:
+        # under fsdp every rank generates (the same text): each forward gathers the weights from all of them
+        generates = self.env.is_main or self.step.sharded
+        if not generates or n == 0 or not self.exp.logging.tensorboard or self.data.tokenizer is None:
             return
         if self.env.distributed and it < self.train_cfg.max_iters and not self.train_cfg.eval_only:
             return  # every other GPU would wait for rank 0's generation: in a job, only at the end
@@ -307,8 +322,9 @@ class Trainer:
             self.raw_model, self.data.tokenizer, start=None, num_samples=n, max_new_tokens=self.exp.logging.sample_tokens,
             seed=self.exp.seed + it, device=self.env.device, autocast=self.step.autocast,
         )
-        self.last_samples = texts
-        self.reports.samples(it, texts)
+        if self.env.is_main:
+            self.last_samples = texts
+            self.reports.samples(it, texts)
 
     def _log_train(self, it: int, loss_sum: torch.Tensor, grad_norm: torch.Tensor | None, lr: float, first_bad: torch.Tensor, t_log: float, iters: int) -> None:
         # the one host sync of a logging step: the loss of the global batch, summed over ranks
@@ -338,7 +354,7 @@ class Trainer:
         return f"and its last good checkpoint ({last['path']}, iteration {last['step']}) is kept"
 
     def _save_checkpoint(self, it: int, val_loss: float | None, best: bool = False) -> None:
-        if self.record.run is None:
+        if self.record.run is None and not self.step.sharded:  # under fsdp every rank writes its shards
             return
         state = ckpt.training_state(
             model=self.raw_model, optimizer=self.optimizer, scaler=self.step.scaler, tokenizer=self.data.tokenizer,
@@ -346,7 +362,13 @@ class Trainer:
             spec_sha256=self.record.get("spec_sha256"), metrics=self.metrics, wall_seconds=self._wall_seconds(),
         )
         record, keep = self.record, self.train_cfg.keep_checkpoints
-        self.checkpoints.save(it, state, on_written=lambda path, digest: record.checkpointed(path, it, digest, val_loss, keep))
+        if self.step.sharded:
+            self.checkpoints.save(it, state, self.raw_model, self.optimizer, on_written=lambda path, digest, files: (
+                record.checkpointed(path, it, digest, val_loss, keep, files=files)))
+        else:
+            self.checkpoints.save(it, state, on_written=lambda path, digest: record.checkpointed(path, it, digest, val_loss, keep))
+        if not self.train_cfg.async_checkpoint:
+            self.checkpoints.wait()
 
     def _wall_seconds(self) -> float:
         return self.wall_before + time.perf_counter() - self.session_start

@@ -28,6 +28,7 @@ import torch
 
 from nanogpt import scaling
 from nanogpt.checkpoint import FORMAT, checkpoint_for, load_checkpoint, state_mismatch
+from nanogpt.sharded_checkpoint import is_sharded_checkpoint
 from nanogpt.errors import InputError
 from nanogpt.llama import Llama, LlamaConfig
 from nanogpt.model import GPT, GPTConfig
@@ -82,7 +83,7 @@ def from_checkpoint(
     rows are real when it trained with a padded table (50304 for GPT-2's 50257).
     """
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and not is_sharded_checkpoint(p):  # a run directory
         p = checkpoint_for(p, which)
     state = load_checkpoint(p)
     if state.get("format") == FORMAT:

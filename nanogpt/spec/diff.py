@@ -9,13 +9,13 @@ MISSING = object()
 
 INERT_FIELDS = (
     "name", "description", "logging.", "train.log_interval", "train.keep_checkpoints",
-    "train.auto_resume", "system.peak_tflops",
+    "train.auto_resume", "train.async_checkpoint", "system.peak_tflops", "system.reshard_after_forward",
 )
 """Spec paths that cannot change the numbers a run produces (a trailing dot: the whole table)."""
 
 RESUMABLE_FIELDS = INERT_FIELDS + (
     "train.max_iters", "train.eval_interval", "train.eval_iters", "system.compile", "system.device",
-    "system.activation_checkpointing",
+    "system.activation_checkpointing", "system.parallel",
 )
 """Spec paths a resume may change: they cannot change the weights the run arrives at."""
 

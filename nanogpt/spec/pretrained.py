@@ -38,6 +38,9 @@ class NotPretrained(ValueError):
 
 
 RUN_MARKERS = ("manifest.json", "spec.toml", "checkpoints")
+SHARDED_CHECKPOINT_FILES = ("state.pt", ".metadata")
+"""What makes a directory a sharded checkpoint (nanogpt.sharded_checkpoint): its `state.pt` holds the
+architecture record, as a checkpoint file does."""
 """What makes a directory a run directory (a run killed early may have only some of them)."""
 
 
@@ -72,6 +75,8 @@ def locate_weights(name: str, *, hub_ids: bool = False) -> WeightsName:
     if is_dir:
         if (path / "config.json").is_file():
             return WeightsName("hf_dir", name)
+        if all((path / f).is_file() for f in SHARDED_CHECKPOINT_FILES):
+            return WeightsName("checkpoint", name)
         if any((path / marker).exists() for marker in RUN_MARKERS):
             return WeightsName("run", name)
         raise NotPretrained(
@@ -288,6 +293,8 @@ def _arch_from_manifest(path: Path, fields: tuple[str, ...] = ARCH_FIELDS) -> di
 
 
 def _checkpoint_header(path: Path) -> Any:
+    if path.is_dir():  # a sharded checkpoint: its state.pt is the header
+        path = path / SHARDED_CHECKPOINT_FILES[0]
     try:
         return _read_pickle_header(path)
     except NotPretrained:

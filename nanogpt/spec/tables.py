@@ -417,6 +417,8 @@ class TrainSpec:
     """Evaluate the initial model and stop (baselines of pretrained checkpoints)."""
     keep_checkpoints: int = attrs.field(default=2, validator=at_least(1))
     """How many of the latest checkpoints to keep; the best by val loss is kept as well."""
+    async_checkpoint: bool = True
+    """Write checkpoints in the background: the loop waits only for a copy of the state in CPU memory (under fsdp, DCP's async_save), not for the disk. false: each checkpoint is on disk before training goes on."""
     auto_resume: bool = False
     """`run SPEC` continues the newest unfinished run of this name and spec (interrupted, failed on a fault, or left `running` by a killed process; never a completed one or one a live process holds) from its latest verified checkpoint, instead of starting a new run: for torchrun restarts and a scheduler's requeue."""
 
@@ -450,6 +452,14 @@ class SystemSpec:
     """The device's peak TFLOP/s at `dtype`, for MFU; left out, it is looked up from the device name."""
     activation_checkpointing: Literal["none", "blocks"] = "none"
     """"blocks": keep only each transformer block's input in the forward and recompute the block in the backward, for about a third more compute and a fraction of the activation memory (`nanogpt scaling memory` gives both); the numbers trained are the same."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """How the processes of a job share the model: "ddp", a whole copy of weights, gradients and optimizer state on each; "fsdp", each transformer block and the root sharded over all of them with FSDP2 (`fully_shard`), its checkpoints sharded DCP directories that resume on any number of processes. Under fsdp a bfloat16 `dtype` keeps bfloat16 copies of the weights for compute and float32 master weights and gradient reduction (FSDP's MixedPrecisionPolicy) instead of autocast."""
+    reshard_after_forward: bool = True
+    """fsdp: free each block's gathered weights after its forward and gather them again for the backward (less memory, one more all-gather per block); false keeps them until the backward."""
+
+    def cross_checks(self) -> Iterator[Problem]:
+        if self.parallel == "fsdp" and self.dtype == "float16":
+            yield Problem("dtype", "'float16' cannot be used with system.parallel = 'fsdp' (its gradient scaler does not shard); use 'bfloat16' or 'float32'")
 
 
 @attrs.frozen(kw_only=True)
