@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -72,15 +73,16 @@ def export_hf(model: Any, tokenizer: Any, out: Path) -> None:
 
 
 def to_transformers(model: Any) -> Any:
-    """The transformers model with `model`'s weights (float32), in eval mode."""
-    from nanogpt.llama import Llama
-    from nanogpt.model import GPT
-
-    if isinstance(model, Llama):
-        return _to_llama(model)
-    if isinstance(model, GPT):
-        return _to_gpt2(model)
-    raise InputError(f"cannot export a {type(model).__name__}: only GPT and Llama models have a Hugging Face form")
+    """The transformers model with `model`'s weights (float32), in eval mode, made by its kind's
+    exporter (HF_EXPORTERS, as weights.HF_IMPORTERS brings models in)."""
+    kind = model.arch().get("kind") if callable(getattr(model, "arch", None)) else None
+    exporter = HF_EXPORTERS.get(kind)
+    if exporter is None:
+        raise InputError(
+            f"cannot export a {type(model).__name__} (model kind {kind!r}): only "
+            f"{', '.join(repr(k) for k in HF_EXPORTERS)} models have a Hugging Face form"
+        )
+    return exporter(model)
 
 
 def _to_llama(model: Any) -> Any:
@@ -144,6 +146,13 @@ def _to_gpt2(model: Any) -> Any:
             sd[key] = torch.zeros_like(target)
     _load_exactly(hf, sd)
     return hf.eval()
+
+
+HF_EXPORTERS: dict[str, Callable[[Any], Any]] = {
+    "gpt": _to_gpt2,
+    "llama": _to_llama,
+}
+"""The model kinds that have a Hugging Face form: kind -> the function that makes its transformers model."""
 
 
 def _load_exactly(hf: Any, sd: dict[str, torch.Tensor]) -> None:

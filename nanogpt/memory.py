@@ -13,8 +13,9 @@ Four parts, per process, as PRODUCT.md names them:
 Shards follow `torch.chunk` on dim 0, as FSDP2's `fully_shard` cuts them: with N processes a
 tensor of R rows gives each of the first ranks ceil(R / N) rows and the last ones what is left,
 so rank 0 holds the most and is the one reported. The activation count is per transformer block,
-from the tensors the GPT of model.py saves for its backward (tests/test_memory.py checks it
-against PyTorch's own saved-tensor hooks, byte for byte). No torch here: the spec half and
+from the tensors the GPT of model.py (GPTSizes) or the Llama of llama.py (LlamaSizes) saves for
+its backward (tests/test_memory.py checks both against PyTorch's own saved-tensor hooks, byte for
+byte). No torch here: the spec half and
 `check` use it.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Union
 
 import attrs
 
@@ -69,10 +71,123 @@ class GPTSizes:
             shapes.append((self.vocab_size, c))
         return shapes
 
+    def block_matmul_weight_elements(self) -> int:
+        """Elements of one block's weights that go through a matmul (what autocast copies to 16 bits)."""
+        return 12 * self.n_embd * self.n_embd
+
     def matmul_weight_elements(self) -> int:
         """Elements of the weights that go through a matmul (what autocast copies to 16 bits)."""
+        return self.n_layer * self.block_matmul_weight_elements() + self.vocab_size * self.n_embd
+
+    def block_saved_bytes(self, tokens: int, half: bool, batch: int) -> int:
+        """What one block keeps for its backward, for `tokens` = batch x block_size positions.
+
+        The residual stream stays float32 under autocast: LayerNorm inputs (and their mean and rstd,
+        float32 per position) are float32; every matmul input, the q/k/v projection, the attention
+        output and the MLP's two hidden tensors are in the compute precision; attention keeps one
+        float32 log-sum-exp per head and position instead of a T x T matrix (flash / fused SDPA).
+        """
+        c, act = self.n_embd, HALF if half else FLOAT32
+        layernorms = 2 * (tokens * c * FLOAT32 + 2 * tokens * FLOAT32)  # input, mean, rstd
+        attention = tokens * c * act + 3 * tokens * c * act + batch * self.n_head * self.block_size * FLOAT32 + tokens * c * act
+        mlp = tokens * c * act + 4 * tokens * c * act + 4 * tokens * c * act  # c_fc input, its output (GELU's input), GELU's output
+        dropout = 2 * tokens * c if self.dropout > 0 else 0  # two residual dropout masks, a byte an element
+        return layernorms + attention + mlp + dropout
+
+    def outer_saved_bytes(self, tokens: int, half: bool) -> int:
+        """What the embedding, ln_f, head and loss keep: ids, targets, positions, ln_f and the log-softmax."""
+        c, act = self.n_embd, HALF if half else FLOAT32
+        ids = 2 * tokens * INDEX + self.block_size * INDEX  # input ids, targets, positions
+        ln_f = tokens * c * FLOAT32 + 2 * tokens * FLOAT32 + tokens * c * act  # input, mean, rstd; head input
+        log_softmax = tokens * self.vocab_size * FLOAT32  # the loss is computed in float32
+        dropout = tokens * c if self.dropout > 0 else 0
+        return ids + ln_f + log_softmax + dropout + FLOAT32
+
+    def checkpointed_extra_bytes(self, half: bool) -> int:
+        """What checkpointed blocks keep besides their float32 inputs: nothing (positions enter before the blocks)."""
+        return 0
+
+
+@attrs.frozen(kw_only=True)
+class LlamaSizes:
+    """The sizes of a Llama that memory depends on (llama.py's LlamaConfig, without torch)."""
+
+    n_layer: int
+    n_head: int
+    n_kv_head: int
+    n_embd: int
+    intermediate_size: int
+    block_size: int
+    vocab_size: int
+    tie_embeddings: bool = False
+    dropout: float = 0.0
+
+    @property
+    def kv_width(self) -> int:
+        """Width of the k and v projections: n_kv_head heads of n_embd / n_head."""
+        return self.n_kv_head * (self.n_embd // self.n_head)
+
+    def block_shapes(self) -> list[Shape]:
+        """The parameter shapes of one block, in llama.py's order."""
+        c, kv, i = self.n_embd, self.kv_width, self.intermediate_size
+        return [(c,), (c, c), (kv, c), (kv, c), (c, c), (c,), (i, c), (i, c), (c, i)]  # norms, q k v o, gate up down
+
+    def root_shapes(self) -> list[Shape]:
+        """The parameters outside the blocks: the token table, the final norm, the head when untied."""
         c = self.n_embd
-        return self.n_layer * 12 * c * c + self.vocab_size * c
+        shapes: list[Shape] = [(self.vocab_size, c), (c,)]
+        if not self.tie_embeddings:
+            shapes.append((self.vocab_size, c))
+        return shapes
+
+    def block_matmul_weight_elements(self) -> int:
+        c = self.n_embd
+        return 2 * c * c + 2 * c * self.kv_width + 3 * c * self.intermediate_size
+
+    def matmul_weight_elements(self) -> int:
+        """Elements of the weights that go through a matmul (what autocast copies to 16 bits)."""
+        return self.n_layer * self.block_matmul_weight_elements() + self.vocab_size * self.n_embd
+
+    def block_saved_bytes(self, tokens: int, half: bool, batch: int) -> int:
+        """What one block keeps for its backward, for `tokens` = batch x block_size positions.
+
+        Eager PyTorch's RMSNorm is composite: it keeps its float32 input, rstd (one float32 per
+        position) and the normalised input before the weight. Under autocast each projection casts
+        that float32 output to 16 bits itself, so q, k and v keep three copies and gate and up two
+        (in float32 they share one). RoPE keeps the angles it multiplied by: under autocast a
+        16-bit copy of cos and of sin for q and for k (in float32 the tables themselves, counted once
+        in `outer_saved_bytes`). SDPA keeps q, the k and v it attended with (repeated to n_head heads
+        under grouped-query attention), its output (o_proj's input) and a float32 log-sum-exp per
+        head and position. The SwiGLU MLP keeps gate's output, SiLU's, up's and their product.
+        """
+        c, act, i = self.n_embd, HALF if half else FLOAT32, self.intermediate_size
+        norms = 2 * (2 * tokens * c * FLOAT32 + tokens * FLOAT32)
+        projection_inputs = (3 + 2 if half else 1 + 1) * tokens * c * act
+        rope = 4 * self.block_size * (c // self.n_head) * HALF if half else 0
+        attention = 4 * tokens * c * act + batch * self.n_head * self.block_size * FLOAT32
+        mlp = 4 * tokens * i * act
+        dropout = 2 * tokens * c if self.dropout > 0 else 0  # two residual dropout masks, a byte an element
+        return norms + projection_inputs + rope + attention + mlp + dropout
+
+    def outer_saved_bytes(self, tokens: int, half: bool) -> int:
+        """What the embedding, final norm, head and loss keep: ids, targets, RoPE's float32 tables
+        (without autocast), the norm, the head's input and the float32 log-softmax."""
+        c, act = self.n_embd, HALF if half else FLOAT32
+        ids = 2 * tokens * INDEX  # input ids, targets
+        rope = 0 if half else 2 * self.block_size * (c // self.n_head) * FLOAT32
+        norm = 2 * tokens * c * FLOAT32 + tokens * FLOAT32 + tokens * c * act  # input, normalised, rstd; head input
+        log_softmax = tokens * self.vocab_size * FLOAT32
+        dropout = tokens * c if self.dropout > 0 else 0
+        return ids + rope + norm + log_softmax + dropout + FLOAT32
+
+    def checkpointed_extra_bytes(self, half: bool) -> int:
+        """What checkpointed blocks keep besides their float32 inputs: RoPE's float32 tables, which
+        every block takes as inputs (once, and without autocast already in `outer_saved_bytes`)."""
+        return 2 * self.block_size * (self.n_embd // self.n_head) * FLOAT32 if half else 0
+
+
+Sizes = Union[GPTSizes, LlamaSizes]
+"""What the planner takes: the sizes of a model of either kind."""
 
 
 def smallest_gpu() -> tuple[str, int] | None:
@@ -135,33 +250,7 @@ class Usage:
         return {**attrs.asdict(self), "total": self.total}
 
 
-def block_saved_bytes(s: GPTSizes, tokens: int, half: bool, batch: int) -> int:
-    """What one block keeps for its backward, for `tokens` = batch x block_size positions.
-
-    The residual stream stays float32 under autocast: LayerNorm inputs (and their mean and rstd,
-    float32 per position) are float32; every matmul input, the q/k/v projection, the attention
-    output and the MLP's two hidden tensors are in the compute precision; attention keeps one
-    float32 log-sum-exp per head and position instead of a T x T matrix (flash / fused SDPA).
-    """
-    c, act = s.n_embd, HALF if half else FLOAT32
-    layernorms = 2 * (tokens * c * FLOAT32 + 2 * tokens * FLOAT32)  # input, mean, rstd
-    attention = tokens * c * act + 3 * tokens * c * act + batch * s.n_head * s.block_size * FLOAT32 + tokens * c * act
-    mlp = tokens * c * act + 4 * tokens * c * act + 4 * tokens * c * act  # c_fc input, its output (GELU's input), GELU's output
-    dropout = 2 * tokens * c if s.dropout > 0 else 0  # two residual dropout masks, a byte an element
-    return layernorms + attention + mlp + dropout
-
-
-def outer_saved_bytes(s: GPTSizes, tokens: int, half: bool) -> int:
-    """What the embedding, ln_f, head and loss keep: ids, targets, positions, ln_f and the log-softmax."""
-    c, act = s.n_embd, HALF if half else FLOAT32
-    ids = 2 * tokens * INDEX + s.block_size * INDEX  # input ids, targets, positions
-    ln_f = tokens * c * FLOAT32 + 2 * tokens * FLOAT32 + tokens * c * act  # input, mean, rstd; head input
-    log_softmax = tokens * s.vocab_size * FLOAT32  # the loss is computed in float32
-    dropout = tokens * c if s.dropout > 0 else 0
-    return ids + ln_f + log_softmax + dropout + FLOAT32
-
-
-def saved_bytes(s: GPTSizes, batch: int, half: bool, checkpointing: bool = False) -> int:
+def saved_bytes(s: Sizes, batch: int, half: bool, checkpointing: bool = False) -> int:
     """Bytes one micro-batch's forward keeps for its backward.
 
     With activation checkpointing each block keeps only its input (float32, the residual stream);
@@ -170,13 +259,13 @@ def saved_bytes(s: GPTSizes, batch: int, half: bool, checkpointing: bool = False
     """
     tokens = batch * s.block_size
     if checkpointing:
-        blocks = s.n_layer * tokens * s.n_embd * FLOAT32
+        blocks = s.n_layer * tokens * s.n_embd * FLOAT32 + s.checkpointed_extra_bytes(half)
     else:
-        blocks = s.n_layer * block_saved_bytes(s, tokens, half, batch)
-    return blocks + outer_saved_bytes(s, tokens, half)
+        blocks = s.n_layer * s.block_saved_bytes(tokens, half, batch)
+    return blocks + s.outer_saved_bytes(tokens, half)
 
 
-def activation_bytes(s: GPTSizes, batch: int, half: bool, checkpointing: bool, weight_copies: bool) -> int:
+def activation_bytes(s: Sizes, batch: int, half: bool, checkpointing: bool, weight_copies: bool) -> int:
     """The activations' peak: what the forward keeps, the logits' gradient at the start of the
     backward and, with `weight_copies` (autocast without FSDP), autocast's 16-bit weight copies.
 
@@ -191,14 +280,14 @@ def activation_bytes(s: GPTSizes, batch: int, half: bool, checkpointing: bool, w
     every_copy = s.matmul_weight_elements() * HALF if copies else 0
     if not checkpointing:
         return kept + logits_grad + every_copy
-    block_copy = 12 * s.n_embd * s.n_embd * HALF if copies else 0
+    block_copy = s.block_matmul_weight_elements() * HALF if copies else 0
     head_copy = s.vocab_size * s.n_embd * HALF if copies else 0
-    backward = kept + block_saved_bytes(s, tokens, half, batch) + logits_grad + block_copy + head_copy
+    backward = kept + s.block_saved_bytes(tokens, half, batch) + logits_grad + block_copy + head_copy
     return max(kept + every_copy, backward)
 
 
 def plan(
-    s: GPTSizes,
+    s: Sizes,
     *,
     batch: int,
     world_size: int,

@@ -81,8 +81,16 @@ def tokens_per_iter(run: RunRecord) -> int | None:
 
 
 def labels(runs: Sequence[RunRecord]) -> list[str]:
-    """Each run's legend entry: the spec values that differ among the runs, else its name/run_id."""
+    """Each run's legend entry: the spec values that differ among the runs, else its name/run_id.
+
+    Where a table's `kind` differs (a gpt beside a llama) the kind tells the runs apart, and the
+    table's other fields are each kind's own, so only the kind is shown; the free-text description
+    is shown only when nothing else differs."""
     keys = differing_keys(runs) if len(runs) > 1 else []
+    other_kinds = {k.rpartition(".")[0] for k in keys if k.endswith(".kind")}
+    keys = [k for k in keys if k.endswith(".kind") or k.rpartition(".")[0] not in other_kinds]
+    if len(keys) > 1:
+        keys = [k for k in keys if k != "description"]
     if not keys:
         return [r.label for r in runs]
     out = []

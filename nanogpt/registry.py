@@ -7,8 +7,8 @@ strings and imported only when built, so validating a spec never imports torch.
 
 A user adds a kind from their own module, named in the spec's `plugins = ["my_models"]`. A model
 kind is a spec class deriving from `ModelSpec` (which already has `block_size`, `dropout` and
-`init_from`), a builder, and a module that keeps the `nanogpt.contracts.LanguageModel` contract;
-this one trains, checkpoints, resumes, evaluates and samples as it stands
+`init_from`; its ARCH_FIELDS name the fields `check` takes from the weights `init_from` names), a
+builder, and a module that keeps the `nanogpt.contracts.LanguageModel` contract; this one trains, checkpoints, resumes, evaluates and samples as it stands
 (tests/plugins/mlp_model.py is this text, and tests/test_plugin_components.py runs it)::
 
     import attrs
@@ -23,6 +23,7 @@ this one trains, checkpoints, resumes, evaluates and samples as it stands
 
     @attrs.frozen(kw_only=True)
     class MLPSpec(ModelSpec):
+        ARCH_FIELDS = ("width",)  # left out, it comes from an init_from run; stated, it must agree
         kind: str = "mlp"
         width: int = 256
 

@@ -1,8 +1,8 @@
 """Parameters, FLOPs and Chinchilla scaling laws: the seed's scaling_laws.ipynb as a module (the
 `scaling` verb is nanogpt/scaling_command.py).
 
-This is the one place that counts a GPT's parameters and FLOPs; the model (`GPT.num_params`,
-`GPT.flops_per_token`), the runner's MFU and the manifest all go through it. It imports neither
+This is the one place that counts a GPT's and a Llama's parameters and FLOPs; the models
+(`num_params`, `flops_per_token`), the runner's MFU and the manifest all go through it. It imports neither
 torch nor numpy, so `nanogpt scaling` answers instantly.
 
 Three FLOPs accountings live here, each for what it is good at:
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 
 GPT2_VOCAB = 50257
@@ -159,6 +159,24 @@ def chinchilla_flops(
     logits = 2 * T * d * V
     forward = embeddings + n_layer * (att + dense) + logits
     return 3 * forward  # forward + backward (2 x forward)
+
+
+def llama_chinchilla_flops(
+    *, n_layer: int, n_head: int, n_kv_head: int, n_embd: int, intermediate_size: int, block_size: int, vocab_size: int
+) -> int:
+    """Training FLOPs of one sequence of a Llama (forward + backward), Chinchilla Appendix F at the
+    model's real widths: `chinchilla_flops`' terms with k and v projected to n_kv_head heads and the
+    SwiGLU MLP's three matrices (2·T·3·d·intermediate_size); RMSNorms and RoPE are not counted, as
+    LayerNorms are not."""
+    _check_sizes(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size)
+    T, d, V, H = block_size, n_embd, vocab_size, n_head
+    kv = n_kv_head * (d // H)
+    embeddings = 2 * T * V * d
+    attention = 2 * T * d * (d + 2 * kv)  # query, key, value projections
+    att = attention + 2 * T * T * d + 3 * H * T * T + 2 * T * T * d + 2 * T * d * d  # logits, softmax, values, o_proj
+    dense = 2 * T * 3 * d * intermediate_size
+    logits = 2 * T * d * V
+    return 3 * (embeddings + n_layer * (att + dense) + logits)
 
 
 def flops_6nd(n_params: float, tokens: float) -> float:
@@ -332,6 +350,32 @@ class Arch:
     @property
     def padded_vocab_size(self) -> int:
         return padded_vocab(self.vocab_size, self.pad_vocab_multiple)
+
+
+@dataclass(frozen=True)
+class LlamaArch:
+    """A Llama's sizes for the calculators (`[model] kind = "llama"`); its vocabulary is never padded."""
+
+    n_layer: int
+    n_head: int
+    n_kv_head: int
+    n_embd: int
+    intermediate_size: int
+    block_size: int
+    vocab_size: int
+    tie_embeddings: bool = False
+    vocab_note: str = ""
+
+    def sizes(self, vocab_size: Optional[int] = None) -> dict[str, int]:
+        return dict(
+            n_layer=self.n_layer, n_head=self.n_head, n_kv_head=self.n_kv_head, n_embd=self.n_embd,
+            intermediate_size=self.intermediate_size, block_size=self.block_size,
+            vocab_size=self.vocab_size if vocab_size is None else vocab_size,
+        )
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return self.vocab_size
 
 
 @dataclass(frozen=True)

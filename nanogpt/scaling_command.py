@@ -18,8 +18,9 @@ from typing import Any, Optional
 from nanogpt.argv import EPILOG, Parser, parse_words, split_overrides
 from nanogpt.errors import InputError
 from nanogpt.scaling import (
-    GPT2_VOCAB, GRID_WORDS, GRIDS, Arch, Optimum, Training, budget_sweep, chinchilla_flops, chinchilla_loss,
-    compute_optimal, compute_optimal_exact, flops_6nd, mfu_flops_per_token, model_params, optimal_tokens, params,
+    GPT2_VOCAB, GRID_WORDS, GRIDS, Arch, LlamaArch, Optimum, Training, budget_sweep, chinchilla_flops, chinchilla_loss,
+    compute_optimal, compute_optimal_exact, flops_6nd, llama_chinchilla_flops, llama_intermediate_size, llama_params,
+    mfu_flops_per_token, model_params, optimal_tokens, params,
 )
 
 
@@ -188,7 +189,7 @@ def scaling_command(argv: Sequence[str]) -> int:
 
 def fit_warning(exp: Any, path: str) -> str | None:
     """What `check` says when the spec as written (DDP, no activation checkpointing) will not fit
-    the GPU nvidia-smi finds; None when it fits, when there is no GPU, or the spec is not a GPT's."""
+    the GPU nvidia-smi finds; None when it fits, when there is no GPU, or the spec's model kind has no sizes here."""
     from nanogpt import memory
 
     if exp.system.device != "auto" and not exp.system.device.startswith("cuda"):
@@ -198,13 +199,10 @@ def fit_warning(exp: Any, path: str) -> str | None:
         return None
     try:
         arch = _arch_of(exp, path)
-    except InputError:  # not a GPT, or a vocabulary that is not known before prepare: nothing to say
+    except InputError:  # a plugin kind, or a vocabulary that is not known before prepare: nothing to say
         return None
     usage = memory.plan(
-        memory.GPTSizes(
-            n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, block_size=arch.block_size,
-            vocab_size=arch.padded_vocab_size, bias=arch.bias, tie_weights=arch.tie_weights, dropout=exp.model.dropout,
-        ),
+        _memory_sizes(arch, exp.model.dropout),
         batch=exp.train.batch_size, world_size=1, half=exp.system.dtype != "float32", checkpointing=False,
     )["ddp"]
     name, capacity = gpu
@@ -234,10 +232,7 @@ def _memory_command(args: argparse.Namespace, parser: _Parser) -> None:
 
     exp, path = _load_one_spec(args.words, [], parser)
     arch = _arch_of(exp, path)
-    sizes = memory.GPTSizes(
-        n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, block_size=arch.block_size,
-        vocab_size=arch.padded_vocab_size, bias=arch.bias, tie_weights=arch.tie_weights, dropout=exp.model.dropout,
-    )
+    sizes = _memory_sizes(arch, exp.model.dropout)
     half = exp.system.dtype != "float32"
     batch = exp.train.batch_size
     rows = []
@@ -265,7 +260,19 @@ def _memory_command(args: argparse.Namespace, parser: _Parser) -> None:
           "\"blocks\", each block recomputed in the backward")
 
 
-def _arch_from_args(args: argparse.Namespace, parser: _Parser) -> tuple[Arch, Optional[Training], str]:
+def _memory_sizes(arch: Arch | LlamaArch, dropout: float) -> Any:
+    """The planner's sizes of the model `arch` describes."""
+    from nanogpt import memory
+
+    if isinstance(arch, LlamaArch):
+        return memory.LlamaSizes(**arch.sizes(), tie_embeddings=arch.tie_embeddings, dropout=dropout)
+    return memory.GPTSizes(
+        n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, block_size=arch.block_size,
+        vocab_size=arch.padded_vocab_size, bias=arch.bias, tie_weights=arch.tie_weights, dropout=dropout,
+    )
+
+
+def _arch_from_args(args: argparse.Namespace, parser: _Parser) -> tuple[Arch | LlamaArch, Optional[Training], str]:
     explicit = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
     if args.words or args.specs:
         given = [f"--{k.replace('_', '-')}" for k, v in explicit.items() if v is not None]
@@ -288,7 +295,7 @@ def _arch_from_args(args: argparse.Namespace, parser: _Parser) -> tuple[Arch, Op
     return arch, None, "sizes"
 
 
-def _arch_from_spec(words: list[str], specs: list[str], parser: _Parser) -> tuple[Arch, Training, str]:
+def _arch_from_spec(words: list[str], specs: list[str], parser: _Parser) -> tuple[Arch | LlamaArch, Training, str]:
     exp, path = _load_one_spec(words, specs, parser)
     arch = _arch_of(exp, path)
     training = Training(exp.tokens_per_iter, exp.train.max_iters, exp.train.eval_only, exp.model.init_from)
@@ -305,15 +312,21 @@ def _load_one_spec(words: list[str], specs: list[str], parser: _Parser) -> tuple
     return exp, paths[0]
 
 
-def _arch_of(exp: Any, path: str) -> Arch:
-    from nanogpt.spec.tables import GPTSpec
+def _arch_of(exp: Any, path: str) -> Arch | LlamaArch:
+    from nanogpt.spec.tables import GPTSpec, LlamaSpec
 
     model = exp.model
-    if not isinstance(model, GPTSpec):
-        raise InputError(f"{path}: model.kind {model.kind!r} is not a GPT; scaling knows the 'gpt' model only")
+    if not isinstance(model, (GPTSpec, LlamaSpec)):
+        raise InputError(f"{path}: model.kind {model.kind!r} has no sizes here; scaling knows the 'gpt' and 'llama' models")
     vocab, note = model.vocab_size, ""
     if vocab is None:
         vocab, note = _dataset_vocab(exp.data, path)
+    if isinstance(model, LlamaSpec):
+        return LlamaArch(
+            n_layer=model.n_layer, n_head=model.n_head, n_kv_head=model.n_kv_head or model.n_head, n_embd=model.n_embd,
+            intermediate_size=model.intermediate_size or llama_intermediate_size(model.n_embd),
+            block_size=model.block_size, vocab_size=vocab, tie_embeddings=model.tie_embeddings, vocab_note=note,
+        )
     return Arch(
         n_layer=model.n_layer, n_head=model.n_head, n_embd=model.n_embd, block_size=model.block_size,
         vocab_size=vocab, bias=model.bias, tie_weights=model.tie_weights,
@@ -342,20 +355,28 @@ def _dataset_vocab(data: Any, spec_path: str) -> tuple[int, str]:
     )
 
 
-def _model_report(arch: Arch, training: Optional[Training]) -> dict[str, Any]:
+def _model_report(arch: Arch | LlamaArch, training: Optional[Training]) -> dict[str, Any]:
     """Every figure `params` and `flops` print, as plain data."""
     real = arch.sizes()
-    padded = arch.sizes(arch.padded_vocab_size)
-    n = params(**real, bias=arch.bias)
-    n_model = params(**padded, bias=arch.bias)
-    total = model_params(**padded, bias=arch.bias, tie_weights=arch.tie_weights)
-    per_seq = chinchilla_flops(**real)
-    per_seq_full_mlp = chinchilla_flops(**real, ffw_size=4 * arch.n_embd)
+    if isinstance(arch, LlamaArch):
+        # no position table and no padding: N is every parameter but the token table, as the model counts it
+        n = n_model = llama_params(**real)
+        total = n + (0 if arch.tie_embeddings else arch.vocab_size * arch.n_embd)
+        per_seq = per_seq_full_mlp = llama_chinchilla_flops(**real)  # at the real widths already
+        switches = {"tie_embeddings": arch.tie_embeddings}
+    else:
+        padded = arch.sizes(arch.padded_vocab_size)
+        n = params(**real, bias=arch.bias)
+        n_model = params(**padded, bias=arch.bias)
+        total = model_params(**padded, bias=arch.bias, tie_weights=arch.tie_weights)
+        per_seq = chinchilla_flops(**real)
+        per_seq_full_mlp = chinchilla_flops(**real, ffw_size=4 * arch.n_embd)
+        switches = {"bias": arch.bias, "tie_weights": arch.tie_weights}
     mfu_per_token = mfu_flops_per_token(
         n_params=n_model, n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, block_size=arch.block_size
     )
     report: dict[str, Any] = {
-        "arch": {**real, "bias": arch.bias, "tie_weights": arch.tie_weights, "padded_vocab_size": arch.padded_vocab_size},
+        "arch": {**real, **switches, "padded_vocab_size": arch.padded_vocab_size},
         "vocab_note": arch.vocab_note,
         "params": n,
         "params_model_non_embedding": n_model,
@@ -389,18 +410,28 @@ def _model_report(arch: Arch, training: Optional[Training]) -> dict[str, Any]:
     return report
 
 
-def _model_table(what: str, arch: Arch, training: Optional[Training], source: str, r: dict[str, Any]) -> str:
+def _model_table(what: str, arch: Arch | LlamaArch, training: Optional[Training], source: str, r: dict[str, Any]) -> str:
+    llama = isinstance(arch, LlamaArch)
     vocab = f"{arch.vocab_size}"
     if arch.padded_vocab_size != arch.vocab_size:
         vocab += f" (padded to {arch.padded_vocab_size} in the model)"
     if arch.vocab_note:
         vocab += f"  [{arch.vocab_note}]"
-    rows: list[tuple[str, str]] = [
-        ("model", f"n_layer={arch.n_layer} n_head={arch.n_head} n_embd={arch.n_embd} block_size={arch.block_size}"
-                  f"{'' if arch.bias else ' bias=false'}{'' if arch.tie_weights else ' tie_weights=false'}"),
-        ("vocab_size", vocab),
-    ]
-    if what == "params":
+    if llama:
+        model = (f"llama n_layer={arch.n_layer} n_head={arch.n_head} n_kv_head={arch.n_kv_head} n_embd={arch.n_embd} "
+                 f"intermediate_size={arch.intermediate_size} block_size={arch.block_size}"
+                 f"{' tie_embeddings=true' if arch.tie_embeddings else ''}")
+    else:
+        model = (f"n_layer={arch.n_layer} n_head={arch.n_head} n_embd={arch.n_embd} block_size={arch.block_size}"
+                 f"{'' if arch.bias else ' bias=false'}{'' if arch.tie_weights else ' tie_weights=false'}")
+    rows: list[tuple[str, str]] = [("model", model), ("vocab_size", vocab)]
+    if what == "params" and llama:
+        rows += [
+            ("params (N)", f"{_count(r['params'])}  all but the token embedding (RoPE has no position table)"),
+            ("params in the model", f"{_count(r['params_model_total'])}  every tensor once"),
+            ("non-embedding (MFU)", f"{_count(r['params_model_non_embedding'])}  the same N"),
+        ]
+    elif what == "params":
         rows += [
             ("params (N)", f"{_count(r['params'])}  all but the token and position embeddings (the notebook's, Chinchilla's N)"),
             ("params in the model", f"{_count(r['params_model_total'])}  every tensor once, padded vocab"),
@@ -408,12 +439,18 @@ def _model_table(what: str, arch: Arch, training: Optional[Training], source: st
                                     f"{'' if arch.tie_weights else ' and token table'}"),
         ]
     else:
+        if llama:
+            rows.append(("FLOPs / sequence", f"{r['flops_per_sequence_chinchilla'] / 1e9:,.6f} G  Chinchilla App. F at the "
+                                             f"model's real widths (forward+backward, {arch.block_size} tokens)"))
+        else:
+            rows += [
+                ("FLOPs / sequence", f"{r['flops_per_sequence_chinchilla'] / 1e9:,.6f} G  Chinchilla App. F as the notebook "
+                                     f"counts it (forward+backward, {arch.block_size} tokens)"),
+                ("", f"{r['flops_per_sequence_chinchilla_full_mlp'] / 1e9:,.6f} G  the same with the MLP at its real width "
+                     "(the notebook passes ffw_size=4)"),
+            ]
         rows += [
-            ("FLOPs / sequence", f"{r['flops_per_sequence_chinchilla'] / 1e9:,.6f} G  Chinchilla App. F as the notebook "
-                                 f"counts it (forward+backward, {arch.block_size} tokens)"),
-            ("", f"{r['flops_per_sequence_chinchilla_full_mlp'] / 1e9:,.6f} G  the same with the MLP at its real width "
-                 "(the notebook passes ffw_size=4)"),
-            ("FLOPs / token", f"{_si(r['flops_per_token_chinchilla'])}  Chinchilla App. F (notebook)"),
+            ("FLOPs / token", f"{_si(r['flops_per_token_chinchilla'])}  Chinchilla App. F{'' if llama else ' (notebook)'}"),
             ("", f"{_si(r['flops_per_token_6n'])}  6N"),
             ("", f"{_si(r['flops_per_token_mfu'])}  6N + 12*L*H*Q*T (nanoGPT/PaLM, used for MFU)"),
         ]

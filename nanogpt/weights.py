@@ -33,7 +33,7 @@ from nanogpt.errors import InputError
 from nanogpt.llama import Llama, LlamaConfig
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.spec.pretrained import (
-    LLAMA_ARCH_FIELDS,
+    HF_ARCHS,
     NotPretrained,
     hf_model_type,
     llama_arch_from_hf_config,
@@ -387,7 +387,7 @@ def from_hf_llama(
     directory = _hf_directory(name_or_dir)
     try:
         cfg = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        arch = llama_arch_from_hf_config(cfg, repr(name_or_dir))
+        arch = llama_arch_from_hf_config(cfg, name_or_dir)
     except (OSError, ValueError) as e:  # NotPretrained and JSONDecodeError are ValueErrors
         raise InputError(f"cannot load Llama weights {name_or_dir!r}: {e}") from None
     config = LlamaConfig(**arch, dropout=dropout)
@@ -476,12 +476,12 @@ class HFImporter:
     """`load(name_or_dir, *, dropout, block_size, pad_vocab_multiple)`: the model, float32, on the CPU."""
     own_tokenizer: bool
     """Whether its tokenizer is the model's own tokenizer.json (a Llama's), or GPT-2's BPE whatever
-    files come with it (GPT-2's; its hub names bring none)."""
+    files come with it (GPT-2's; its hub names bring none): the spec half's HF_ARCHS says, for `check`."""
 
 
 HF_IMPORTERS: dict[str, HFImporter] = {
-    "gpt2": HFImporter(from_hf, own_tokenizer=False),
-    "llama": HFImporter(from_hf_llama, own_tokenizer=True),
+    "gpt2": HFImporter(from_hf, own_tokenizer=HF_ARCHS["gpt2"].own_tokenizer),
+    "llama": HFImporter(from_hf_llama, own_tokenizer=HF_ARCHS["llama"].own_tokenizer),
 }
 """The Hugging Face architectures this product computes, by their config.json's `model_type`."""
 
@@ -585,7 +585,7 @@ def build_llama(spec: LlamaSpec, *, vocab_size: int) -> Llama:
     # `check` fills and compares these from the weights' config; a hub model it could not reach is compared here
     wrong = [
         f"model.{k} is {getattr(spec, k)!r} but the weights have {loaded[k]!r}"
-        for k in LLAMA_ARCH_FIELDS
+        for k in LlamaSpec.ARCH_FIELDS
         if k not in ("block_size", "vocab_size") and getattr(spec, k) is not None and getattr(spec, k) != loaded[k]
     ]
     if wrong:

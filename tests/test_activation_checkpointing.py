@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nanogpt import memory
+from nanogpt.llama import LlamaConfig
 from nanogpt.model import GPT, GPTConfig
-from tests.test_memory import gpt_sizes, measured_saved_bytes
+from tests.test_memory import gpt_sizes, llama_sizes, measured_saved_bytes
 from tests.tinyrun import env_with_plugins, losses, nanogpt, tiny_spec
 
 
@@ -27,6 +28,19 @@ def test_the_forward_keeps_the_blocks_inputs_only(sizes, batch, half):
         planned += s.vocab_size * s.n_embd * memory.HALF
     assert planned == measured_saved_bytes(GPTConfig(**sizes), batch, half, checkpoint_blocks=True)
     assert planned < measured_saved_bytes(GPTConfig(**sizes), batch, half)
+
+
+@settings(max_examples=10, deadline=None)
+@given(llama_sizes(min_block=129), st.integers(1, 2), st.booleans())
+def test_a_checkpointed_llama_keeps_the_blocks_inputs_only(sizes, batch, half):
+    """A Llama's checkpointed forward too: each block's float32 input, and RoPE's float32 tables,
+    which every block takes as inputs."""
+    s = memory.LlamaSizes(**sizes)
+    planned = memory.saved_bytes(s, batch, half, checkpointing=True)
+    if half:
+        planned += s.vocab_size * s.n_embd * memory.HALF
+    assert planned == measured_saved_bytes(LlamaConfig(**sizes), batch, half, checkpoint_blocks=True)
+    assert planned < measured_saved_bytes(LlamaConfig(**sizes), batch, half)
 
 
 @pytest.mark.parametrize("half", [False, True])

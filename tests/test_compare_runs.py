@@ -125,3 +125,17 @@ def test_plot_refuses_what_it_cannot_write(four_runs, tmp_path, capsys):
     assert "the file type follows the extension, one of .png, .svg, .pdf" in capsys.readouterr().err
     assert main(["plot", str(sweep), "-o", str(tmp_path / "x.png"), "--metric", "loss/vall"]) == 2
     assert not (tmp_path / "x.jpg").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_plot_labels_a_gpt_and_a_llama_by_their_kind(tmp_path):
+    """Runs of two model kinds are labelled by the kind, not by every field one kind has and the other
+    lacks (which made a legend wider than the figure), and a description differing beside the name is left out."""
+    from nanogpt.compare_runs import collect_runs
+    from nanogpt.plot import labels
+
+    runs = []
+    for kind, model in (("gpt", {}), ("llama", {"kind": "llama", "n_kv_head": 1})):
+        spec = resolved(load_spec(tiny_spec(tmp_path, name=kind, model=model), check_files=False)[0])
+        spec["description"] = f"a {kind}"
+        runs.append(make_run(tmp_path / "out", spec, "r0", best=2.0, lr=1e-3, n_layer=1))
+    assert labels(collect_runs([str(r) for r in runs])) == ["name=gpt model.kind=gpt", "name=llama model.kind=llama"]

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from nanogpt.cli import main
 from nanogpt.data.tokenizers import CharTokenizer, gpt2_tokenizer
+from nanogpt.errors import InputError
 from nanogpt.export import export_hf, to_transformers_tokenizer
 from nanogpt.llama import Llama, LlamaConfig
 from nanogpt.weights import from_hf_llama
@@ -121,3 +122,23 @@ def test_export_refuses_what_it_cannot_do(tmp_path, capsys):
     assert main(["export", str(tmp_path / "ckpt.pt"), "--format", "gguf", "-o", str(tmp_path / "new")]) == 2
     assert "--format must be one of hf (got 'gguf')" in capsys.readouterr().err
     assert not (tmp_path / "new").exists() and (tmp_path / "full" / "x").read_text() == "keep me"
+
+
+def test_export_picks_the_exporter_of_the_models_kind(tmp_path, monkeypatch):
+    """The format follows the kind the model's arch() records, from HF_EXPORTERS as imports follow
+    weights.HF_IMPORTERS: a kind with no exporter is refused naming it, and one given an exporter exports."""
+    from nanogpt import export
+
+    class Bigram(torch.nn.Module):  # a plugin kind's model, as far as export reads one
+        def __init__(self):
+            super().__init__()
+            self.wte = torch.nn.Embedding(11, 11)
+
+        def arch(self):
+            return {"kind": "bigram", "block_size": 8, "vocab_size": 11}
+
+    with pytest.raises(InputError) as e:
+        export.to_transformers(Bigram())
+    assert str(e.value) == "cannot export a Bigram (model kind 'bigram'): only 'gpt', 'llama' models have a Hugging Face form"
+    monkeypatch.setitem(export.HF_EXPORTERS, "bigram", lambda model: ("hf", model.arch()["kind"]))
+    assert export.to_transformers(Bigram()) == ("hf", "bigram")

@@ -15,16 +15,17 @@ from hypothesis import strategies as st
 
 from nanogpt import memory
 from nanogpt.cli import main
+from nanogpt.llama import Llama, LlamaConfig
 from nanogpt.model import GPT, GPTConfig
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def measured_saved_bytes(config: GPTConfig, batch: int, half: bool, checkpoint_blocks: bool = False) -> int:
+def measured_saved_bytes(config: GPTConfig | LlamaConfig, batch: int, half: bool, checkpoint_blocks: bool = False) -> int:
     """Bytes of every tensor the forward keeps for the backward, each storage once, parameters left out."""
     torch.manual_seed(0)
-    model = GPT(config)
+    model = Llama(config) if isinstance(config, LlamaConfig) else GPT(config)
     model.checkpoint_blocks = checkpoint_blocks
     parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
     idx = torch.randint(0, config.vocab_size, (batch, config.block_size))
@@ -75,6 +76,52 @@ def test_saved_activations_are_counted_byte_for_byte_under_bf16_autocast(sizes, 
     assert planned == measured_saved_bytes(GPTConfig(**sizes), batch, half=True)
 
 
+@st.composite
+def llama_sizes(draw, min_block: int = 1) -> dict:
+    n_kv_head = draw(st.integers(1, 3))
+    n_head = n_kv_head * draw(st.integers(1, 2))  # plain and grouped-query attention
+    return dict(
+        n_layer=draw(st.integers(1, 3)),
+        n_head=n_head,
+        n_kv_head=n_kv_head,
+        n_embd=n_head * draw(st.sampled_from([8, 16])),
+        intermediate_size=draw(st.integers(1, 72)),
+        block_size=draw(st.integers(min_block, min_block + 80)),
+        vocab_size=draw(st.integers(2, 400)),
+        tie_embeddings=draw(st.booleans()),
+    )
+
+
+@settings(max_examples=12, deadline=None)
+@given(llama_sizes(), st.integers(1, 3))
+def test_a_llamas_saved_activations_are_counted_byte_for_byte_in_float32(sizes, batch):
+    """For a Llama too (GQA or not, tied or not) the planner's float32 count is what autograd keeps."""
+    planned = memory.saved_bytes(memory.LlamaSizes(**sizes), batch, half=False)
+    assert planned == measured_saved_bytes(LlamaConfig(**sizes), batch, half=False)
+
+
+@settings(max_examples=12, deadline=None)
+@given(llama_sizes(min_block=129), st.integers(1, 2))
+def test_a_llamas_saved_activations_are_counted_byte_for_byte_under_bf16_autocast(sizes, batch):
+    """And under bf16 autocast, with autocast's 16-bit weight copies on top, past 128 positions."""
+    s = memory.LlamaSizes(**sizes)
+    planned = memory.saved_bytes(s, batch, half=True) + s.matmul_weight_elements() * memory.HALF
+    assert planned == measured_saved_bytes(LlamaConfig(**sizes), batch, half=True)
+
+
+@settings(max_examples=25, deadline=None)
+@given(llama_sizes())
+def test_a_llamas_parameter_shapes_are_the_models(sizes):
+    """The planner's parameter shapes are the Llama's, each shared tensor once, and so are its bytes."""
+    s = memory.LlamaSizes(**sizes)
+    planned = sorted(s.root_shapes() + s.block_shapes() * s.n_layer)
+    model = Llama(LlamaConfig(**sizes))
+    assert planned == sorted(tuple(p.shape) for p in model.parameters())
+    n = sum(p.numel() for p in model.parameters())
+    ddp = memory.plan(s, batch=1, world_size=1, half=True, checkpointing=False)["ddp"]
+    assert (ddp.params, ddp.grads, ddp.optimizer) == (4 * n, 8 * n, 8 * n)
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("tie", [True, False])
 def test_parameter_shapes_are_the_models(bias, tie):
@@ -94,21 +141,28 @@ def test_shards_cover_every_row_once_as_torch_chunk_cuts_them(rows, world):
     assert pieces == chunks + [0] * (world - len(chunks))
 
 
+FSDP_SIZES = {
+    "gpt": dict(n_layer=2, n_head=2, n_embd=48, block_size=40, vocab_size=203, tie_weights=True),
+    "llama": dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=48, intermediate_size=70, block_size=40, vocab_size=203),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("world", [2, 3])
-def test_fsdp_shard_estimate_equals_what_fully_shard_holds(world):
+@pytest.mark.parametrize("kind, world", [("gpt", 2), ("gpt", 3), ("llama", 3)])
+def test_fsdp_shard_estimate_equals_what_fully_shard_holds(kind, world):
     """Under torchrun with FSDP2's fully_shard on every block and the root, each rank's parameter,
-    gradient and AdamW shards hold exactly the elements the planner counts for that rank."""
-    sizes = dict(n_layer=2, n_head=2, n_embd=48, block_size=40, vocab_size=203, tie_weights=True)
+    gradient and AdamW shards hold exactly the elements the planner counts for that rank (a GPT's,
+    and a grouped-query, untied Llama's)."""
+    sizes = FSDP_SIZES[kind]
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
-         str(PLUGINS / "fsdp_shards.py"), json.dumps(sizes)],
+         str(PLUGINS / "fsdp_shards.py"), json.dumps({"kind": kind, **sizes})],
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     # the ranks print at once, so one line may hold several reports
     ranks = {r["rank"]: r for r in (json.loads(m) for m in re.findall(r"\{[^{}]*\}", out.stdout))}
-    s = memory.GPTSizes(**sizes)
+    s = memory.LlamaSizes(**sizes) if kind == "llama" else memory.GPTSizes(**sizes)
     shapes = s.root_shapes() + s.block_shapes() * s.n_layer
     for rank in range(world):
         expected = memory.shard_elements(shapes, world, rank)

@@ -354,3 +354,78 @@ def test_verb_usage_errors_exit_2(capsys, args, message):
     code, _, err = run_verb(capsys, *args)
     assert code == 2
     assert "usage" in err and message in err
+
+
+# --------------------------------------------------------------------------------- llama specs
+
+
+@st.composite
+def llama_tables(draw) -> dict:
+    n_kv_head = draw(st.integers(1, 3))
+    n_head = n_kv_head * draw(st.integers(1, 3))  # plain and grouped-query attention
+    table = dict(kind="llama", n_layer=draw(st.integers(1, 3)), n_head=n_head, n_kv_head=n_kv_head,
+                 n_embd=n_head * draw(st.sampled_from([2, 8, 16])), block_size=draw(st.integers(1, 64)),
+                 vocab_size=draw(st.integers(2, 500)), tie_embeddings=draw(st.booleans()))
+    if draw(st.booleans()):  # else Llama's rule from n_embd
+        table["intermediate_size"] = draw(st.integers(1, 100))
+    return table
+
+
+def llama_spec_text(table: dict) -> str:
+    fields = "\n".join(f"{k} = {json.dumps(v)}" for k, v in table.items())
+    return f'name = "l"\n[model]\n{fields}\n'
+
+
+def verb_json(*args: str) -> dict:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert scaling_command([*args, "--json"]) == 0
+    return json.loads(out.getvalue())
+
+
+@settings(max_examples=20, deadline=None)
+@given(table=llama_tables())
+def test_verb_counts_a_llama_spec_as_the_model_does(tmp_path_factory, table):
+    """`scaling params|flops` on a llama spec: every tensor of the model llama.py builds from it, its
+    N, and its MFU FLOPs per token, 6N + 12·L·H·Q·T, for plain and grouped-query attention, tied or not."""
+    from nanogpt.llama import Llama, LlamaConfig
+    from nanogpt.spec import load_spec
+
+    spec = tmp_path_factory.mktemp("llama") / "l.toml"
+    spec.write_text(llama_spec_text(table), encoding="utf-8")
+    model = Llama(LlamaConfig.from_spec(load_spec(spec)[0].model, table["vocab_size"]))
+    params_report, flops_report = verb_json("params", str(spec)), verb_json("flops", str(spec))
+    assert params_report["params_model_total"] == sum(p.numel() for p in model.parameters())
+    assert params_report["params"] == params_report["params_model_non_embedding"] == model.num_params()
+    L, C, T = table["n_layer"], table["n_embd"], table["block_size"]
+    assert flops_report["flops_per_token_mfu"] == model.flops_per_token() == 6 * model.num_params() + 12 * L * C * T
+    assert flops_report["flops_per_token_6n"] == 6 * model.num_params()
+    assert flops_report["arch"]["intermediate_size"] == model.config.intermediate_size
+
+
+def test_a_llama_with_full_heads_and_gpts_mlp_weights_costs_gpts_full_width_flops():
+    """Chinchilla's Appendix F at real widths: a Llama whose k and v have every head and whose three
+    MLP matrices are 8d/3 wide (GPT's 8d² weights) costs what a GPT costs with its MLP at full width."""
+    sizes = dict(n_layer=3, n_head=4, n_embd=48, block_size=64, vocab_size=500)
+    llama = scaling.llama_chinchilla_flops(**sizes, n_kv_head=4, intermediate_size=128)
+    assert llama == scaling.chinchilla_flops(**sizes, ffw_size=4 * 48)
+    grouped = scaling.llama_chinchilla_flops(**sizes, n_kv_head=1, intermediate_size=128)
+    assert llama - grouped == 3 * 3 * 2 * 2 * 64 * 48 * (48 - 12)  # k and v project to 1 head of 12, not 4: forward+backward x layers
+
+
+def test_verb_memory_plans_a_llama_spec(tmp_path):
+    """`scaling memory` on a llama spec plans the Llama's own tensors and activations."""
+    from nanogpt import memory
+
+    table = dict(kind="llama", n_layer=2, n_head=4, n_kv_head=2, n_embd=64, block_size=128, vocab_size=300)
+    spec = tmp_path / "l.toml"
+    spec.write_text(llama_spec_text(table) + "[train]\nbatch_size = 3\n", encoding="utf-8")
+    report = verb_json("memory", str(spec), "--world-size", "2")
+    s = memory.LlamaSizes(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, intermediate_size=256, block_size=128, vocab_size=300)
+    expected = memory.plan(s, batch=3, world_size=2, half=True, checkpointing=False)
+    rows = {r["parallel"]: r for r in report["rows"] if r["activation_checkpointing"] == "none"}
+    assert {k: rows["fsdp"][k] for k in expected["fsdp"].as_dict()} == expected["fsdp"].as_dict()
+    assert {k: rows["ddp"][k] for k in expected["ddp"].as_dict()} == expected["ddp"].as_dict()

@@ -241,3 +241,93 @@ def test_schema_refuses_to_leave_out_a_broken_installed_plugin(installed):
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: installed plugin 'broken' (module 'nanogpt_standin_broken', from nanogpt-standin 0.1)")
     assert "\nerror: installed plugin 'exits'" in done.stderr
+
+
+CONV = '''
+import attrs
+
+from nanogpt.registry import MODELS
+from nanogpt.spec.tables import ModelSpec
+
+
+@attrs.frozen(kw_only=True)
+class ConvSpec(ModelSpec):
+    ARCH_FIELDS = ("width", "kernel", "block_size")
+
+    kind: str = "conv"
+    width: int = 64
+    kernel: int = 3
+    lr_scale: float = 1.0
+
+
+MODELS.register("conv", ConvSpec, "nanogpt_test_conv:build_conv")
+'''
+
+
+def conv_run(folder: Path, name: str, model: dict) -> str:
+    """A run directory as `run` leaves it, as far as `check` reads one: its manifest's spec and vocabulary."""
+    run = folder / "runs" / name
+    run.mkdir(parents=True)
+    spec = {"name": name, "plugins": ["nanogpt_test_conv"], "model": model}
+    (run / "manifest.json").write_text(json.dumps({"spec": spec, "model": {"vocab_size": 65}}), encoding="utf-8")
+    return str(run.relative_to(folder))
+
+
+def test_a_plugin_model_kind_takes_its_declared_fields_from_an_init_from_run(plugin_dir):
+    """The fields a plugin kind names in ARCH_FIELDS come from the run `init_from` names, as a GPT's do;
+    fields it does not name keep the spec's values."""
+    write_plugin(plugin_dir, "nanogpt_test_conv", CONV)
+    run = conv_run(plugin_dir, "first", {"kind": "conv", "width": 96, "kernel": 5, "block_size": 128, "lr_scale": 2.0})
+    Path("s.toml").write_text(
+        f'name = "s"\nplugins = ["nanogpt_test_conv"]\n[model]\nkind = "conv"\ninit_from = "{run}"\n', encoding="utf-8"
+    )
+    exp, origin = load_spec("s.toml")
+    assert (exp.model.width, exp.model.kernel, exp.model.block_size, exp.model.lr_scale) == (96, 5, 128, 1.0)
+    assert origin.source_of("model.kernel") == f"pretrained {run}"
+    assert origin.source_of("model.lr_scale") == "default"
+
+
+def test_a_plugin_model_kind_is_held_to_the_fields_it_declares(plugin_dir):
+    """Stated fields that disagree with the run are refused with the built-in kinds' messages, and a run
+    of another kind is refused naming it."""
+    write_plugin(plugin_dir, "nanogpt_test_conv", CONV)
+    run = conv_run(plugin_dir, "first", {"kind": "conv", "width": 96, "kernel": 5, "block_size": 128})
+    Path("s.toml").write_text(
+        f'name = "s"\nplugins = ["nanogpt_test_conv"]\n[model]\nkind = "conv"\ninit_from = "{run}"\n'
+        "kernel = 7\nblock_size = 256\nlr_scale = 3.0\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SpecError) as e:
+        load_spec("s.toml")
+    assert e.value.report() == (
+        "s.toml: 2 problems\n"
+        "  model.kernel: 7 must equal the pretrained model's (5), or be left out\n"
+        "  model.block_size: 256 must not exceed the pretrained model's (128)"
+    )
+    gpt_run = conv_run(plugin_dir, "gpt", {"kind": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32})
+    with pytest.raises(SpecError) as e:
+        load_spec("s.toml", [f"model.init_from={gpt_run}", "model.kernel=", "model.block_size="])
+    assert e.value.report() == (
+        f"s.toml: 1 problem\n  model.init_from: {str(Path(gpt_run))!r} is a run of a 'gpt' model "
+        f"(its spec's model.kind) (override model.init_from={gpt_run})"
+    )
+
+
+def test_a_run_whose_manifest_records_no_kind_is_a_gpt_run(tmp_path, monkeypatch):
+    """Manifests from before model kinds record no `model.kind`: they are read as GPT runs, and a llama
+    spec naming one is refused."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"spec": {"model": {"n_layer": 3, "n_head": 2, "n_embd": 48}},
+                                                   "model": {"vocab_size": 65}}), encoding="utf-8")
+    exp = load_spec(_spec(tmp_path, 'init_from = "old"'))[0]
+    assert (exp.model.kind, exp.model.n_layer, exp.model.n_embd, exp.model.vocab_size) == ("gpt", 3, 48, 65)
+    with pytest.raises(SpecError, match="'old' is a run of a 'gpt' model"):
+        load_spec(_spec(tmp_path, 'kind = "llama"\ninit_from = "old"'))
+
+
+def _spec(folder: Path, model: str) -> Path:
+    path = folder / "s.toml"
+    path.write_text(f'name = "s"\n[model]\n{model}\n', encoding="utf-8")
+    return path

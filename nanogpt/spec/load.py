@@ -17,18 +17,11 @@ from typing import Any
 
 import attrs
 
-from nanogpt.registry import REGISTRIES, import_plugin, load_entry_points
+from nanogpt.registry import MODELS, REGISTRIES, import_plugin, load_entry_points
 from nanogpt.spec.convert import structure
 from nanogpt.spec.diff import flatten
 from nanogpt.spec.errors import Problem, SpecError, show_value
-from nanogpt.spec.pretrained import (
-    ARCH_FIELDS,
-    LLAMA_ARCH_FIELDS,
-    HubUnreachable,
-    NotPretrained,
-    arch_of,
-    llama_arch_of,
-)
+from nanogpt.spec.pretrained import HF_ARCHS, HubUnreachable, NotPretrained, arch_of
 from nanogpt.spec.tables import Experiment
 
 if sys.version_info >= (3, 11):
@@ -437,20 +430,23 @@ def _import_plugins(raw: dict[str, Any]) -> list[Problem]:
 def _fill_from_pretrained(raw: dict[str, Any], provenance: dict[str, str], check_files: bool) -> list[Problem]:
     """Architecture fields the spec leaves out come from `init_from`'s weights; stated ones must agree."""
     model = raw.get("model")
-    if not isinstance(model, dict) or model.get("kind", "gpt") not in ("gpt", "llama"):
+    if not isinstance(model, dict):
         return []
+    kind = model.get("kind", MODELS.default_kind)
+    spec_class = MODELS.spec_class(kind) if isinstance(kind, str) else None
+    if spec_class is None or not spec_class.ARCH_FIELDS:
+        return []  # an unknown kind is reported by structuring; a kind that declares no fields reads none
     init_from = model.get("init_from", "scratch")
     if not isinstance(init_from, str) or init_from in ("scratch", ""):
         return []
-    llama = model.get("kind") == "llama"
     try:
-        arch = llama_arch_of(init_from) if llama else arch_of(init_from)
+        arch = arch_of(init_from, spec_class)
     except HubUnreachable:
         return []  # offline and not cached: the stated fields are checked when the weights load
     except NotPretrained as e:
         return [Problem("model.init_from", str(e))] if check_files else []
     problems = []
-    for field in LLAMA_ARCH_FIELDS if llama else ARCH_FIELDS:
+    for field in spec_class.ARCH_FIELDS:
         if field not in arch:
             continue
         theirs = arch[field]
@@ -473,17 +469,19 @@ def _fill_from_pretrained(raw: dict[str, Any], provenance: dict[str, str], check
 
 
 def _tokenizer_fits_pretrained(exp: Experiment) -> list[Problem]:
-    """A llama from a Hugging Face directory reads the ids of its own tokenizer: data tokenized
-    otherwise would give its embedding rows other meanings, so it is refused before any work."""
+    """A model from a Hugging Face directory of a type that reads its own tokenizer (a Llama's)
+    gives each embedding row the meaning of that tokenizer's id: data tokenized otherwise would
+    give the rows other meanings, so it is refused before any work."""
     import hashlib
 
     model, data = exp.model, exp.data
     init_from, tokenizer = getattr(model, "init_from", "scratch"), getattr(data, "tokenizer", None)
-    if model.kind != "llama" or not isinstance(tokenizer, str) or not _is_file(Path(init_from) / "config.json"):
+    hf = HF_ARCHS.get(type(model).HF_MODEL_TYPE or "")
+    if hf is None or not hf.own_tokenizer or not isinstance(tokenizer, str) or not _is_file(Path(init_from) / "config.json"):
         return []
     own = Path(init_from) / "tokenizer.json"
     if not tokenizer.startswith("hf:"):
-        fits = tokenizer == "gpt2" and model.vocab_size == 50257 and not _is_file(own)
+        fits = tokenizer == "gpt2" and getattr(model, "vocab_size", None) == 50257 and not _is_file(own)
         if fits:
             return []
         return [Problem("data.tokenizer", f"{tokenizer!r} cannot give the ids model.init_from {init_from!r} was trained on; "

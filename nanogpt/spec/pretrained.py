@@ -12,14 +12,12 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, Optional
 
 import attrs
 
-from nanogpt.spec.tables import GPT2_NAMES
-
-ARCH_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
-"""Fields of a GPT spec that are properties of the weights, not of the training."""
+from nanogpt.spec.tables import GPT2_NAMES, GPTSpec, ModelSpec
 
 GPT2_ARCHS: dict[str, dict[str, Any]] = {
     name: dict(n_layer=L, n_head=H, n_embd=C, block_size=1024, vocab_size=50257, bias=True)
@@ -95,7 +93,7 @@ def locate_weights(name: str, *, hub_ids: bool = False) -> WeightsName:
 def hf_model_type(name: str) -> str:
     """The `model_type` of the Hugging Face model a weights name of kind "hub" or "hf_dir" points to:
     GPT-2's names are "gpt2"; otherwise its config.json's (a config without one is GPT-2's, as
-    `_arch_from_hf_config` reads it). A hub id's config.json comes from the cache, else the hub."""
+    `gpt2_arch_from_hf_config` reads it). A hub id's config.json comes from the cache, else the hub."""
     if name in GPT2_NAMES and not Path(name).is_dir():
         return "gpt2"
     config = Path(name) / "config.json"
@@ -104,20 +102,36 @@ def hf_model_type(name: str) -> str:
     return model_type if isinstance(model_type, str) else repr(model_type)
 
 
-def arch_of(init_from: str) -> dict[str, Any]:
-    """The architecture fields of the weights `init_from` names (a subset of ARCH_FIELDS)."""
-    weights = locate_weights(init_from)
+def arch_of(init_from: str, model: type[ModelSpec] = GPTSpec) -> dict[str, Any]:
+    """The architecture fields (`model.ARCH_FIELDS`, a subset of them where the weights record
+    fewer) of the weights `init_from` names, for a spec of the model kind `model`.
+
+    A Hugging Face model is read by the reader of the kind's HF_MODEL_TYPE (HF_ARCHS); a run,
+    or a checkpoint inside one, by its manifest; any other checkpoint by its pickle header. Weights
+    of another kind are NotPretrained, naming the kind they hold.
+    """
+    hf = HF_ARCHS.get(model.HF_MODEL_TYPE or "")
+    weights = locate_weights(init_from, hub_ids=hf is not None and hf.hub_names is None)
     path = weights.path
+    if weights.kind in ("hub", "hf_dir") and hf is None:
+        raise NotPretrained(f"{init_from!r} is a Hugging Face model; model kind {_kind_of(model)!r} reads none")
     if weights.kind == "hub":
-        return dict(GPT2_ARCHS[init_from])
+        if hf.hub_names is not None:
+            return dict(hf.hub_names[init_from])
+        return hf.from_config(_read_json(_hub_config(init_from)), init_from)
     if weights.kind == "hf_dir":
-        return _arch_from_hf_config(path / "config.json")
+        return hf.from_config(_read_json(path / "config.json"), init_from)
     if weights.kind == "run":
-        return _arch_from_manifest(path / "manifest.json")
+        return _arch_from_manifest(path / "manifest.json", model)
     run_dir = path.parent.parent
     if path.parent.name == "checkpoints" and (run_dir / "manifest.json").is_file():
-        return _arch_from_manifest(run_dir / "manifest.json")
-    return _arch_from_checkpoint(path)
+        return _arch_from_manifest(run_dir / "manifest.json", model)
+    return _arch_from_checkpoint(path, model)
+
+
+def _kind_of(model: type[ModelSpec]) -> str:
+    """The `kind` a model spec class registers under (its `kind` field's default)."""
+    return attrs.fields_dict(model)["kind"].default
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -130,13 +144,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _arch_from_hf_config(path: Path) -> dict[str, Any]:
-    cfg = _read_json(path)
+def gpt2_arch_from_hf_config(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """The GPT spec fields of a Hugging Face GPT-2 `config.json` (a config without `model_type` is GPT-2's)."""
     if cfg.get("model_type") not in (None, "gpt2"):
         hint = ' (model.kind = "llama" takes it)' if cfg.get("model_type") == "llama" else ""
-        raise NotPretrained(
-            f"{str(path.parent)!r} holds a {cfg.get('model_type')!r} model, not GPT-2{hint}"
-        )
+        raise NotPretrained(f"{str(Path(name))!r} holds a {cfg.get('model_type')!r} model, not GPT-2{hint}")
     try:
         return dict(
             n_layer=cfg["n_layer"],
@@ -147,23 +159,17 @@ def _arch_from_hf_config(path: Path) -> dict[str, Any]:
             bias=True,
         )
     except KeyError as e:
-        raise NotPretrained(f"{str(path)!r} lacks {e.args[0]!r}") from None
+        raise NotPretrained(f"{str(Path(name) / 'config.json')!r} lacks {e.args[0]!r}") from None
 
 
-LLAMA_ARCH_FIELDS = (
-    "n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size", "block_size", "vocab_size",
-    "rope_theta", "norm_eps", "tie_embeddings",
-)
-"""Fields of a llama spec that are properties of the weights, not of the training."""
-
-
-def llama_arch_from_hf_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+def llama_arch_from_hf_config(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     """The llama spec fields of a Hugging Face Llama `config.json` (transformers 4 or 5 layout).
 
     Variants this product would compute differently are refused, each problem naming its field:
     rope scaling of any kind (only plain RoPE is implemented), attention or MLP biases, a sliding
     window, an activation other than SiLU, a head size other than hidden_size / num_attention_heads.
     """
+    where = repr(name)
     if cfg.get("model_type") != "llama":
         raise NotPretrained(f"{where} holds a {cfg.get('model_type')!r} model (config.json model_type), not 'llama'")
     try:
@@ -209,25 +215,27 @@ HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 """A Hugging Face model id, `owner/name`."""
 
 
-def llama_arch_of(init_from: str) -> dict[str, Any]:
-    """The llama fields of the weights `init_from` names: a Hugging Face directory or hub id (its
-    config.json), or a llama run or checkpoint of this product."""
-    weights = locate_weights(init_from, hub_ids=True)
-    path = weights.path
-    if weights.kind == "hf_dir":
-        return llama_arch_from_hf_config(_read_json(path / "config.json"), repr(init_from))
-    if weights.kind == "hub":
-        return llama_arch_from_hf_config(_read_json(_hub_config(init_from)), repr(init_from))
-    if weights.kind == "run":
-        return _arch_from_manifest(path / "manifest.json", LLAMA_ARCH_FIELDS)
-    run_dir = path.parent.parent
-    if path.parent.name == "checkpoints" and (run_dir / "manifest.json").is_file():
-        return _arch_from_manifest(run_dir / "manifest.json", LLAMA_ARCH_FIELDS)
-    header = _checkpoint_header(path)
-    arch = header.get("model_arch") if isinstance(header, dict) else None
-    if not isinstance(arch, dict) or arch.get("kind") != "llama":
-        raise NotPretrained(f"{str(path)!r} is not a checkpoint of a llama model (its model_arch.kind)")
-    return {k: arch[k] for k in LLAMA_ARCH_FIELDS if k in arch}
+@attrs.frozen
+class HFArch:
+    """How the spec half reads one Hugging Face `model_type` (its importer, with torch, is weights.HF_IMPORTERS)."""
+
+    from_config: Callable[[dict[str, Any], str], dict[str, Any]]
+    """`from_config(config_json, name)`: the spec fields of a config.json; NotPretrained, naming the
+    field, for a variant this product does not compute."""
+    hub_names: Optional[dict[str, dict[str, Any]]]
+    """The hub names whose architecture is known without the hub (GPT-2's, the only names a GPT
+    takes); None: any hub id, its config.json read from the Hugging Face cache or the hub."""
+    own_tokenizer: bool
+    """Whether a model of this type reads the ids of its own tokenizer.json (a Llama's), not of
+    GPT-2's BPE whatever files come with it (GPT-2's; its hub names bring none)."""
+
+
+HF_ARCHS: dict[str, HFArch] = {
+    "gpt2": HFArch(gpt2_arch_from_hf_config, GPT2_ARCHS, own_tokenizer=False),
+    "llama": HFArch(llama_arch_from_hf_config, None, own_tokenizer=True),
+}
+"""The Hugging Face architectures, by config.json's `model_type`, that a model kind may take
+(its spec class's HF_MODEL_TYPE)."""
 
 
 class HubUnreachable(NotPretrained):
@@ -275,19 +283,21 @@ def _hub_config(hub_id: str) -> Path:
         ) from None
 
 
-def _arch_from_manifest(path: Path, fields: tuple[str, ...] = ARCH_FIELDS) -> dict[str, Any]:
+def _arch_from_manifest(path: Path, model: type[ModelSpec]) -> dict[str, Any]:
     manifest = _read_json(path)
-    model = (manifest.get("spec") or {}).get("model") or {}
-    kind = model.get("kind", "gpt")
-    if kind != ("llama" if fields == LLAMA_ARCH_FIELDS else "gpt"):
+    table = (manifest.get("spec") or {}).get("model") or {}
+    # the kind the run's spec recorded; a spec written before model kinds existed has none, and
+    # was a GPT's (the only kind there was)
+    kind = table.get("kind", "gpt")
+    if kind != _kind_of(model):
         raise NotPretrained(f"{str(path.parent)!r} is a run of a {kind!r} model (its spec's model.kind)")
-    arch = {k: model[k] for k in fields if k in model}
+    arch = {k: table[k] for k in model.ARCH_FIELDS if k in table}
     vocab = (manifest.get("model") or {}).get("vocab_size") or (manifest.get("data") or {}).get(
         "vocab_size"
     )
     if vocab is not None:
         arch["vocab_size"] = vocab
-    if "n_layer" not in arch:
+    if not arch.keys() - {"vocab_size"}:
         raise NotPretrained(f"{str(path)!r} records no model")
     return arch
 
@@ -303,14 +313,20 @@ def _checkpoint_header(path: Path) -> Any:
         raise NotPretrained(f"{str(path)!r} is not a readable checkpoint ({e})") from None
 
 
-def _arch_from_checkpoint(path: Path) -> dict[str, Any]:
-    """`model_args` (nanoGPT) or `model_arch` (ours) from a torch.save file, without torch."""
+def _arch_from_checkpoint(path: Path, model: type[ModelSpec]) -> dict[str, Any]:
+    """`model_arch` (ours) or `model_args` (nanoGPT) from a torch.save file, without torch."""
     header = _checkpoint_header(path)
     args = header.get("model_arch") or header.get("model_args") if isinstance(header, dict) else None
     if not isinstance(args, dict):
         raise NotPretrained(f"{str(path)!r} holds no model_args (not a nanoGPT/nanogpt checkpoint)")
-    arch = {k: args[k] for k in ARCH_FIELDS if k in args}
-    arch.setdefault("bias", True)  # nanoGPT's early checkpoints had biases and no flag
+    arch = {k: args[k] for k in model.ARCH_FIELDS if k in args}
+    if "kind" not in args:
+        # nanoGPT's model_args, and this product's records from before model kinds, are GPTs';
+        # nanoGPT's early checkpoints had biases and no flag
+        args = {**args, "kind": "gpt"}
+        arch.setdefault("bias", True)
+    if args["kind"] != _kind_of(model):
+        raise NotPretrained(f"{str(path)!r} is not a checkpoint of a {_kind_of(model)!r} model (its model_arch.kind is {args['kind']!r})")
     return arch
 
 

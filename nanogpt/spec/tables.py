@@ -12,7 +12,7 @@ import itertools
 import posixpath
 import re
 from collections.abc import Iterator
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import attrs
 
@@ -51,7 +51,18 @@ class ModelSpec(ComponentSpec):
     """A `[model]` table; the concrete class is picked by its `kind`.
 
     The fields every model has live here, so the spec half and the runner know them without naming
-    a kind (a kind's class may declare them again, to document or place them)."""
+    a kind (a kind's class may declare them again, to document or place them).
+
+    What a kind reads from pretrained weights it declares here, so that `check` fills and compares
+    a plugin kind's architecture as it does the built-in ones', with no branch on the kind's name."""
+
+    ARCH_FIELDS: ClassVar[tuple[str, ...]] = ()
+    """Fields that are properties of the weights, not of the training. Left out of a spec whose
+    `init_from` names weights (a run, a checkpoint, a Hugging Face model), they come from those
+    weights; stated, they must agree (`block_size` may be smaller). Empty: nothing is read."""
+    HF_MODEL_TYPE: ClassVar[Optional[str]] = None
+    """The Hugging Face `model_type` (config.json) this kind imports, whose reader in
+    `nanogpt.spec.pretrained.HF_ARCHS` gives its ARCH_FIELDS; None: it takes no Hugging Face model."""
 
     block_size: int = attrs.field(default=1024, validator=at_least(1))
     """Context length in tokens: the longest sequence the model takes, and the length of every training window."""
@@ -109,6 +120,9 @@ def _fits_one_machine(n_params: int) -> Iterator[Problem]:
 class GPTSpec(ModelSpec):
     """GPT-2's decoder-only transformer: pre-LayerNorm blocks, learned positions, GELU MLP."""
 
+    ARCH_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
+    HF_MODEL_TYPE = "gpt2"
+
     kind: str = "gpt"
     """Registry name of the model."""
     n_layer: int = attrs.field(default=12, validator=at_least(1))
@@ -146,6 +160,12 @@ class GPTSpec(ModelSpec):
 @attrs.frozen(kw_only=True)
 class LlamaSpec(ModelSpec):
     """Llama's decoder-only transformer: pre-RMSNorm blocks, rotary positions (RoPE), SwiGLU MLP, grouped-query attention, no biases."""
+
+    ARCH_FIELDS = (
+        "n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size", "block_size", "vocab_size",
+        "rope_theta", "norm_eps", "tie_embeddings",
+    )
+    HF_MODEL_TYPE = "llama"
 
     kind: str = "llama"
     """Registry name of the model."""

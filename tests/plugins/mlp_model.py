@@ -10,6 +10,7 @@ from nanogpt.weights import load_pretrained
 
 @attrs.frozen(kw_only=True)
 class MLPSpec(ModelSpec):
+    ARCH_FIELDS = ("width",)  # left out, it comes from an init_from run; stated, it must agree
     kind: str = "mlp"
     width: int = 256
 
