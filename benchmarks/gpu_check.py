@@ -30,7 +30,10 @@ What it prints (block 1024, bf16 autocast, torch.compile, GPT-2 124M: 12 x 768, 
    - a llama of the same class (the product's step with `model.kind = "llama"`: 12 x 768, 12 heads,
      SwiGLU width 2048, tied head, RoPE, RMSNorm) at ours' busy batch, synthetic batches: the
      second model kind's MFU, by the same FLOPs accounting.
-3. Fast paths, each on against off on the same setting: flash SDPA (against the math kernel), fused
+3. Memory: peak memory of ours (eager, the seed's batch) under ddp and under fsdp in a job of one
+   process, each with and without activation checkpointing, against what `nanogpt scaling memory`
+   plans for it (nanogpt/memory.py); the fsdp rows are the sharded path's first steps on a GPU.
+4. Fast paths, each on against off on the same setting: flash SDPA (against the math kernel), fused
    AdamW (against foreach), TF32 (in float32, where it matters), torch.compile (and its start-up
    cost), vocab padding to a multiple of 64, no host sync per step, the host-to-device copy of
    the batches (the product's x and y, each made contiguous and pinned, against both filled into
@@ -351,6 +354,7 @@ class Check:
         self.memmap_seconds = time.perf_counter() - t
         self.stall: dict[str, list[float]] = {"synchronous": [], "background-first": [], "background": []}
         self.stall_bytes = 0
+        self.planned: dict[str, int] = {}  # memory rows: nanogpt.memory's planned bytes for the process
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -480,6 +484,29 @@ class Check:
             self.stall["background" if i else "background-first"].append(time.perf_counter() - t)
             writer.wait()
 
+    # ------------------------------------------------------------------- memory and fsdp
+
+    def memory(self) -> None:
+        """Peak memory against nanogpt.memory's plan, eager at the seed's batch: ddp and fsdp (a job of
+        one process: the sharded path's first GPU steps), each with and without activation checkpointing."""
+        from nanogpt import memory
+
+        s = self.s
+        b = s.seed_batch
+        m = s.model
+        sizes = memory.GPTSizes(n_layer=m["n_layer"], n_head=m["n_head"], n_embd=m["n_embd"], block_size=s.block_size,
+                                vocab_size=64 * math.ceil(GPT2_VOCAB / 64))
+        for parallel in ("ddp", "fsdp"):
+            for checkpointing in (False, True):
+                key = f"memory/{parallel}{'/ckpt' if checkpointing else ''}"
+                step, flops, _, _ = product_step(s, ["system.compile=false", f'system.parallel="{parallel}"',
+                                                     f'system.activation_checkpointing="{"blocks" if checkpointing else "none"}"'], b, 1)
+                label = f"ours eager bf16, {parallel}{' + ckpt' if checkpointing else ''}"
+                measure(s, self.row(key, label, "synthetic", b, 1), step, flops, self.peak.flops, warmup=2, per_block=s.eager_per_block)
+                self.planned[key] = memory.plan(sizes, batch=b, world_size=1, half=True, checkpointing=checkpointing)[parallel].total
+                del step
+                gc.collect()
+
     # ------------------------------------------------------------------- fast paths
 
     def eager(self) -> None:
@@ -606,6 +633,15 @@ class Check:
         else:
             out.append("checkpoint stall: not measured")
         out.append("")
+        out.append("memory, planned (nanogpt.memory: weights, gradients, AdamW, activations) against measured peak:")
+        for key, planned in self.planned.items():
+            r = self.rows.get(key)
+            if r is not None and r.ms is not None:
+                out.append(f"  {r.label:<46} planned {planned / 2**20:8,.0f} MiB, measured {r.peak_bytes / 2**20:8,.0f} MiB "
+                           f"({r.peak_bytes / planned:.2f}x)")
+        if not self.planned:
+            out.append("  not measured")
+        out.append("")
         out.append("sections:")
         out += [f"  {name}: {outcome}" for name, outcome in self.sections]
         return "\n".join(out)
@@ -665,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         check.section(f"ours {s.seed_batch}x{s.block_size}", lambda: check.ours("-seedbatch", s.seed_batch, 1, extras=False), timeout=c, needs=need)
         check.section(f"llama {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.llama(s.busy_batch, s.busy_accum), timeout=c, needs=need)
         check.section("checkpoint stall", check.checkpoint_stall, timeout=90.0, needs=30.0 if s.compile else 0.0)
+        check.section("memory: ddp and fsdp against the plan", check.memory, timeout=120.0 if s.compile else 60.0, needs=40.0 if s.compile else 0.0)
         check.section("fast paths (eager)", check.eager, timeout=120.0 if s.compile else 60.0, needs=40.0 if s.compile else 0.0)
         check.section(f"ours {s.big_batch}x{s.block_size} x{s.big_accum}", lambda: check.ours("-big", s.big_batch, s.big_accum, extras=False), timeout=c, needs=need * 1.2)
         sys.stderr.flush()

@@ -79,22 +79,32 @@ class _MetadataUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"a DCP metadata file may not name {module}.{name}")
 
 
-def _safe_reader(path: Path) -> Any:
-    from torch.distributed.checkpoint import FileSystemReader
+def read_metadata(path: Path) -> Any:
+    """DCP's metadata of a sharded checkpoint, unpickled safely; InputError for anything but tensors' records."""
     from torch.distributed.checkpoint.metadata import StorageMeta, TensorStorageMetadata
+
+    try:
+        metadata = _MetadataUnpickler(io.BytesIO((path / METADATA_FILE).read_bytes())).load()
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError) as e:
+        raise InputError(f"checkpoint {str(path)!r}: cannot read its DCP metadata file ({e})") from None
+    items = getattr(metadata, "state_dict_metadata", None)
+    if not isinstance(items, dict) or not all(isinstance(v, TensorStorageMetadata) for v in items.values()):
+        raise InputError(f"checkpoint {str(path)!r}: its DCP metadata holds more than tensors; it is not one this product wrote")
+    if getattr(metadata, "storage_meta", None) is None:
+        metadata.storage_meta = StorageMeta()
+    return metadata
+
+
+def _safe_reader(path: Path) -> Any:
+    """DCP's file reader, reading the metadata with `read_metadata` (checked once here, before DCP
+    starts, so a bad file is reported as itself rather than inside DCP's own exception)."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    read_metadata(path)
 
     class SafeReader(FileSystemReader):
         def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
-            try:
-                data = (Path(self.path) / METADATA_FILE).read_bytes()
-                metadata = _MetadataUnpickler(io.BytesIO(data)).load()
-            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError) as e:
-                raise InputError(f"checkpoint {str(path)!r}: cannot read its DCP metadata ({e})") from None
-            items = getattr(metadata, "state_dict_metadata", None)
-            if not isinstance(items, dict) or not all(isinstance(v, TensorStorageMetadata) for v in items.values()):
-                raise InputError(f"checkpoint {str(path)!r}: its DCP metadata holds more than tensors; it is not one this product wrote")
-            if getattr(metadata, "storage_meta", None) is None:
-                metadata.storage_meta = StorageMeta()
+            metadata = read_metadata(path)
             metadata.storage_meta.load_id = self.load_id
             return metadata
 

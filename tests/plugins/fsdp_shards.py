@@ -1,7 +1,10 @@
-"""Run under torchrun: shard a GPT (or a Llama: "kind": "llama" among the sizes) with FSDP2 as fsdp training will, take one AdamW step, print what each rank holds.
+"""Run under torchrun (or alone, a job of one): shard a GPT (or a Llama: "kind": "llama" among the
+sizes) with the product's own FSDP2 sharding (nanogpt.parallel.shard), take one AdamW step, print
+what each rank holds.
 
 One JSON line per rank: the elements of its parameter, gradient and AdamW-state shards (the
-local tensors of the DTensors), for tests/test_memory.py to hold against nanogpt.memory.
+local tensors of the DTensors), and the bytes of its parameters and optimizer state, for
+tests/test_memory.py and tests/test_fsdp.py to hold against nanogpt.memory and each other.
 """
 
 import json
@@ -9,19 +12,18 @@ import sys
 
 import torch
 import torch.distributed as dist
-from torch.distributed.fsdp import fully_shard
 
+from nanogpt.dist import DistEnv
 from nanogpt.llama import Llama, LlamaConfig
 from nanogpt.model import GPT, GPTConfig
+from nanogpt.parallel import local_bytes, shard
+from nanogpt.spec.tables import SystemSpec
 
 sizes = json.loads(sys.argv[1])
 llama = sizes.pop("kind", "gpt") == "llama"
-dist.init_process_group("gloo")
+env = DistEnv.from_env(SystemSpec(device="cpu", dtype="float32", parallel="fsdp"))
 torch.manual_seed(0)
-model = Llama(LlamaConfig(**sizes)) if llama else GPT(GPTConfig(**sizes))
-for block in model.model.layers if llama else model.transformer.h:
-    fully_shard(block)
-fully_shard(model)
+model = shard(Llama(LlamaConfig(**sizes)) if llama else GPT(GPTConfig(**sizes)), env)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 x = torch.randint(0, sizes["vocab_size"], (2, sizes["block_size"]))
 _, loss = model(x, x)
@@ -32,5 +34,7 @@ print(json.dumps({
     "params": sum(p.to_local().numel() for p in model.parameters()),
     "grads": sum(p.grad.to_local().numel() for p in model.parameters()),
     "optimizer": sum(v.to_local().numel() for s in optimizer.state.values() for k, v in s.items() if k != "step"),
+    "params_bytes": local_bytes(model.parameters()),
+    "optimizer_bytes": local_bytes(v for s in optimizer.state.values() for v in s.values()),
 }), flush=True)
-dist.destroy_process_group()
+env.close(barrier=False)
