@@ -190,8 +190,8 @@ Sizes = Union[GPTSizes, LlamaSizes]
 """What the planner takes: the sizes of a model of either kind."""
 
 
-def smallest_gpu() -> tuple[str, int] | None:
-    """(name, bytes) of the GPU with the least memory that nvidia-smi lists, or None without one.
+def local_gpus() -> list[tuple[str, int]]:
+    """(name, bytes) of each GPU nvidia-smi lists on this machine; empty without one.
 
     Asked of nvidia-smi rather than torch so that `check` stays torch-free and touches no CUDA
     context; CUDA_VISIBLE_DEVICES is not applied (a job's GPUs are usually all of a kind).
@@ -201,19 +201,25 @@ def smallest_gpu() -> tuple[str, int] | None:
 
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return None
+        return []
     try:
         out = subprocess.run(
             [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return None
+        return []
     gpus = []
     for line in out.splitlines():
         name, _, mib = line.rpartition(",")
         if name.strip() and mib.strip().isdigit():
             gpus.append((name.strip(), int(mib) * 2**20))
+    return gpus
+
+
+def smallest_gpu() -> tuple[str, int] | None:
+    """(name, bytes) of the GPU with the least memory that nvidia-smi lists, or None without one."""
+    gpus = local_gpus()
     return min(gpus, key=lambda g: g[1]) if gpus else None
 
 

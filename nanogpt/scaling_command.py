@@ -188,28 +188,32 @@ def scaling_command(argv: Sequence[str]) -> int:
 
 
 def fit_warning(exp: Any, path: str) -> str | None:
-    """What `check` says when the spec as written (DDP, no activation checkpointing) will not fit
-    the GPU nvidia-smi finds; None when it fits, when there is no GPU, or the spec's model kind has no sizes here."""
+    """What `check` says when the spec as written (its system.parallel and activation checkpointing;
+    fsdp over as many processes as this machine has GPUs) will not fit the smallest GPU nvidia-smi
+    finds; None when it fits, when there is no GPU, or the spec's model kind has no sizes here."""
     from nanogpt import memory
 
     if exp.system.device != "auto" and not exp.system.device.startswith("cuda"):
         return None
-    gpu = memory.smallest_gpu()
-    if gpu is None:
+    gpus = memory.local_gpus()
+    if not gpus:
         return None
     try:
         arch = _arch_of(exp, path)
     except InputError:  # a plugin kind, or a vocabulary that is not known before prepare: nothing to say
         return None
+    parallel = exp.system.parallel
+    world = len(gpus) if parallel == "fsdp" else 1
     usage = memory.plan(
-        _memory_sizes(arch, exp.model.dropout),
-        batch=exp.train.batch_size, world_size=1, half=exp.system.dtype != "float32", checkpointing=False,
-    )["ddp"]
-    name, capacity = gpu
+        _memory_sizes(arch, exp.model.dropout), batch=exp.train.batch_size, world_size=world,
+        half=exp.system.dtype != "float32", checkpointing=exp.system.activation_checkpointing == "blocks",
+    )[parallel]
+    name, capacity = min(gpus, key=lambda g: g[1])
     if usage.total <= capacity:
         return None
+    how = f"under {parallel}" + (f" over this machine's {world} GPUs" if parallel == "fsdp" else "")
     return (
-        f"{path}: needs about {memory.human(usage.total)} per process (activations of train.batch_size = "
+        f"{path}: needs about {memory.human(usage.total)} per process {how} (activations of train.batch_size = "
         f"{exp.train.batch_size}: {memory.human(usage.activations)}), more than the {memory.human(capacity)} of "
         f"this machine's {name}; `nanogpt scaling memory {path}` shows what a smaller batch, fsdp or "
         "activation checkpointing would need"

@@ -242,3 +242,39 @@ def test_float16_is_refused_under_fsdp(tmp_path: Path):
     proc = nanogpt("check", str(spec))
     assert proc.returncode == 2
     assert "system.dtype: 'float16' cannot be used with system.parallel = 'fsdp'" in proc.stderr
+
+
+def test_export_perplexity_and_init_from_read_a_sharded_checkpoint(tmp_path: Path, straight: Path):
+    """On one process, without a job: `export` writes what transformers loads with the checkpoint's
+    logits, `perplexity` evaluates it, and `model.init_from` starts a run from its weights (an
+    eval_only run on the same data measures the val loss the fsdp run measured)."""
+    from nanogpt.checkpoint import checkpoint_for
+    from nanogpt.weights import from_checkpoint
+    from tests.test_export import same_logits
+
+    latest = checkpoint_for(straight, "latest")
+    nanogpt("export", str(straight), "--checkpoint", "latest", "--format", "hf", "-o", str(tmp_path / "hf"), check=True)
+    model = from_checkpoint(str(latest)).eval()
+    same_logits(model, tmp_path / "hf", model.vocab_size)
+    ppl = nanogpt("perplexity", str(straight), str(straight / "spec.toml"), check=True)
+    assert re.search(r"perplexity:\s+[0-9.]+", ppl.stdout)
+    spec = fsdp_spec(tmp_path, "from_sharded", parallel="ddp", eval_only=True, max_iters=0)
+    nanogpt("run", str(spec), f'model.init_from="{latest}"', check=True)
+    evaluation = [r for r in losses(only_run_dir(tmp_path / "runs", "from_sharded")) if r[1] == "eval"]
+    final = [r for r in losses(straight) if r[1] == "eval"][-1]
+    assert evaluation[0][2:] == pytest.approx(final[2:], abs=1e-6)
+
+
+def test_llama_with_recomputed_blocks_shards_too(tmp_path: Path):
+    """The second model kind under 2-process fsdp with its blocks recomputed in the backward gives
+    the per-iteration losses of a plain 1-process ddp run to 1e-5 (float32)."""
+    llama = {"kind": "llama", "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 32, "block_size": 32}
+    train = {"max_iters": 10, "eval_interval": 5}
+    for name, system in (("ddp", {**FLOAT32, "parallel": "ddp"}),
+                         ("fsdp", {**FLOAT32, "parallel": "fsdp", "activation_checkpointing": "blocks"})):
+        tiny_spec(tmp_path, name=name, model=llama, train=train, system=system)
+    run_job(1, str(tmp_path / "ddp.toml"))
+    run_job(2, str(tmp_path / "fsdp.toml"))
+    a, b = (losses(only_run_dir(tmp_path / "runs", name)) for name in ("ddp", "fsdp"))
+    assert len(a) == 10 + 3
+    assert_same_losses(a, b, "llama: 2-process fsdp + activation checkpointing vs 1-process ddp")

@@ -257,3 +257,17 @@ def test_check_is_quiet_when_it_fits_or_there_is_no_gpu(tmp_path):
     assert check("experiments/gpt2_owt.toml", "train.batch_size=2", env=small).stderr == ""
     broken = fake_nvidia_smi(tmp_path / "broken", "NVIDIA-SMI has failed because it couldn't communicate with the driver")
     assert check("experiments/gpt2_owt.toml", env=broken).stderr == ""
+
+
+def test_check_plans_the_spec_as_written_fsdp_over_the_machines_gpus(tmp_path):
+    """Under system.parallel = "fsdp" the warning counts the spec's own sharding (over the GPUs
+    nvidia-smi lists) and activation checkpointing: GPT-2 at batch 12 does not fit 8 GB as ddp or
+    as fsdp over 4 GPUs, and does with its blocks recomputed."""
+    four = fake_nvidia_smi(tmp_path / "four", "\n".join(["NVIDIA GeForce GTX 1080, 8192"] * 4))
+    spec = "experiments/gpt2_owt.toml"
+    sharded = check(spec, 'system.parallel="fsdp"', env=four)
+    assert sharded.returncode == 0
+    assert "per process under fsdp over this machine's 4 GPUs" in sharded.stderr
+    assert check(spec, 'system.parallel="fsdp"', 'system.activation_checkpointing="blocks"', env=four).stderr == ""
+    s = memory.GPTSizes(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
+    assert memory.plan(s, batch=12, world_size=4, half=True, checkpointing=True)["fsdp"].total <= 8 * 2**30
