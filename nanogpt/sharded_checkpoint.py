@@ -17,7 +17,6 @@ and only tensors are stored, so loading one runs nothing from the files.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -30,6 +29,7 @@ from typing import Any
 
 import torch
 
+from nanogpt.checkpoint import CHECKPOINT_DIR, CheckpointWriter, load_checkpoint
 from nanogpt.errors import InputError
 from nanogpt.fileio import fsync_dir, sha256_file
 
@@ -113,8 +113,6 @@ def _safe_reader(path: Path) -> Any:
 
 def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A sharded checkpoint's `state.pt`: everything but the tensors."""
-    from nanogpt.checkpoint import load_checkpoint
-
     return load_checkpoint(Path(path) / STATE_FILE)
 
 
@@ -225,29 +223,27 @@ def load_whole_into(model: Any, optimizer: Any, state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------ writing
 
 
-class ShardedCheckpointWriter:
+class ShardedCheckpointWriter(CheckpointWriter):
     """Saves sharded checkpoints: every process writes its shards, rank 0 publishes the directory.
 
     `asynchronous`: DCP's async_save, so the loop waits only for a CPU copy of its shards; the
-    writing, the hashing and the publishing go on in the background. One save at a time. As
-    nanogpt.checkpoint.CheckpointWriter: `on_written(path, sha256, files)` runs on rank 0 once the
-    directory is published, and a failed save is raised in the loop's thread at the next `save` or
-    `wait`.
+    writing, the hashing and the publishing go on in the background. As the writer of `.pt` files
+    (whose `wait` and `busy` this is): one save at a time, `on_written(path, sha256, files)` runs on
+    rank 0 once the directory is published, and a failed save is raised in the loop's thread at
+    the next `save` or `wait`.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], *, is_main: bool, group: Any, asynchronous: bool):
-        self.folder = Path(run_dir) / "checkpoints"
+        super().__init__(run_dir)
         self.is_main, self.group, self.asynchronous = is_main, group, asynchronous
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
-    def save(self, iteration: int, state: dict[str, Any], model: Any, optimizer: Any,
+    def save(self, iteration: int, state: dict[str, Any], model: Any, optimizer: Any,  # type: ignore[override]
              on_written: Callable[[Path, str, dict[str, str]], None]) -> None:
         import torch.distributed.checkpoint as dcp
 
         self.wait()
-        final = self.folder / f"ckpt-{iteration:08d}{SUFFIX}"
-        tmp = self.folder / f".{final.name}.tmp"
+        final = self.run_dir / CHECKPOINT_DIR / f"ckpt-{iteration:08d}{SUFFIX}"
+        tmp = final.with_name(f".{final.name}.tmp")
         tensors, optim_plain = sharded_state(model, optimizer)
         head = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
         head["optimizer_plain"] = optim_plain
@@ -268,26 +264,10 @@ class ShardedCheckpointWriter:
 
         if future is None:
             finish()
-            self._raise()
+            self.wait()  # raises what failed
             return
         self._thread = threading.Thread(target=finish, name=f"checkpoint-{iteration}", daemon=True)
         self._thread.start()
-
-    def wait(self) -> None:
-        """Until the save in flight (if any) is written and, on rank 0, published and recorded."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self._raise()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    @property
-    def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
 
 def _publish(tmp: Path, final: Path, head: dict[str, Any], on_written: Callable[[Path, str, dict[str, str]], None]) -> None:
@@ -311,8 +291,3 @@ def _publish(tmp: Path, final: Path, head: dict[str, Any], on_written: Callable[
         os.rename(tmp, final)
     fsync_dir(final.parent)
     on_written(final, digest, files)
-
-
-def remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(path)
