@@ -14,9 +14,12 @@ Shards follow `torch.chunk` on dim 0, as FSDP2's `fully_shard` cuts them: with N
 tensor of R rows gives each of the first ranks ceil(R / N) rows and the last ones what is left,
 so rank 0 holds the most and is the one reported. The activation count is per transformer block,
 from the tensors the GPT of model.py (GPTSizes) or the Llama of llama.py (LlamaSizes) saves for
-its backward (tests/test_memory.py checks both against PyTorch's own saved-tensor hooks, byte for
-byte). No torch here: the spec half and
-`check` use it.
+its backward, in one of three profiles: float32; 16-bit autocast (ddp: float32 weights, the
+residual stream and the norms in float32, matmuls in 16 bits); and `pure` 16 bits (fsdp: FSDP's
+MixedPrecisionPolicy hands every block 16-bit weights and 16-bit inputs and there is no autocast,
+so the residual stream and everything computed from it is 16-bit). tests/test_memory.py checks
+every profile of both kinds against PyTorch's own saved-tensor hooks, byte for byte. No torch
+here: the spec half and `check` use it.
 """
 
 from __future__ import annotations
@@ -79,32 +82,37 @@ class GPTSizes:
         """Elements of the weights that go through a matmul (what autocast copies to 16 bits)."""
         return self.n_layer * self.block_matmul_weight_elements() + self.vocab_size * self.n_embd
 
-    def block_saved_bytes(self, tokens: int, half: bool, batch: int) -> int:
+    def block_saved_bytes(self, tokens: int, half: bool, batch: int, pure: bool = False) -> int:
         """What one block keeps for its backward, for `tokens` = batch x block_size positions.
 
-        The residual stream stays float32 under autocast: LayerNorm inputs (and their mean and rstd,
-        float32 per position) are float32; every matmul input, the q/k/v projection, the attention
-        output and the MLP's two hidden tensors are in the compute precision; attention keeps one
-        float32 log-sum-exp per head and position instead of a T x T matrix (flash / fused SDPA).
+        The residual stream stays float32 under autocast: LayerNorm inputs are float32; every matmul
+        input, the q/k/v projection, the attention output and the MLP's two hidden tensors are in the
+        compute precision; attention keeps one float32 log-sum-exp per head and position instead of
+        a T x T matrix (flash / fused SDPA). In `pure` 16 bits (fsdp) the LayerNorm inputs are 16-bit
+        too. LayerNorm's mean and rstd are float32 per position either way: CUDA's layer_norm keeps
+        them in float32 for 16-bit inputs (a CPU keeps them in the input's dtype).
         """
         c, act = self.n_embd, HALF if half else FLOAT32
-        layernorms = 2 * (tokens * c * FLOAT32 + 2 * tokens * FLOAT32)  # input, mean, rstd
+        stream = HALF if half and pure else FLOAT32
+        layernorms = 2 * (tokens * c * stream + 2 * tokens * FLOAT32)  # input, mean, rstd
         attention = tokens * c * act + 3 * tokens * c * act + batch * self.n_head * self.block_size * FLOAT32 + tokens * c * act
         mlp = tokens * c * act + 4 * tokens * c * act + 4 * tokens * c * act  # c_fc input, its output (GELU's input), GELU's output
         dropout = 2 * tokens * c if self.dropout > 0 else 0  # two residual dropout masks, a byte an element
         return layernorms + attention + mlp + dropout
 
-    def outer_saved_bytes(self, tokens: int, half: bool) -> int:
-        """What the embedding, ln_f, head and loss keep: ids, targets, positions, ln_f and the log-softmax."""
+    def outer_saved_bytes(self, tokens: int, half: bool, pure: bool = False) -> int:
+        """What the embedding, ln_f, head and loss keep: ids, targets, positions, ln_f (its input in
+        the residual stream's precision, 16-bit when `pure`) and the log-softmax."""
         c, act = self.n_embd, HALF if half else FLOAT32
+        stream = HALF if half and pure else FLOAT32
         ids = 2 * tokens * INDEX + self.block_size * INDEX  # input ids, targets, positions
-        ln_f = tokens * c * FLOAT32 + 2 * tokens * FLOAT32 + tokens * c * act  # input, mean, rstd; head input
+        ln_f = tokens * c * stream + 2 * tokens * FLOAT32 + tokens * c * act  # input, mean, rstd; head input
         log_softmax = tokens * self.vocab_size * FLOAT32  # the loss is computed in float32
         dropout = tokens * c if self.dropout > 0 else 0
         return ids + ln_f + log_softmax + dropout + FLOAT32
 
     def checkpointed_extra_bytes(self, half: bool) -> int:
-        """What checkpointed blocks keep besides their float32 inputs: nothing (positions enter before the blocks)."""
+        """What checkpointed blocks keep besides their inputs: nothing (positions enter before the blocks)."""
         return 0
 
 
@@ -148,30 +156,36 @@ class LlamaSizes:
         """Elements of the weights that go through a matmul (what autocast copies to 16 bits)."""
         return self.n_layer * self.block_matmul_weight_elements() + self.vocab_size * self.n_embd
 
-    def block_saved_bytes(self, tokens: int, half: bool, batch: int) -> int:
+    def block_saved_bytes(self, tokens: int, half: bool, batch: int, pure: bool = False) -> int:
         """What one block keeps for its backward, for `tokens` = batch x block_size positions.
 
-        Eager PyTorch's RMSNorm is composite: it keeps its float32 input, rstd (one float32 per
-        position) and the normalised input before the weight. Under autocast each projection casts
-        that float32 output to 16 bits itself, so q, k and v keep three copies and gate and up two
-        (in float32 they share one). RoPE keeps the angles it multiplied by: under autocast a
-        16-bit copy of cos and of sin for q and for k (in float32 the tables themselves, counted once
-        in `outer_saved_bytes`). SDPA keeps q, the k and v it attended with (repeated to n_head heads
+        Eager PyTorch's RMSNorm is composite: it keeps its input upcast to float32, rstd (one
+        float32 per position) and the normalised input before the weight, in float32 whatever the
+        input's precision (16-bit when `pure`). Under autocast each projection casts that float32
+        output to 16 bits itself, so q, k and v keep three copies and gate and up two; in float32,
+        and in `pure` 16 bits (where the norm's output is already 16-bit, its weight being 16-bit),
+        they share one. RoPE keeps the angles it multiplied by: under autocast a 16-bit copy of cos
+        and of sin for q and for k; in `pure` 16 bits one copy of each, which FSDP's policy casts as
+        the block's inputs and q and k share (in float32 the tables themselves, counted once in
+        `outer_saved_bytes`). SDPA keeps q, the k and v it attended with (repeated to n_head heads
         under grouped-query attention), its output (o_proj's input) and a float32 log-sum-exp per
         head and position. The SwiGLU MLP keeps gate's output, SiLU's, up's and their product.
         """
         c, act, i = self.n_embd, HALF if half else FLOAT32, self.intermediate_size
+        pure = pure and half
         norms = 2 * (2 * tokens * c * FLOAT32 + tokens * FLOAT32)
-        projection_inputs = (3 + 2 if half else 1 + 1) * tokens * c * act
-        rope = 4 * self.block_size * (c // self.n_head) * HALF if half else 0
+        projection_inputs = (3 + 2 if half and not pure else 1 + 1) * tokens * c * act
+        angles = self.block_size * (c // self.n_head) * HALF
+        rope = (2 if pure else 4) * angles if half else 0
         attention = 4 * tokens * c * act + batch * self.n_head * self.block_size * FLOAT32
         mlp = 4 * tokens * i * act
         dropout = 2 * tokens * c if self.dropout > 0 else 0  # two residual dropout masks, a byte an element
         return norms + projection_inputs + rope + attention + mlp + dropout
 
-    def outer_saved_bytes(self, tokens: int, half: bool) -> int:
+    def outer_saved_bytes(self, tokens: int, half: bool, pure: bool = False) -> int:
         """What the embedding, final norm, head and loss keep: ids, targets, RoPE's float32 tables
-        (without autocast), the norm, the head's input and the float32 log-softmax."""
+        (in float32 only), the norm (float32 as in the blocks, `pure` or not), the head's input and
+        the float32 log-softmax."""
         c, act = self.n_embd, HALF if half else FLOAT32
         ids = 2 * tokens * INDEX  # input ids, targets
         rope = 0 if half else 2 * self.block_size * (c // self.n_head) * FLOAT32
@@ -181,8 +195,9 @@ class LlamaSizes:
         return ids + rope + norm + log_softmax + dropout + FLOAT32
 
     def checkpointed_extra_bytes(self, half: bool) -> int:
-        """What checkpointed blocks keep besides their float32 inputs: RoPE's float32 tables, which
-        every block takes as inputs (once, and without autocast already in `outer_saved_bytes`)."""
+        """What checkpointed blocks keep besides their inputs: RoPE's float32 tables, which every
+        block takes as inputs (once, and in float32 already in `outer_saved_bytes`; under fsdp the
+        checkpoint keeps them before FSDP's policy casts them)."""
         return 2 * self.block_size * (self.n_embd // self.n_head) * FLOAT32 if half else 0
 
 
@@ -256,31 +271,36 @@ class Usage:
         return {**attrs.asdict(self), "total": self.total}
 
 
-def saved_bytes(s: Sizes, batch: int, half: bool, checkpointing: bool = False) -> int:
-    """Bytes one micro-batch's forward keeps for its backward.
+def saved_bytes(s: Sizes, batch: int, half: bool, checkpointing: bool = False, pure: bool = False) -> int:
+    """Bytes one micro-batch's forward keeps for its backward; `pure`: 16 bits throughout, as
+    FSDP's mixed precision computes (only with `half`), rather than autocast.
 
-    With activation checkpointing each block keeps only its input (float32, the residual stream);
-    the backward then recomputes one block at a time, whose full set comes on top
-    (`block_saved_bytes`).
+    With activation checkpointing each block keeps only its input (the residual stream: float32,
+    16-bit when `pure`); the backward then recomputes one block at a time, whose full set comes on
+    top (`block_saved_bytes`).
     """
     tokens = batch * s.block_size
     if checkpointing:
-        blocks = s.n_layer * tokens * s.n_embd * FLOAT32 + s.checkpointed_extra_bytes(half)
+        stream = HALF if half and pure else FLOAT32
+        blocks = s.n_layer * tokens * s.n_embd * stream + s.checkpointed_extra_bytes(half)
     else:
-        blocks = s.n_layer * s.block_saved_bytes(tokens, half, batch)
-    return blocks + s.outer_saved_bytes(tokens, half)
+        blocks = s.n_layer * s.block_saved_bytes(tokens, half, batch, pure)
+    return blocks + s.outer_saved_bytes(tokens, half, pure)
 
 
-def activation_bytes(s: Sizes, batch: int, half: bool, checkpointing: bool, weight_copies: bool) -> int:
-    """The activations' peak: what the forward keeps, the logits' gradient at the start of the
-    backward and, with `weight_copies` (autocast without FSDP), autocast's 16-bit weight copies.
+def activation_bytes(
+    s: Sizes, batch: int, half: bool, checkpointing: bool, weight_copies: bool, pure: bool = False
+) -> int:
+    """The activations' peak: what the forward keeps (in `pure` 16 bits or autocast's profile,
+    `saved_bytes`), the logits' gradient at the start of the backward and, with `weight_copies`
+    (autocast without FSDP), autocast's 16-bit weight copies.
 
     Autocast caches its copies for the whole forward; with checkpointing the backward makes one
     block's copies again as it recomputes it, so its peak is the larger of the forward's (every
     copy) and the backward's (one block recomputed, its copies and the head's).
     """
     tokens = batch * s.block_size
-    kept = saved_bytes(s, batch, half, checkpointing)
+    kept = saved_bytes(s, batch, half, checkpointing, pure)
     logits_grad = tokens * s.vocab_size * (FLOAT32 + (HALF if half else 0))
     copies = half and weight_copies
     every_copy = s.matmul_weight_elements() * HALF if copies else 0
@@ -288,7 +308,7 @@ def activation_bytes(s: Sizes, batch: int, half: bool, checkpointing: bool, weig
         return kept + logits_grad + every_copy
     block_copy = s.block_matmul_weight_elements() * HALF if copies else 0
     head_copy = s.vocab_size * s.n_embd * HALF if copies else 0
-    backward = kept + s.block_saved_bytes(tokens, half, batch) + logits_grad + block_copy + head_copy
+    backward = kept + s.block_saved_bytes(tokens, half, batch, pure) + logits_grad + block_copy + head_copy
     return max(kept + every_copy, backward)
 
 
@@ -320,12 +340,14 @@ def plan(
         gathered = sum(elements(sh) for sh in s.root_shapes()) + 2 * sum(elements(sh) for sh in block_shapes)
     else:
         gathered = n
+    # FSDP's mixed precision is not autocast: the blocks get 16-bit weights and inputs, and keep 16 bits
+    activations = activation_bytes(s, batch, half, checkpointing, weight_copies=False, pure=half)
     fsdp = Usage(
         parallel="fsdp",
         params=shard * FLOAT32,
         grads=shard * FLOAT32,
         optimizer=2 * shard * FLOAT32,
-        activations=activation_bytes(s, batch, half, checkpointing, weight_copies=False) + gathered * compute,
+        activations=activations + gathered * compute,
     )
     return {"ddp": ddp, "fsdp": fsdp}
 

@@ -109,6 +109,84 @@ def test_a_llamas_saved_activations_are_counted_byte_for_byte_under_bf16_autocas
     assert planned == measured_saved_bytes(LlamaConfig(**sizes), batch, half=True)
 
 
+@pytest.fixture(scope="module")
+def fsdp_of_one():
+    """A one-process fsdp job in bfloat16 (DistEnv makes the process group in-process), left at the end."""
+    from nanogpt.dist import DistEnv
+    from nanogpt.spec.tables import SystemSpec
+
+    env = DistEnv.from_env(SystemSpec(device="cpu", dtype="bfloat16", parallel="fsdp"), environ={})
+    yield env
+    env.close()
+
+
+def measured_fsdp_saved_bytes(config: GPTConfig | LlamaConfig, batch: int, env, checkpoint_blocks: bool) -> int:
+    """Bytes the forward of the model sharded with FSDP2 in bfloat16 (`parallel.shard`) keeps for
+    the backward, each storage once, FSDP's gathered weights (and views of them) left out: the
+    planner counts those apart, and after a block's forward FSDP frees them under the saved views."""
+    from torch.distributed.tensor import DTensor
+
+    from nanogpt.parallel import shard
+
+    torch.manual_seed(0)
+    model = Llama(config) if isinstance(config, LlamaConfig) else GPT(config)
+    model.checkpoint_blocks = checkpoint_blocks
+    shard(model, env)
+    idx = torch.randint(0, config.vocab_size, (batch, config.block_size))
+    targets = torch.randint(0, config.vocab_size, (batch, config.block_size))
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        # the weights gathered right now: a module in its forward has its unsharded parameters
+        gathered = {p.untyped_storage().data_ptr() for p in model.parameters() if not isinstance(p, DTensor)}
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in gathered:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(idx, targets)
+    return sum(kept.values())
+
+
+def cpu_layernorm_statistics(s: memory.GPTSizes, batch: int, checkpointing: bool) -> int:
+    """Bytes by which a CPU's 16-bit LayerNorms keep less than a GPU's: CPU's layer_norm keeps mean
+    and rstd in the input's dtype, CUDA's (which the planner counts) in float32."""
+    layernorms = 1 if checkpointing else 2 * s.n_layer + 1  # with checkpointing only ln_f's are kept
+    return layernorms * 2 * batch * s.block_size * (memory.FLOAT32 - memory.HALF)
+
+
+def planned_fsdp_saved_bytes(s: memory.Sizes, batch: int, checkpointing: bool) -> int:
+    """What the fsdp row of `plan` (1 process, bf16) says the forward keeps: its activations less
+    the weights FSDP holds gathered (the root's and two blocks', 16-bit), the logits' gradient
+    (float32, then 16-bit) and, with checkpointing, the one block the backward recomputes."""
+    fsdp = memory.plan(s, batch=batch, world_size=1, half=True, checkpointing=checkpointing)["fsdp"]
+    gathered = sum(map(memory.elements, s.root_shapes())) + 2 * sum(map(memory.elements, s.block_shapes()))
+    tokens = batch * s.block_size
+    logits_grad = tokens * s.vocab_size * (memory.FLOAT32 + memory.HALF)
+    recomputed = s.block_saved_bytes(tokens, True, batch, pure=True) if checkpointing else 0
+    return fsdp.activations - gathered * memory.HALF - logits_grad - recomputed
+
+
+@settings(max_examples=6, deadline=None)
+@given(gpt_sizes(min_block=129), st.integers(1, 2), st.booleans())
+def test_saved_activations_are_counted_byte_for_byte_under_fsdp_in_bf16(fsdp_of_one, sizes, batch, checkpointing):
+    """Under fsdp in bfloat16 (FSDP's mixed precision, no autocast: the residual stream is 16-bit
+    too), with and without activation checkpointing, the planner's fsdp row counts what autograd keeps."""
+    s = memory.GPTSizes(**sizes)
+    measured = measured_fsdp_saved_bytes(GPTConfig(**sizes), batch, fsdp_of_one, checkpointing)
+    assert planned_fsdp_saved_bytes(s, batch, checkpointing) == measured + cpu_layernorm_statistics(s, batch, checkpointing)
+
+
+@settings(max_examples=6, deadline=None)
+@given(llama_sizes(min_block=129), st.integers(1, 2), st.booleans())
+def test_a_llamas_saved_activations_are_counted_byte_for_byte_under_fsdp_in_bf16(fsdp_of_one, sizes, batch, checkpointing):
+    """And a Llama's (GQA or not, tied or not), whose RMSNorms work in float32 whatever their input."""
+    s = memory.LlamaSizes(**sizes)
+    measured = measured_fsdp_saved_bytes(LlamaConfig(**sizes), batch, fsdp_of_one, checkpointing)
+    assert planned_fsdp_saved_bytes(s, batch, checkpointing) == measured
+
+
 @settings(max_examples=25, deadline=None)
 @given(llama_sizes())
 def test_a_llamas_parameter_shapes_are_the_models(sizes):
