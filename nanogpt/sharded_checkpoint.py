@@ -132,17 +132,30 @@ def load_whole(path: str | os.PathLike[str], *, optimizer: bool = False) -> dict
         _load_state_dict(tensors, storage_reader=_safe_reader(path), planner=_EmptyStateDictLoadPlanner(keys=keys), no_dist=True)
     except InputError:
         raise
-    except Exception as e:  # noqa: BLE001 - DCP wraps a missing or torn shard in its own exceptions
-        raise InputError(f"cannot read sharded checkpoint {str(path)!r}: {_first_line(e)}") from None
+    except _dcp_failures() as e:
+        raise InputError(f"cannot read sharded checkpoint {str(path)!r}: {_what_failed(e)}") from None
     state["model"] = tensors.get("model", {})
     if optimizer:
         state["optimizer"] = _merge(tensors.get("optimizer", {}), state.get("optimizer_plain", {}))
     return state
 
 
-def _first_line(e: BaseException) -> str:
+def _what_failed(e: BaseException) -> str:
+    """The first line of what went wrong; inside a DCP CheckpointException, of the first rank's own error."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    if isinstance(e, CheckpointException) and e.failures:
+        e = next(iter(e.failures.values()))[0]
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+def _dcp_failures() -> tuple[type[BaseException], ...]:
+    """What DCP raises for a missing, torn or mismatched file: its CheckpointException (a
+    BaseException, not an Exception) wrapping each rank's error, or the error itself."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return (Exception, CheckpointException)
 
 
 # ----------------------------------------------------------------------------- state <-> files
@@ -192,10 +205,10 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any) -> dict[st
         dcp.load(tensors, storage_reader=_safe_reader(path), no_dist=not torch.distributed.is_initialized())
     except InputError:
         raise
-    except Exception as e:  # noqa: BLE001
+    except _dcp_failures() as e:
         from nanogpt.checkpoint import CheckpointError
 
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run's model and optimizer: {_first_line(e)}") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be loaded into this run's model and optimizer: {_what_failed(e)}") from None
     optim_sd = _merge(tensors["optimizer"], state.get("optimizer_plain", {}))
     set_state_dict(model, optimizer, model_state_dict=tensors["model"], optim_state_dict=optim_sd)
     return state

@@ -278,3 +278,30 @@ def test_llama_with_recomputed_blocks_shards_too(tmp_path: Path):
     a, b = (losses(only_run_dir(tmp_path / "runs", name)) for name in ("ddp", "fsdp"))
     assert len(a) == 10 + 3
     assert_same_losses(a, b, "llama: 2-process fsdp + activation checkpointing vs 1-process ddp")
+
+
+def test_a_torn_or_changed_shard_is_never_loaded(tmp_path: Path, straight: Path):
+    """A shard truncated by hand: `sample` on the directory says so (exit 2, no traceback). A shard
+    changed inside a run: the resume names the checkpoint as corrupt, continues from the one before,
+    and still ends with the unbroken run's losses."""
+    from nanogpt.checkpoint import checkpoint_for
+
+    torn = tmp_path / "ckpt-00000040.dcp"
+    shutil.copytree(checkpoint_for(straight, "latest"), torn)
+    (torn / "__0_0.distcp").write_bytes((torn / "__0_0.distcp").read_bytes()[:100])
+    proc = nanogpt("sample", str(torn), "--max-new-tokens", "5")
+    assert proc.returncode == 2 and "cannot read sharded checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["status"] = "interrupted"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    shard = run / "checkpoints" / "ckpt-00000040.dcp" / "__1_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    proc = run_job(1, "--resume", str(run))
+    assert "checkpoint checkpoints/ckpt-00000040.dcp is corrupt or was replaced" in proc.stderr
+    assert "from ckpt-00000030.dcp (iteration 30)" in proc.stdout + proc.stderr
+    assert_same_losses(losses(straight), losses(run))
