@@ -116,10 +116,10 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     return load_checkpoint(Path(path) / STATE_FILE)
 
 
-def load_whole(path: str | os.PathLike[str], *, optimizer: bool = False) -> dict[str, Any]:
-    """A sharded checkpoint as one process's dict, the same as a `.pt` checkpoint's: `state.pt`'s
-    entries, and "model" the whole state dict (with `optimizer`, "optimizer" too, keyed by parameter
-    name). No process group is needed; the shards are stitched together on the CPU."""
+def load_whole(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A sharded checkpoint as one process's dict, the same as a `.pt` checkpoint's for reading its
+    weights: `state.pt`'s entries, and "model" the whole state dict (the optimizer's shards are not
+    read). No process group is needed; the shards are stitched together on the CPU."""
     # what torch's own converter (torch.distributed.checkpoint.format_utils.dcp_to_torch_save) calls
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
@@ -127,16 +127,13 @@ def load_whole(path: str | os.PathLike[str], *, optimizer: bool = False) -> dict
     path = Path(path)
     state = read_state(path)
     tensors: dict[str, Any] = {}
-    keys = {"model", "optimizer"} if optimizer else {"model"}
     try:
-        _load_state_dict(tensors, storage_reader=_safe_reader(path), planner=_EmptyStateDictLoadPlanner(keys=keys), no_dist=True)
+        _load_state_dict(tensors, storage_reader=_safe_reader(path), planner=_EmptyStateDictLoadPlanner(keys={"model"}), no_dist=True)
     except InputError:
         raise
     except _dcp_failures() as e:
         raise InputError(f"cannot read sharded checkpoint {str(path)!r}: {_what_failed(e)}") from None
     state["model"] = tensors.get("model", {})
-    if optimizer:
-        state["optimizer"] = _merge(tensors.get("optimizer", {}), state.get("optimizer_plain", {}))
     return state
 
 
