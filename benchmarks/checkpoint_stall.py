@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nanogpt import checkpoint as ckpt  # noqa: E402
+from nanogpt.checkpoints import catalog as ckpt  # noqa: E402
 from nanogpt.fileio import atomic_open, sha256_file  # noqa: E402
-from nanogpt.model import GPT, GPTConfig  # noqa: E402
+from nanogpt.models.gpt import GPT, GPTConfig  # noqa: E402
 
 CONFIGS = {
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304),

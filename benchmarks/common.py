@@ -27,7 +27,8 @@ def machine_line() -> str:
     """One line naming the machine, torch and the load: the context every figure needs."""
     import torch
 
-    from nanogpt.hardware import cpu_has_native_bf16, cpu_model
+    from nanogpt.training.hardware import cpu_has_native_bf16
+    from nanogpt.runs.environment import cpu_model
 
     return (
         f"{cpu_model()} ({platform.machine()}, bf16 {'native' if cpu_has_native_bf16() else 'emulated'}), "

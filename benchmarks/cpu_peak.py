@@ -4,7 +4,7 @@
     python benchmarks/cpu_peak.py --repeats 12 --dtype bfloat16
 
 `before`: the best of 25 multiplies of 512 x 512 matrices, once per process (about 40 ms), in
-bfloat16 for a bf16 run and in float32 for any other (a float16 run was measured in float32). `now`: `nanogpt.hardware.measure_cpu_tflops` at the precision asked
+bfloat16 for a bf16 run and in float32 for any other (a float16 run was measured in float32). `now`: `nanogpt.training.hardware.measure_cpu_tflops` at the precision asked
 (the fastest of the 1024 x 1024 multiplies of a second, after 0.2 s of warm-up). They run
 alternately, so load from other processes hits both alike; the spread (max / min over the repeats)
 is how far apart two runs' MFU could be on the same machine from the peak alone. The runner then
@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_average, machine_line  # noqa: E402
 
-from nanogpt.hardware import measure_cpu_tflops  # noqa: E402
+from nanogpt.training.hardware import measure_cpu_tflops  # noqa: E402
 
 
 def before(dtype: torch.dtype, n: int = 512, repeats: int = 25) -> float:

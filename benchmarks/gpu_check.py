@@ -7,7 +7,7 @@
 What it prints (block 1024, bf16 autocast, torch.compile, GPT-2 124M: 12 x 768, vocab 50257):
 
 1. The main table: ms/iter, tokens/s, MFU and peak memory of
-   - ours: the product's own training step (`nanogpt.train.TrainStep` built from
+   - ours: the product's own training step (`nanogpt.training.step.TrainStep` built from
      experiments/bench.toml, fused AdamW, flash attention through SDPA, vocab padded to 50304,
      batches prepared one micro-step ahead, no host sync in the step) at a batch that keeps the
      GPU busy (16 x 1024 tokens a micro-step, 4 micro-steps an iteration by default), and at the
@@ -32,7 +32,7 @@ What it prints (block 1024, bf16 autocast, torch.compile, GPT-2 124M: 12 x 768, 
      second model kind's MFU, by the same FLOPs accounting.
 3. Memory: peak memory of ours (eager, the seed's batch) under ddp and under fsdp in a job of one
    process, each with and without activation checkpointing, against what `nanogpt scaling memory`
-   plans for it (nanogpt/memory.py); the fsdp rows are the sharded path's first steps on a GPU.
+   plans for it (nanogpt/perf/memory.py); the fsdp rows are the sharded path's first steps on a GPU.
 4. Fast paths, each on against off on the same setting: flash SDPA (against the math kernel), fused
    AdamW (against foreach), TF32 (in float32, where it matters), torch.compile (and its start-up
    cost), vocab padding to a multiple of 64, no host sync per step, the host-to-device copy of
@@ -41,7 +41,7 @@ What it prints (block 1024, bf16 autocast, torch.compile, GPT-2 124M: 12 x 768, 
 
 MFU is nanoGPT's: tokens/s x FLOPs per token / peak FLOP/s, with FLOPs per token = 6N + 12·L·H·Q·T
 (N the non-embedding parameters with the head counted once, L layers, H heads, Q head size,
-T block size; PaLM's appendix B), and the peak from nanogpt/hardware.py's table of exact device
+T block size; PaLM's appendix B), and the peak from nanogpt/training/hardware.py's table of exact device
 names (the entry used is printed; "NVIDIA H200": 989.4 TFLOP/s dense bf16; a device not in the
 table gets no MFU rather than a near name's). Times are medians of blocks of steps, each block
 ended by one device sync (the runner does not sync on non-logging steps either).
@@ -75,7 +75,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nanogpt import scaling
+from nanogpt.config import sizes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ itself, when run from elsewhere
 from common import REPO, load_average, machine_line, median
@@ -147,7 +147,7 @@ class Row:
     def set(self, ms: float, flops_per_token: float, peak_flops: float | None, peak_bytes: int, startup_s: float) -> None:
         self.ms = ms
         self.tokens_per_sec = self.tokens_per_iter / (ms / 1000)
-        self.mfu = scaling.mfu(flops_per_token, self.tokens_per_sec, peak_flops) if peak_flops else None
+        self.mfu = sizes.mfu(flops_per_token, self.tokens_per_sec, peak_flops) if peak_flops else None
         self.peak_bytes, self.startup_s = peak_bytes, startup_s
 
     def as_dict(self) -> dict[str, Any]:
@@ -207,12 +207,12 @@ def one_pinned_buffer_batches():
 
 def product_step(s: Settings, overrides: list[str], batch: int, accum: int):
     """The product's TrainStep for experiments/bench.toml at this batch: (step, FLOPs per token, spec, DistEnv)."""
-    from nanogpt.dist import DistEnv
-    from nanogpt.parallel import build_model
+    from nanogpt.training.dist import DistEnv
+    from nanogpt.training.parallel import build_model
     from nanogpt.registry import OPTIMIZERS, SCHEDULES
-    from nanogpt.spec import load_spec
-    from nanogpt.runner import configure_backends
-    from nanogpt.train import TrainStep
+    from nanogpt.config.load import load_spec
+    from nanogpt.training.runner import configure_backends
+    from nanogpt.training.step import TrainStep
 
     sizes = [f"model.{k}={v}" for k, v in s.model.items()]
     exp, _ = load_spec(
@@ -224,7 +224,7 @@ def product_step(s: Settings, overrides: list[str], batch: int, accum: int):
     env = DistEnv.from_env(exp.system)
     configure_backends(exp, env)
     torch.manual_seed(exp.seed)
-    from nanogpt.bench import SyntheticBatches
+    from nanogpt.perf.bench import SyntheticBatches
 
     data = SyntheticBatches(vocab_size=GPT2_VOCAB, batch_size=batch, block_size=s.block_size, env=env, seed=exp.seed)
     model = build_model(exp, env, GPT2_VOCAB)
@@ -253,8 +253,8 @@ class SeedLoop:
         self.optimizer = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95))  # no fused: the seed predates it
         self.model = torch.compile(model) if compile else model
         self.autocast = torch.autocast(device_type=s.device.type, dtype=torch.bfloat16)
-        n = scaling.params(**s.model, vocab_size=GPT2_VOCAB, bias=True)
-        self.flops_per_token = scaling.mfu_flops_per_token(
+        n = sizes.params(**s.model, vocab_size=GPT2_VOCAB, bias=True)
+        self.flops_per_token = sizes.mfu_flops_per_token(
             n_params=n, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=self.T
         )
         self.use_synthetic()
@@ -340,7 +340,7 @@ def measure(s: Settings, row: Row, step: Callable[[int], Any], flops: float, pea
 
 class Check:
     def __init__(self, s: Settings, budget: float, work: Path):
-        from nanogpt.hardware import peak_for
+        from nanogpt.training.hardware import peak_for
 
         self.s = s
         self.deadline = time.monotonic() + budget
@@ -354,7 +354,7 @@ class Check:
         self.memmap_seconds = time.perf_counter() - t
         self.stall: dict[str, list[float]] = {"synchronous": [], "background-first": [], "background": []}
         self.stall_bytes = 0
-        self.planned: dict[str, int] = {}  # memory rows: nanogpt.memory's planned bytes for the process
+        self.planned: dict[str, int] = {}  # memory rows: nanogpt.perf.memory's planned bytes for the process
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -462,22 +462,22 @@ class Check:
 
     def checkpoint_stall(self) -> None:
         """How long a checkpoint of ours holds up the loop: the old synchronous save against the background writer."""
-        from nanogpt import checkpoint as ckpt
+        from nanogpt.checkpoints import files as ckpt_files, state as ckpt_state
         from nanogpt.fileio import atomic_open, sha256_file
 
         s = self.s
         step, _, _, _ = product_step(s, ["system.compile=false"], s.seed_batch, 1)
         step(0)  # AdamW's moments exist, as in every checkpoint after the first step
-        state = {"format": ckpt.FORMAT, "model": step.raw_model.state_dict(), "optimizer": step.optimizer.state_dict(), "iter": 1}
+        state = {"format": ckpt_state.FORMAT, "model": step.raw_model.state_dict(), "optimizer": step.optimizer.state_dict(), "iter": 1}
         self.stall_bytes = sum(t.numel() * t.element_size() for t in _tensors(state))
         folder = Path(tempfile.mkdtemp(prefix="stall-", dir=self.work))
-        writer = ckpt.CheckpointWriter(folder)
+        writer = ckpt_files.CheckpointWriter(folder)
         for i in range(3):  # the first background save allocates its pinned buffers; later ones reuse them
             s.sync()
             t = time.perf_counter()
-            with atomic_open(folder / ckpt.CHECKPOINT_DIR / "sync.pt", "wb") as f:
+            with atomic_open(folder / ckpt_files.CHECKPOINT_DIR / "sync.pt", "wb") as f:
                 torch.save(state, f)
-            sha256_file(folder / ckpt.CHECKPOINT_DIR / "sync.pt")
+            sha256_file(folder / ckpt_files.CHECKPOINT_DIR / "sync.pt")
             self.stall["synchronous"].append(time.perf_counter() - t)
             t = time.perf_counter()
             writer.save(i, state, on_written=lambda path, digest: None)
@@ -487,9 +487,9 @@ class Check:
     # ------------------------------------------------------------------- memory and fsdp
 
     def memory(self) -> None:
-        """Peak memory against nanogpt.memory's plan, eager at the seed's batch: ddp and fsdp (a job of
+        """Peak memory against nanogpt.perf.memory's plan, eager at the seed's batch: ddp and fsdp (a job of
         one process: the sharded path's first GPU steps), each with and without activation checkpointing."""
-        from nanogpt import memory
+        from nanogpt.perf import memory
 
         s = self.s
         b = s.seed_batch
@@ -633,7 +633,7 @@ class Check:
         else:
             out.append("checkpoint stall: not measured")
         out.append("")
-        out.append("memory, planned (nanogpt.memory: weights, gradients, AdamW, activations) against measured peak:")
+        out.append("memory, planned (nanogpt.perf.memory: weights, gradients, AdamW, activations) against measured peak:")
         for key, planned in self.planned.items():
             r = self.rows.get(key)
             if r is not None and r.ms is not None:
@@ -648,8 +648,8 @@ class Check:
 
     def _ours_flops(self) -> dict[str, int]:
         m = self.s.model
-        n = scaling.params(**m, vocab_size=scaling.padded_vocab(GPT2_VOCAB, 64), bias=True)
-        return {"n": n, "flops": scaling.mfu_flops_per_token(n_params=n, **m)}
+        n = sizes.params(**m, vocab_size=sizes.padded_vocab(GPT2_VOCAB, 64), bias=True)
+        return {"n": n, "flops": sizes.mfu_flops_per_token(n_params=n, **m)}
 
 
 def _tensors(obj: Any):

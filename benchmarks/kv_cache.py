@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seed_model import SeedConfig, SeedGPT  # noqa: E402
 
-from nanogpt.model import GPT, GPTConfig  # noqa: E402
+from nanogpt.models.gpt import GPT, GPTConfig  # noqa: E402
 
 CONFIGS = {
     # the quickstart's width and depth with room for 500 tokens of context

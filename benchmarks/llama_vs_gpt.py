@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line  # noqa: E402
 from model_vs_seed import make_step  # noqa: E402
 
-from nanogpt.llama import Llama, LlamaConfig  # noqa: E402
-from nanogpt.model import GPT, GPTConfig  # noqa: E402
+from nanogpt.models.llama import Llama, LlamaConfig  # noqa: E402
+from nanogpt.models.gpt import GPT, GPTConfig  # noqa: E402
 
 CONFIGS = {
     # experiments/shakespeare_char.toml and experiments/llama_shakespeare_char.toml

@@ -32,8 +32,10 @@ NAMES = ("shakespeare_char", "lr_sweep", "depth_ablation", "gpt2_owt_small")
 
 def template(spec_path: Path) -> dict[str, Any]:
     """One manifest built by the runner's own functions, to copy with other values."""
-    from nanogpt.manifest import SCHEMA_VERSION, extends_record, git_info, now_iso, provenance_record
-    from nanogpt.spec import load_spec, resolved, spec_sha256
+    from nanogpt.runs.manifest import SCHEMA_VERSION, extends_record, now_iso, provenance_record
+    from nanogpt.runs.environment import git_info
+    from nanogpt.config.load import load_spec
+    from nanogpt.config.canonical import resolved, spec_sha256
 
     exp, origin = load_spec(spec_path, ["train.max_iters=2000"], check_files=False)
     git, _ = git_info(REPO)

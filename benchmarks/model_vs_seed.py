@@ -20,7 +20,7 @@ is: a comparison of defaults, not of models.
 Variants:
   seed             benchmarks/seed_model.py: manual softmax attention with a mask buffer, the tanh GELU
                    written out, untied head; torch.optim.AdamW with its defaults (for-loop on CPU)
-  ours             nanogpt.model.GPT (SDPA, fused GELU, tied head, padded vocab); the same AdamW
+  ours             nanogpt.models.gpt.GPT (SDPA, fused GELU, tied head, padded vocab); the same AdamW
   seed+fused       the seed's model with AdamW(fused=True)
   ours+fused       ours with AdamW(fused=True), the fused kernel (CPU and CUDA in torch >= 2.4)
   seed+fused+bf16  seed+fused under CPU bfloat16 autocast (with --bf16)
@@ -46,9 +46,9 @@ from seed_model import SeedConfig, SeedGPT  # noqa: E402
 
 from common import machine_line  # noqa: E402
 
-from nanogpt import scaling  # noqa: E402
-from nanogpt.hardware import cpu_has_native_bf16  # noqa: E402
-from nanogpt.model import GPT, GPTConfig  # noqa: E402
+from nanogpt.config import sizes  # noqa: E402
+from nanogpt.training.hardware import cpu_has_native_bf16  # noqa: E402
+from nanogpt.models.gpt import GPT, GPTConfig  # noqa: E402
 
 CONFIGS = {
     # the quickstart: experiments/shakespeare_char.toml (65 characters is the tiny-Shakespeare alphabet)
@@ -87,7 +87,7 @@ def build_variants(cfg: dict, with_compile: bool, with_bf16: bool) -> tuple[dict
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, cfg["vocab_size"], (cfg["batch_size"], cfg["block_size"]), generator=g)
     y = torch.randint(0, cfg["vocab_size"], (cfg["batch_size"], cfg["block_size"]), generator=g)
-    padded = scaling.padded_vocab(cfg["vocab_size"], 64)
+    padded = sizes.padded_vocab(cfg["vocab_size"], 64)
 
     def ours() -> GPT:
         torch.manual_seed(0)

@@ -25,7 +25,7 @@ from pathlib import Path
 from nanogpt.data.prepare import encode_stream, prepare
 from nanogpt.data.sources import available_cores, render_shakespeare
 from nanogpt.data.tokenizers import gpt2_encoding, gpt2_tokenizer
-from nanogpt.spec.tables import TokensSpec
+from nanogpt.config.tables import TokensSpec
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The runner against a bare hand-written loop: steady-state wall time per iteration, in one process.
 
-"The runner" is the real thing: `nanogpt.runner.run()` on the spec as a user runs it (TensorBoard
+"The runner" is the real thing: `nanogpt.training.runner.run()` on the spec as a user runs it (TensorBoard
 on, metrics.jsonl, the manifest, the spec's log_interval, an evaluation and a sample at the start
 and the end). Its time per iteration is read off the wall clock: the moments its "iter N:" progress
 lines reach stdout, so everything a logging step does (the host sync, TensorBoard, metrics.jsonl,
@@ -103,9 +103,9 @@ def window_ms(stamps: dict[int, float]) -> list[float]:
 
 
 def runner_round(spec: Path, overrides: list[str], run_id: str, echo: bool) -> tuple[list[float], float]:
-    """One `nanogpt.runner.run()`; (ms/iter of each steady-state window, the last logged loss)."""
-    from nanogpt.spec import load_spec
-    from nanogpt.runner import run
+    """One `nanogpt.training.runner.run()`; (ms/iter of each steady-state window, the last logged loss)."""
+    from nanogpt.config.load import load_spec
+    from nanogpt.training.runner import run
 
     exp, origin = load_spec(spec, [*overrides, f'logging.run_id="{run_id}"'])
     clock = LineClock(echo)
@@ -122,9 +122,9 @@ def runner_round(spec: Path, overrides: list[str], run_id: str, echo: bool) -> t
 def bare_round(spec: Path, overrides: list[str]) -> tuple[list[float], float]:
     """The hand-written loop over the same iterations; (ms/iter of each window, the last loss)."""
     from nanogpt.data.files import open_dataset
-    from nanogpt.dist import pick_dtype
-    from nanogpt.model import GPT, GPTConfig
-    from nanogpt.spec import load_spec
+    from nanogpt.training.dist import pick_dtype
+    from nanogpt.models.gpt import GPT, GPTConfig
+    from nanogpt.config.load import load_spec
 
     exp, _ = load_spec(spec, overrides)
     m, t, o, s, sysspec = exp.model, exp.train, exp.optimizer, exp.schedule, exp.system
@@ -198,8 +198,8 @@ def compare(name: str, cfg: dict, args: argparse.Namespace, work: Path) -> float
         *cfg["overrides"], *args.override,
     ]
     from nanogpt.data.prepare import ensure_prepared
-    from nanogpt.dist import pick_dtype
-    from nanogpt.spec import load_spec
+    from nanogpt.training.dist import pick_dtype
+    from nanogpt.config.load import load_spec
 
     exp, _ = load_spec(SPEC, overrides, check_files=False)
     ensure_prepared(exp.data)

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import sys
 
 
 def _stop(signum, frame):

@@ -16,10 +16,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from nanogpt.argv import EPILOG, Parser, UsageError, parse_words, split_overrides
 from nanogpt.errors import InputError, NanoGPTError, exhaustion
-from nanogpt.spec import SpecError, load_spec, spec_sha256, to_toml
+from nanogpt.config.problems import SpecError
+from nanogpt.config.load import load_spec
+from nanogpt.config.canonical import spec_sha256, to_toml
 
 QUIET_EXIT_DELAY_S = 3.0
 """How long a process that leaves an error to its node's first process waits before it exits."""
@@ -42,7 +45,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = 2
         else:
             print(f"ok: {path}  spec_sha256 {spec_sha256(exp)}" if args.hash else f"ok: {path}")
-            from nanogpt.scaling_command import fit_warning
+            from nanogpt.perf.scaling import fit_warning
 
             warning = fit_warning(exp, path)
             if warning:
@@ -61,7 +64,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from nanogpt.registry import load_entry_points
-    from nanogpt.spec.jsonschema import experiment_schema
+    from nanogpt.config.jsonschema import experiment_schema
 
     failures = load_entry_points()
     if failures:  # the schema would silently lack their kinds
@@ -92,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.sweep_member is not None:
                 if args.resume is not None:
                     raise _usage("--sweep-member starts a sweep's member; a member resumes with --resume RUN_DIR alone")
-                from nanogpt.sweep.record import SweepMembership
+                from nanogpt.runs.sweeps.record import SweepMembership
 
                 member = SweepMembership.from_json(args.sweep_member)
             # the spec is validated before torch is imported: a bad spec fails in a fraction of a second
@@ -100,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if args.resume is not None:
                     if paths:
                         raise _usage("run --resume RUN_DIR takes overrides only, not a SPEC")
-                    from nanogpt.manifest import load_for_resume
+                    from nanogpt.runs.manifest import load_for_resume
 
                     resume_dir = Path(args.resume)
                     exp, origin = load_for_resume(resume_dir, overrides, force=args.force)
@@ -110,11 +113,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                     resume_dir = None
                     exp, origin = load_spec(paths[0], overrides, sweep_member=member is not None)
                     if not exp.train.auto_resume:  # with it, an existing run may be the one to continue
-                        from nanogpt.manifest import refuse_existing_run_dir
+                        from nanogpt.runs.manifest import refuse_existing_run_dir
 
                         refuse_existing_run_dir(exp)
                 _check_world_size(exp, origin.path)
-            from nanogpt.runner import run
+            from nanogpt.training.runner import run
 
             as_member = {} if member is None else {"run_id": member.run_id, "record": {"sweep": member.manifest_record()}}
             return run(exp, origin, resume_dir=resume_dir, force=args.force, stop=stop, **as_member)
@@ -133,25 +136,25 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from nanogpt.sample import sample_command
+    from nanogpt.evaluation.sample import sample_command
 
     return sample_command(args)
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
-    from nanogpt.evaluate import perplexity_command
+    from nanogpt.evaluation.perplexity import perplexity_command
 
     return perplexity_command(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nanogpt.export import export_command
+    from nanogpt.models.export import export_command
 
     return export_command(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from nanogpt.bench import bench_command
+    from nanogpt.perf.bench import bench_command
 
     paths, overrides = split_overrides(args.words, args.specs)
     if len(paths) != 1:
@@ -160,38 +163,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from nanogpt.compare import diff_command
+    from nanogpt.runs.diff import diff_command
 
     return diff_command(args.a, args.b, as_json=args.json, show_all=args.all, results_only=args.results_only)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from nanogpt.compare import runs_command
+    from nanogpt.runs.table import runs_command
 
     return runs_command(args.dir, name=args.name)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from nanogpt.sweep.command import sweep_command
+    from nanogpt.runs.sweeps.command import sweep_command
 
     paths, overrides = split_overrides(args.words)
     return sweep_command(paths, overrides, args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from nanogpt.compare_runs import compare_command
+    from nanogpt.runs.compare import compare_command
 
     return compare_command(args.paths, fmt="json" if args.json else "csv" if args.csv else "table", sort=args.sort, reverse=args.reverse)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from nanogpt.plot import plot_command
+    from nanogpt.runs.plot import plot_command
 
     return plot_command(args.paths, output=args.output, metrics=args.metric, x=args.x)
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
-    from nanogpt.scaling_command import scaling_command
+    from nanogpt.perf.scaling import scaling_command
 
     return scaling_command(args.rest)
 
@@ -252,7 +255,15 @@ def build_parser() -> _Parser:
     verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     verbs.required = True
     p.verb_parsers = verbs.choices
+    _add_training_verbs(verbs)
+    _add_run_reading_verbs(verbs)
+    _add_spec_verbs(verbs)
+    _add_model_verbs(verbs)
+    return p
 
+
+def _add_training_verbs(verbs: Any) -> None:
+    """Run, sweep, bench: the verbs that train."""
     v = verbs.add_parser("run", help="validate, prepare data if missing, train/evaluate", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
     v.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run in place")
@@ -288,6 +299,18 @@ def build_parser() -> _Parser:
     v.add_argument("--index", type=int, metavar="I", help="run member I only, into the sweep --sweep-id names (one task of a job array)")
     v.set_defaults(fn=cmd_sweep)
 
+    v = verbs.add_parser("bench", help="time training steps: ms/iter, tokens/s, MFU", epilog=EPILOG)
+    v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
+    v.add_argument("--steps", type=int, default=20, help="timed steps (after the warm-up)")
+    v.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    v.add_argument("--synthetic", action="store_true", help="random tokens instead of the dataset")
+    v.add_argument("--profile", metavar="DIR", help="write a torch.profiler trace here (TensorBoard/Perfetto)")
+    v.add_argument("--json", action="store_true", help="print the figures as JSON")
+    v.set_defaults(fn=cmd_bench)
+
+
+def _add_run_reading_verbs(verbs: Any) -> None:
+    """Compare, plot, diff, runs: the verbs that read runs."""
     v = verbs.add_parser("compare", help="runs side by side: what differs in their specs, and their results")
     v.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_OR_DIR")
     fmt = v.add_mutually_exclusive_group()
@@ -303,16 +326,6 @@ def build_parser() -> _Parser:
     v.add_argument("--metric", action="append", metavar="TAG", help="a curve to draw, by its TensorBoard tag (default: loss/val and loss/train); repeatable")
     v.add_argument("--x", choices=["iter", "tokens", "wall"], default="iter", help="the horizontal axis (default iter)")
     v.set_defaults(fn=cmd_plot)
-
-    v = verbs.add_parser("check", help="validate specs (never imports torch)", epilog=EPILOG)
-    v.add_argument("words", nargs="*", metavar="SPEC... [key=value ...]")
-    v.add_argument("--hash", action="store_true", help="print each valid spec's spec_sha256 after its ok")
-    v.set_defaults(fn=cmd_check)
-
-    v = verbs.add_parser("show", help="print the fully resolved spec as TOML", epilog=EPILOG)
-    v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
-    v.add_argument("--hash", action="store_true", help="print only its spec_sha256 (what a run's manifest records)")
-    v.set_defaults(fn=cmd_show)
 
     v = verbs.add_parser("diff", help="compare two runs, manifests or specs")
     v.add_argument("a", metavar="A")
@@ -330,11 +343,35 @@ def build_parser() -> _Parser:
     v.add_argument("--name", help="only runs whose name contains this")
     v.set_defaults(fn=cmd_runs)
 
+
+def _add_spec_verbs(verbs: Any) -> None:
+    """Check, show, prepare, schema, scaling: the verbs that read specs."""
+    v = verbs.add_parser("check", help="validate specs (never imports torch)", epilog=EPILOG)
+    v.add_argument("words", nargs="*", metavar="SPEC... [key=value ...]")
+    v.add_argument("--hash", action="store_true", help="print each valid spec's spec_sha256 after its ok")
+    v.set_defaults(fn=cmd_check)
+
+    v = verbs.add_parser("show", help="print the fully resolved spec as TOML", epilog=EPILOG)
+    v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
+    v.add_argument("--hash", action="store_true", help="print only its spec_sha256 (what a run's manifest records)")
+    v.set_defaults(fn=cmd_show)
+
     v = verbs.add_parser("prepare", help="build the dataset files a spec needs", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
     v.add_argument("--force", action="store_true", help="rebuild even when up to date")
     v.set_defaults(fn=cmd_prepare)
 
+    v = verbs.add_parser("schema", help="print the JSON Schema of specs")
+    v.add_argument("-o", "--output", metavar="FILE", help="write it to FILE")
+    v.set_defaults(fn=cmd_schema)
+
+    v = verbs.add_parser("scaling", help="params, FLOPs, Chinchilla loss and compute-optimal sizes", add_help=False)
+    v.add_argument("rest", nargs=argparse.REMAINDER)
+    v.set_defaults(fn=cmd_scaling)
+
+
+def _add_model_verbs(verbs: Any) -> None:
+    """Sample, perplexity, export: the verbs that load a model."""
     v = verbs.add_parser(
         "sample",
         help="generate text from a run, a checkpoint or gpt2*",
@@ -399,24 +436,6 @@ def build_parser() -> _Parser:
     v.add_argument("-o", "--output", required=True, metavar="DIR", help="the directory to write (new or empty)")
     v.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which checkpoint of a run dir")
     v.set_defaults(fn=cmd_export)
-
-    v = verbs.add_parser("bench", help="time training steps: ms/iter, tokens/s, MFU", epilog=EPILOG)
-    v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
-    v.add_argument("--steps", type=int, default=20, help="timed steps (after the warm-up)")
-    v.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    v.add_argument("--synthetic", action="store_true", help="random tokens instead of the dataset")
-    v.add_argument("--profile", metavar="DIR", help="write a torch.profiler trace here (TensorBoard/Perfetto)")
-    v.add_argument("--json", action="store_true", help="print the figures as JSON")
-    v.set_defaults(fn=cmd_bench)
-
-    v = verbs.add_parser("schema", help="print the JSON Schema of specs")
-    v.add_argument("-o", "--output", metavar="FILE", help="write it to FILE")
-    v.set_defaults(fn=cmd_schema)
-
-    v = verbs.add_parser("scaling", help="params, FLOPs, Chinchilla loss and compute-optimal sizes", add_help=False)
-    v.add_argument("rest", nargs=argparse.REMAINDER)
-    v.set_defaults(fn=cmd_scaling)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,12 +8,12 @@ registry's own example, and tests/plugins/pattern_data.py show one of each). Not
 torch at run time: the types are for readers and type checkers.
 
 A model kind is three things, all registered under its `kind` (`MODELS.register`):
-- a spec class deriving from `nanogpt.spec.tables.ModelSpec` (which already carries
+- a spec class deriving from `nanogpt.config.tables.ModelSpec` (which already carries
   `block_size`, `dropout` and `init_from`, the fields every model has);
 - a builder `build(spec, *, vocab_size) -> LanguageModel`; with `init_from = "scratch"` it must
   build an untrained model of exactly the spec's shapes;
 - the model's `arch()`: its spec table's fields (with `kind`) plus `vocab_size`. A checkpoint
-  stores it, and `nanogpt.weights.rebuild` turns it back into a model through the same builder
+  stores it, and `nanogpt.models.weights.rebuild` turns it back into a model through the same builder
   (`init_from = "scratch"`), then loads the saved weights into it. Nothing past the registry
   names a kind.
 """
@@ -42,7 +42,7 @@ class LanguageModel(Protocol):
     before every step: a model must keep no random state of its own for a resume to be exact.
 
     Optional: `new_kv_cache(batch_size)` returning a cache that `model(idx, kv_cache=cache)`
-    fills and reads, so generation costs one position per token (nanogpt.generation uses it when
+    fills and reads, so generation costs one position per token (nanogpt.models.generation uses it when
     present, and recomputes the window otherwise); and a `checkpoint_blocks` switch, which
     `system.activation_checkpointing = "blocks"` turns on so the backward recomputes each block (a
     model without it refuses that setting); and `blocks`, its repeated transformer blocks (an
@@ -74,7 +74,7 @@ class LanguageModel(Protocol):
     def arch(self) -> dict[str, Any]:
         """The architecture record a checkpoint stores: `kind`, the model table's fields that fix the
         shapes of its weights, and `vocab_size`; plain TOML-like values only (it is pickled with
-        `weights_only`). `nanogpt.weights.rebuild(arch)` builds an untrained model of the same shapes."""
+        `weights_only`). `nanogpt.models.weights.rebuild(arch)` builds an untrained model of the same shapes."""
         ...
 
     def crop_block_size(self, block_size: int) -> None:
@@ -128,6 +128,41 @@ class Batches(Protocol):
     def record(self) -> dict[str, Any]:
         """The manifest's `data`: each split's `path`, `tokens` and `sha256`, the `tokenizer` and
         `vocab_size` (PRODUCT.md); `diff` compares it between runs."""
+        ...
+
+
+@runtime_checkable
+class Process(Protocol):
+    """This process's place in its job, as a data builder sees it: the runner passes its
+    `nanogpt.training.dist.DistEnv`, which reads torchrun's variables once."""
+
+    @property
+    def rank(self) -> int:
+        """This process's number in the job, 0 .. world_size-1."""
+        ...
+
+    @property
+    def world_size(self) -> int:
+        """Processes in the job (1 without torchrun)."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where this process's batches go."""
+        ...
+
+    @property
+    def device_type(self) -> str:
+        """`device.type`: "cpu", "cuda", ..."""
+        ...
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that prepares data and writes the run's files."""
+        ...
+
+    def wait_for_main(self) -> None:
+        """Until rank 0 reaches the same call (it prepared the data meanwhile); at once for one process."""
         ...
 
 

@@ -23,6 +23,12 @@ class DataError(NanoGPTError):
     exit_code = 1
 
 
+class CheckpointError(NanoGPTError):
+    """No checkpoint of a run can be trusted, or one does not fit the model it should load into."""
+
+    exit_code = 1
+
+
 def exhaustion(e: BaseException) -> str | None:
     """A message for `e` when it says the machine ran out of memory or disk, else None.
 

@@ -9,7 +9,7 @@ A user adds a kind from their own module, named in the spec's `plugins = ["my_mo
 kind is a spec class deriving from `ModelSpec` (which already has `block_size`, `dropout` and
 `init_from`; its ARCH_FIELDS name the fields `check` takes from the weights `init_from` names), a
 builder, and a module that keeps the `nanogpt.contracts.LanguageModel` contract; this one trains, checkpoints, resumes, evaluates and samples as it stands
-(tests/plugins/mlp_model.py is this text, and tests/test_plugin_components.py runs it)::
+(tests/plugins/mlp_model.py is this text, and tests/training/test_plugin_components.py runs it)::
 
     import attrs
     import torch
@@ -17,8 +17,8 @@ builder, and a module that keeps the `nanogpt.contracts.LanguageModel` contract;
     from torch.nn import functional as F
 
     from nanogpt.registry import MODELS
-    from nanogpt.spec.tables import ModelSpec
-    from nanogpt.weights import load_pretrained
+    from nanogpt.config.tables import ModelSpec
+    from nanogpt.models.weights import load_pretrained
 
 
     @attrs.frozen(kw_only=True)
@@ -80,7 +80,7 @@ from typing import Any, Union
 
 import attrs
 
-from nanogpt.spec import tables as t
+from nanogpt.config import tables as t
 
 Builder = Callable[..., Any]
 
@@ -146,15 +146,15 @@ SCHEDULES = Registry("schedule", t.ScheduleSpec, "cosine")
 REGISTRIES: dict[type, Registry] = {r.base: r for r in (MODELS, DATA, OPTIMIZERS, SCHEDULES)}
 """The registry behind each component base class (the type of an Experiment field)."""
 
-MODELS.register("gpt", t.GPTSpec, "nanogpt.weights:build_gpt")
-MODELS.register("llama", t.LlamaSpec, "nanogpt.weights:build_llama")
+MODELS.register("gpt", t.GPTSpec, "nanogpt.models.weights:build_gpt")
+MODELS.register("llama", t.LlamaSpec, "nanogpt.models.weights:build_llama")
 DATA.register("tokens", t.TokensSpec, "nanogpt.data.batches:build_tokens")
-OPTIMIZERS.register("adamw", t.AdamWSpec, "nanogpt.optim:build_adamw")
-OPTIMIZERS.register("sgd", t.SGDSpec, "nanogpt.optim:build_sgd")
-SCHEDULES.register("cosine", t.CosineSpec, "nanogpt.schedule:build_cosine")
-SCHEDULES.register("linear", t.LinearSpec, "nanogpt.schedule:build_linear")
-SCHEDULES.register("constant", t.ConstantSpec, "nanogpt.schedule:build_constant")
-SCHEDULES.register("wsd", t.WSDSpec, "nanogpt.schedule:build_wsd")
+OPTIMIZERS.register("adamw", t.AdamWSpec, "nanogpt.training.optimizers:build_adamw")
+OPTIMIZERS.register("sgd", t.SGDSpec, "nanogpt.training.optimizers:build_sgd")
+SCHEDULES.register("cosine", t.CosineSpec, "nanogpt.training.schedules:build_cosine")
+SCHEDULES.register("linear", t.LinearSpec, "nanogpt.training.schedules:build_linear")
+SCHEDULES.register("constant", t.ConstantSpec, "nanogpt.training.schedules:build_constant")
+SCHEDULES.register("wsd", t.WSDSpec, "nanogpt.training.schedules:build_wsd")
 
 def import_plugin(module: str) -> str | None:
     """Import a plugin's module; None when it worked, else why not.

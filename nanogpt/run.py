@@ -1,7 +1,7 @@
 """`python -m nanogpt.run SPEC [key=value ...]`: the short form of `nanogpt run`, a command line only.
 
 Also what torchrun launches: `torchrun --standalone --nproc_per_node=8 -m nanogpt.run SPEC`. The
-runner it starts is nanogpt/runner.py (`run()`), the loop nanogpt/train.py; nothing imports this
+runner it starts is nanogpt/training/runner.py (`run()`), the loop nanogpt/training/loop.py; nothing imports this
 module, which does nothing on import.
 """
 

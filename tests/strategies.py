@@ -1,7 +1,7 @@
 """Hypothesis strategies for experiment specs, as raw TOML-ready dicts.
 
 `st.builds` ignores attrs validators and knows nothing of cross-field rules, so every table is
-composed by hand, mirroring nanogpt/spec/tables.py: the bounds and patterns of each field, the
+composed by hand, mirroring nanogpt/config/tables.py: the bounds and patterns of each field, the
 rules between fields, and the defaults of the fields a spec leaves out (warmup <= decay must hold
 for the values in effect, stated or not). Each field is stated or left out at random, and a float
 field with an integral value is spelled as an int or a float at random.
@@ -23,15 +23,15 @@ import attrs
 from hypothesis import strategies as st
 
 from nanogpt.registry import REGISTRIES
-from nanogpt.spec.checks import Bound, Each, Length, Pattern, validators_of
-from nanogpt.spec.pretrained import GPT2_ARCHS
-from nanogpt.spec.tables import EMBEDDED_CORPORA, GPT2_NAMES, MAX_PROCESS_BYTES, TABLES, Experiment
+from nanogpt.config.checks import Bound, Each, Length, Pattern, validators_of
+from nanogpt.config.pretrained import GPT2_ARCHS
+from nanogpt.config.tables import EMBEDDED_CORPORA, GPT2_NAMES, MAX_PROCESS_BYTES, TABLES, Experiment
 
 INT64_MAX = 2**63 - 1
 # A file that exists wherever the tests run: what a valid `file:` source may name.
 EXISTING_FILE = str(Path(__file__).resolve())
 # Modules a valid spec may name as plugins: importing them does nothing new.
-HARMLESS_PLUGINS = ("json", "math", "nanogpt.spec.checks")
+HARMLESS_PLUGINS = ("json", "math", "nanogpt.config.checks")
 
 Spec = dict[str, Any]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from nanogpt.spec import load_spec, resolved
+from nanogpt.config.load import load_spec
+from nanogpt.config.canonical import resolved
 from tests.conftest import REPO
 
 if sys.version_info >= (3, 11):
@@ -146,8 +147,9 @@ def test_show_names_every_field_unset_ones_as_comments(tmp_path):
     reads back as unset (TOML has no null), so the output is still the same spec."""
     import attrs
 
-    from nanogpt.spec import load_spec, spec_sha256
-    from nanogpt.spec.canonical import UNSET
+    from nanogpt.config.load import load_spec
+    from nanogpt.config.canonical import spec_sha256
+    from nanogpt.config.canonical import UNSET
 
     done = nanogpt("show", "experiments/shakespeare_char.toml")
     assert done.returncode == 0, done.stderr
@@ -177,7 +179,8 @@ def _table_text(toml_text: str, table: str) -> list[str]:
 def test_show_hash_and_check_hash_print_the_spec_sha256_without_torch():
     """`show --hash` prints the spec_sha256 a run's manifest records, `check --hash` adds it to each
     ok line; neither imports torch."""
-    from nanogpt.spec import load_spec, spec_sha256
+    from nanogpt.config.load import load_spec
+    from nanogpt.config.canonical import spec_sha256
 
     spec = "experiments/shakespeare_char.toml"
     expected = spec_sha256(load_spec(REPO / spec, ["train.max_iters=7"])[0])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nanogpt.cli import main
-from nanogpt.spec import load_spec
+from nanogpt.config.load import load_spec
 from tests.conftest import REPO
 
 SPEC = 'name = "w"\n[model]\nn_layer = 2\nn_head = 2\nn_embd = 32\nblock_size = 32\nvocab_size = 65\n[data]\ndataset = "x"\n'
@@ -50,7 +50,7 @@ def capture(monkeypatch, target: str, result=0) -> list[tuple]:
 @pytest.mark.parametrize("order", ORDERS)
 def test_run_takes_overrides_anywhere(spec, monkeypatch, order):
     """`run SPEC --force k=v` and every other order: the override reaches the spec the runner gets."""
-    calls = capture(monkeypatch, "nanogpt.runner.run")
+    calls = capture(monkeypatch, "nanogpt.training.runner.run")
     assert main(["run", *ORDERS[order](spec, OVERRIDE, ["--force"])]) == 0
     (exp, origin), kwargs = calls[0]
     assert exp.model.n_layer == 5 and origin.overrides == (OVERRIDE,) and kwargs["resume_dir"] is None and kwargs["force"] is True
@@ -59,8 +59,8 @@ def test_run_takes_overrides_anywhere(spec, monkeypatch, order):
 @pytest.mark.parametrize("order", ["O F", "F O", "F1 O F2"])
 def test_run_resume_takes_overrides_anywhere(spec, monkeypatch, order):
     """`run --resume DIR k=v --force`: the overrides and --force reach the resume, in any order."""
-    calls = capture(monkeypatch, "nanogpt.manifest.load_for_resume", result=load_spec(spec))
-    capture(monkeypatch, "nanogpt.runner.run")
+    calls = capture(monkeypatch, "nanogpt.runs.manifest.load_for_resume", result=load_spec(spec))
+    capture(monkeypatch, "nanogpt.training.runner.run")
     resume, force = ["--resume", "runs/w/1"], ["--force"]
     words = {"O F": [OVERRIDE, *resume, *force], "F O": [*resume, *force, OVERRIDE], "F1 O F2": [*resume, OVERRIDE, *force]}
     assert main(["run", *words[order]]) == 0
@@ -91,7 +91,7 @@ def test_prepare_takes_overrides_anywhere(spec, monkeypatch, order):
 @pytest.mark.parametrize("order", ORDERS)
 def test_bench_takes_overrides_anywhere(spec, monkeypatch, order):
     """`bench SPEC --synthetic --steps 3 model.n_layer=1` and every other order."""
-    calls = capture(monkeypatch, "nanogpt.bench.bench_command")
+    calls = capture(monkeypatch, "nanogpt.perf.bench.bench_command")
     assert main(["bench", *ORDERS[order](spec, OVERRIDE, ["--synthetic", "--steps", "3"])]) == 0
     (path, overrides, args), _ = calls[0]
     assert (path, overrides, args.synthetic, args.steps) == (spec, [OVERRIDE], True, 3)

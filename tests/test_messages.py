@@ -118,7 +118,7 @@ def test_bench_profile_into_a_file(spec, tmp_path, capsys):
 def test_sampling_or_scoring_nan_weights(finished_run, tmp_path, capsys):
     """A checkpoint whose weights went NaN: `sample` (multinomial's traceback) and `perplexity` (a NaN figure)
     both refuse it, naming the checkpoint and the first bad tensor."""
-    from nanogpt.checkpoint import checkpoint_for
+    from nanogpt.checkpoints.catalog import checkpoint_for
 
     state = torch.load(checkpoint_for(finished_run, "latest"), weights_only=True)
     state["model"]["transformer.h.1.mlp.c_fc.weight"][0, 0] = float("nan")

@@ -107,7 +107,8 @@ def losses(run_dir: Path) -> list[tuple[int, str, float]]:
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    from nanogpt.checkpoint import checkpoint_for, load_checkpoint
+    from nanogpt.checkpoints.catalog import checkpoint_for
+    from nanogpt.checkpoints.state import load_checkpoint
 
     return load_checkpoint(checkpoint_for(run_dir, "latest"))["model"]
 

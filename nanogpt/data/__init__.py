@@ -8,6 +8,9 @@
     from nanogpt.data.prepare import prepare   # the function; `nanogpt.data.prepare` is its module
 
 Names are imported lazily, so `import nanogpt.data.x` stays cheap (no tiktoken, no datasets).
+
+May import: config (the `[data]` table's spec), contracts (a `Process` is what the batch builder
+is given) and the foundation; never models, checkpoints, training or runs.
 """
 
 from __future__ import annotations

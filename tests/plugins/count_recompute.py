@@ -9,10 +9,10 @@ import atexit
 import os
 from pathlib import Path
 
-import nanogpt.model
+import nanogpt.models.gpt
 
 calls = 0
-_checkpoint = nanogpt.model.checkpoint
+_checkpoint = nanogpt.models.gpt.checkpoint
 
 
 def counting_checkpoint(*args, **kwargs):
@@ -21,7 +21,7 @@ def counting_checkpoint(*args, **kwargs):
     return _checkpoint(*args, **kwargs)
 
 
-nanogpt.model.checkpoint = counting_checkpoint
+nanogpt.models.gpt.checkpoint = counting_checkpoint
 
 
 @atexit.register

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-import nanogpt.checkpoint as checkpoint
+import nanogpt.checkpoints.files as checkpoint
 
 _step = os.environ.get("DISK_FULL_AT_STEP")
 

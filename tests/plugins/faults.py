@@ -13,7 +13,7 @@ import time
 import attrs
 
 from nanogpt.registry import SCHEDULES
-from nanogpt.spec.tables import ScheduleSpec
+from nanogpt.config.tables import ScheduleSpec
 
 
 @attrs.frozen(kw_only=True)

@@ -1,10 +1,10 @@
 """Run under torchrun (or alone, a job of one): shard a GPT (or a Llama: "kind": "llama" among the
-sizes) with the product's own FSDP2 sharding (nanogpt.parallel.shard), take one AdamW step, print
+sizes) with the product's own FSDP2 sharding (nanogpt.training.parallel.shard), take one AdamW step, print
 what each rank holds.
 
 One JSON line per rank: the elements of its parameter, gradient and AdamW-state shards (the
 local tensors of the DTensors), and the bytes of its parameters and optimizer state, for
-tests/test_memory.py and tests/test_fsdp.py to hold against nanogpt.memory and each other.
+tests/perf/test_memory.py and tests/training/test_fsdp.py to hold against nanogpt.perf.memory and each other.
 """
 
 import json
@@ -13,11 +13,11 @@ import sys
 import torch
 import torch.distributed as dist
 
-from nanogpt.dist import DistEnv
-from nanogpt.llama import Llama, LlamaConfig
-from nanogpt.model import GPT, GPTConfig
-from nanogpt.parallel import local_bytes, shard
-from nanogpt.spec.tables import SystemSpec
+from nanogpt.training.dist import DistEnv
+from nanogpt.models.llama import Llama, LlamaConfig
+from nanogpt.models.gpt import GPT, GPTConfig
+from nanogpt.training.parallel import local_bytes, shard
+from nanogpt.config.tables import SystemSpec
 
 sizes = json.loads(sys.argv[1])
 llama = sizes.pop("kind", "gpt") == "llama"

@@ -4,8 +4,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from nanogpt.registry import MODELS
-from nanogpt.spec.tables import ModelSpec
-from nanogpt.weights import load_pretrained
+from nanogpt.config.tables import ModelSpec
+from nanogpt.models.weights import load_pretrained
 
 
 @attrs.frozen(kw_only=True)

@@ -16,7 +16,7 @@ import torch
 
 from nanogpt.data.tokenizers import CharTokenizer
 from nanogpt.registry import DATA
-from nanogpt.spec.tables import DataSpec
+from nanogpt.config.tables import DataSpec
 
 
 @attrs.frozen(kw_only=True)

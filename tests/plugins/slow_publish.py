@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-import nanogpt.sharded_checkpoint as sharded_checkpoint
+import nanogpt.checkpoints.sharded as sharded_checkpoint
 
 _step = os.environ.get("SLOW_PUBLISH_AT_STEP")
 _marker = os.environ.get("SLOW_PUBLISH_MARKER")

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-import nanogpt.checkpoint as checkpoint
+import nanogpt.checkpoints.files as checkpoint
 
 _step = os.environ.get("SLOW_SAVE_AT_STEP")
 _marker = os.environ.get("SLOW_SAVE_MARKER")

@@ -1,0 +1,8 @@
+"""Evaluation: what a trained model is worth, measured from the command line.
+
+- perplexity.py: `nanogpt perplexity`: zero-shot perplexity and bits per byte on a text file or
+  a prepared dataset, with sliding windows.
+- sample.py: `nanogpt sample`: text from a run, a checkpoint or a pretrained model, streamed.
+
+May import: every layer below it (training's device choice, models, data, checkpoints, config)."""
+
