@@ -71,18 +71,33 @@ def directory_digest(path: str | os.PathLike[str]) -> tuple[str, dict[str, str]]
 # ------------------------------------------------------------------------------- reading safely
 
 
-class _MetadataUnpickler(pickle.Unpickler):
-    """DCP's metadata is a pickle: admit DCP's record types and torch's dtypes and sizes, nothing else."""
+_DTYPE_NAMES = frozenset({
+    "float32", "float64", "float16", "bfloat16", "complex64", "complex128", "uint8", "int8", "int16", "int32",
+    "int64", "bool", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "uint16", "uint32",
+    "uint64",
+})
+"""torch's dtypes by name: spelt out rather than found with getattr, so no lookup reaches anything else."""
 
-    ALLOWED = {
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """DCP's metadata is a pickle: admit DCP's record types and torch's dtypes and sizes, nothing else.
+
+    Exact (module, name) pairs only: a module's other attributes include what it imported (DCP's
+    metadata module imports `os`), and protocol 4 resolves a dotted name such as `os.system`
+    through them, so a name is never looked up unless it is one of these."""
+
+    ALLOWED = frozenset({
         ("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch.serialization", "_get_layout"),
         ("torch", "Size"), ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"),
-    }
+        *(("torch.distributed.checkpoint.metadata", name) for name in (
+            "Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
+            "ChunkStorageMetadata", "BytesStorageMetadata", "_MEM_FORMAT_ENCODING",
+        )),
+        *(("torch", name) for name in _DTYPE_NAMES),
+    })
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self.ALLOWED or module == "torch.distributed.checkpoint.metadata" or (
-            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
-        ):
+        if "." not in name and (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"a DCP metadata file may not name {module}.{name}")
 
@@ -93,7 +108,8 @@ def read_metadata(path: Path) -> Any:
 
     try:
         metadata = _MetadataUnpickler(io.BytesIO((path / METADATA_FILE).read_bytes())).load()
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError) as e:
+    # the unpickler can construct nothing but DCP's records, so any failure in it is a malformed file
+    except Exception as e:  # noqa: BLE001
         raise InputError(f"checkpoint {str(path)!r}: cannot read its DCP metadata file ({e})") from None
     items = getattr(metadata, "state_dict_metadata", None)
     if not isinstance(items, dict) or not all(isinstance(v, TensorStorageMetadata) for v in items.values()):

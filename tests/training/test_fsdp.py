@@ -306,3 +306,36 @@ def test_a_torn_or_changed_shard_is_never_loaded(tmp_path: Path, straight: Path)
     assert "checkpoint checkpoints/ckpt-00000040.dcp is corrupt or was replaced" in proc.stderr
     assert "from ckpt-00000030.dcp (iteration 30)" in proc.stdout + proc.stderr
     assert_same_losses(losses(straight), losses(run))
+
+
+def _dotted_system(marker: Path) -> bytes:
+    """The attack the old allowlist let through: a global (DCP's metadata module, `os.system`),
+    which protocol 4 resolves through that module's own `import os`."""
+    from tests.checkpoints.test_hostile_metadata import _call, _unicode
+
+    return _call("torch.distributed.checkpoint.metadata", "os.system", _unicode(f"touch {marker}"))
+
+
+@pytest.mark.parametrize("verb", ["sample", "perplexity", "export", "resume", "init_from"])
+def test_every_verb_that_reads_a_dcp_refuses_a_hostile_one(tmp_path: Path, straight: Path, verb: str):
+    """Each verb that reads a sharded checkpoint exits 2 on a hostile `.metadata`, and its payload
+    never ran (the family of attacks is in tests/checkpoints/test_hostile_metadata.py, read in-process)."""
+    from nanogpt.checkpoints.catalog import checkpoint_for
+
+    marker = tmp_path / "pwned"
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    hostile = checkpoint_for(run, "latest")
+    (hostile / ".metadata").write_bytes(_dotted_system(marker))
+    commands = {
+        "sample": ["sample", str(hostile), "--max-new-tokens", "5"],
+        "perplexity": ["perplexity", str(hostile), str(run / "spec.toml")],
+        "export": ["export", str(hostile), "--format", "hf", "-o", str(tmp_path / "hf")],
+        "resume": ["run", "--resume", str(run)],
+        "init_from": ["run", str(fsdp_spec(tmp_path, "from_hostile", parallel="ddp", eval_only=True, max_iters=0)),
+                      f'model.init_from="{hostile}"'],
+    }
+    proc = nanogpt(*commands[verb])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert not marker.exists()
