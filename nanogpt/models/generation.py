@@ -150,28 +150,38 @@ def start_ids(tokenizer: Any, start: str | None) -> list[int]:
 
 
 class IncrementalDecoder:
-    """Decode one row's ids as they come, passing on text only once it ends in whole characters.
+    """Decode one row's ids as they come, so that what is passed on adds up to `decode(all ids)`.
 
-    A BPE token can end inside a multi-byte character; its text then ends in U+FFFD until the
-    next token completes it, so that text waits. What is passed on adds up to `decode(all ids)`.
+    Decoding token by token is wrong for two kinds of tokenizer: a SentencePiece-style one (the `▁`
+    word marker) drops the leading space of a sequence's first piece, so each token decoded alone
+    loses its space; and a BPE token can end inside a multi-byte character (its text then ends in
+    U+FFFD until the next token completes it). So the ids are decoded from a window that starts one
+    emitted piece back, and only what that adds past the text already decoded from the window is
+    passed on; text ending in U+FFFD waits for the next token.
     """
 
     def __init__(self, tokenizer: Any, emit: Callable[[str], None]):
         self.tokenizer = tokenizer
         self.emit = emit
-        self.pending: list[int] = []
+        self.ids: list[int] = []
+        self.window_start = 0  # the window's text is decoded from here: its first piece is one already emitted
+        self.emitted_to = 0  # ids before this have been passed on
 
     def push(self, token: int) -> None:
-        self.pending.append(token)
-        text = self.tokenizer.decode(self.pending)
-        if not text.endswith("\ufffd"):
-            self.emit(text)
-            self.pending.clear()
+        self.ids.append(token)
+        self._flush(final=False)
+
+    def _flush(self, *, final: bool) -> None:
+        before = self.tokenizer.decode(self.ids[self.window_start:self.emitted_to])
+        text = self.tokenizer.decode(self.ids[self.window_start:])
+        if (final or not text.endswith("\ufffd")) and len(text) > len(before) and text.startswith(before):
+            self.emit(text[len(before):])
+            self.window_start, self.emitted_to = self.emitted_to, len(self.ids)
 
     def close(self) -> None:
-        if self.pending:
-            self.emit(self.tokenizer.decode(self.pending))
-            self.pending.clear()
+        if self.emitted_to < len(self.ids):
+            self._flush(final=True)
+        self.ids = self.ids[self.emitted_to:]
 
 
 @torch.no_grad()
