@@ -19,7 +19,11 @@ TEXT = ("ROMEO: But soft, what light through yonder window breaks?\n"
 
 
 def _hf(kind: str) -> HFTokenizer:
-    from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer, SentencePieceBPETokenizer
+    from tokenizers import (
+        BertWordPieceTokenizer,
+        ByteLevelBPETokenizer,
+        SentencePieceBPETokenizer,
+    )
 
     made = {"sentencepiece": SentencePieceBPETokenizer, "bytelevel": ByteLevelBPETokenizer,
             "wordpiece": BertWordPieceTokenizer}[kind]()
