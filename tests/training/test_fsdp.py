@@ -19,8 +19,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tinyrun import (
+    PLUGINS,
+    REPO,
+    env_with_plugins,
+    losses,
+    nanogpt,
+    only_run_dir,
+    tiny_spec,
+)
 from tests.training.test_distributed import SLOW, logged_iters, wait_for
-from tests.tinyrun import PLUGINS, REPO, env_with_plugins, losses, nanogpt, only_run_dir, tiny_spec
 
 pytestmark = pytest.mark.slow
 
@@ -321,12 +329,17 @@ def test_every_verb_that_reads_a_dcp_refuses_a_hostile_one(tmp_path: Path, strai
     """Each verb that reads a sharded checkpoint exits 2 on a hostile `.metadata`, and its payload
     never ran (the family of attacks is in tests/checkpoints/test_hostile_metadata.py, read in-process)."""
     from nanogpt.checkpoints.catalog import checkpoint_for
+    from nanogpt.checkpoints.sharded import directory_digest
 
     marker = tmp_path / "pwned"
     run = tmp_path / "run"
     shutil.copytree(straight, run)
     hostile = checkpoint_for(run, "latest")
+    recorded = directory_digest(hostile)[0]
     (hostile / ".metadata").write_bytes(_dotted_system(marker))
+    # an attacker who writes the directory writes its manifest too: the hash check is not the guard here
+    manifest = run / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(recorded, directory_digest(hostile)[0]))
     commands = {
         "sample": ["sample", str(hostile), "--max-new-tokens", "5"],
         "perplexity": ["perplexity", str(hostile), str(run / "spec.toml")],
