@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,8 +109,17 @@ def test_check_usage_errors_exit_2_without_traceback():
     no_traceback(done)
 
 
-def test_spec_verbs_never_import_torch(broken_specs):
-    """check, show and schema run without importing torch, whatever the specs hold."""
+@pytest.mark.parametrize("gpu", [False, True], ids=["no-gpu", "stand-in-nvidia-smi"])
+def test_spec_verbs_never_import_torch(broken_specs, tmp_path, gpu):
+    """check, show and schema run without importing torch, whatever the specs hold; with an
+    `nvidia-smi` on PATH too (a stand-in here), where `check` also warns what will not fit the GPU."""
+    env = dict(os.environ)
+    if gpu:
+        smi = tmp_path / "bin" / "nvidia-smi"
+        smi.parent.mkdir()
+        smi.write_text("#!/bin/sh\necho 'NVIDIA Stand-in, 1024'\n")
+        smi.chmod(0o755)
+        env["PATH"] = f"{smi.parent}{os.pathsep}{env.get('PATH', '')}"
     specs = [str(p) for p in EXPERIMENTS] + [str(broken_specs / n) for n in BROKEN]
     code = (
         "import sys, io, contextlib\n"
@@ -121,7 +131,7 @@ def test_spec_verbs_never_import_torch(broken_specs):
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'transformers', 'tiktoken'))\n"
         "print(heavy)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "[]\n"
 

@@ -24,20 +24,30 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import attrs
-import numpy as np
 
-from nanogpt.errors import DataError
-from nanogpt.fileio import atomic_write_text, inside, read_regular_bytes, sha256_file, want_progress
+if TYPE_CHECKING:
+    import numpy as np
+
 from nanogpt.config.tables import TokensSpec
+from nanogpt.errors import DataError
+from nanogpt.fileio import (
+    atomic_write_text,
+    inside,
+    read_regular_bytes,
+    sha256_file,
+    want_progress,
+)
 
 META = "meta.json"
 SPLITS = ("train", "val")
 FORMAT = "nanogpt-tokens-1"
 """Value of meta.json's "format" key."""
-DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+DTYPES = {"uint16": 2, "uint32": 4}
+"""The token dtypes by name, and their bytes; numpy is imported only to read the tokens, so `check`
+(which asks for a dataset's vocabulary) stays free of it."""
 
 
 def dataset_dir(spec: TokensSpec) -> Path:
@@ -118,7 +128,7 @@ def check_meta(meta: dict, directory: Path) -> None:
         want(eot < vocab, "eot_id", f"must be below vocab_size ({vocab})")
     dtype_ok = want(meta.get("dtype") in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
     if dtype_ok and vocab_ok:
-        want(vocab <= np.iinfo(DTYPES[meta["dtype"]]).max + 1, "vocab_size", f"does not fit {meta['dtype']} token ids")
+        want(vocab <= 256 ** DTYPES[meta["dtype"]], "vocab_size", f"does not fit {meta['dtype']} token ids")
     if tokenizer == "char":
         chars = meta.get("chars")
         if want(isinstance(chars, list) and all(isinstance(c, str) and len(c) == 1 for c in chars), "chars",
@@ -180,7 +190,9 @@ def verify_split(directory: Path, meta: dict, split: str, *, progress: bool = Fa
     tokens, a token count other than meta.json's, a sha256 other than meta.json's.
     """
     entry = meta[split]
-    dtype = np.dtype(DTYPES[meta["dtype"]])
+    import numpy as np
+
+    dtype = np.dtype(meta["dtype"])
     path = directory / entry["file"]
     try:
         st = os.stat(path)
@@ -296,12 +308,14 @@ def open_dataset(spec: TokensSpec, *, progress: Optional[bool] = None) -> Prepar
             f"{directory} was tokenized with {meta['tokenizer']!r}, but the spec says data.tokenizer = "
             f"{spec.tokenizer!r}; rebuild it with `nanogpt prepare SPEC --force` (or name another data.dataset)"
         )
+    import numpy as np
+
     maps = {}
     for split in SPLITS:
         entry = meta[split]
         if entry["tokens"] == 0:
             raise DataError(f"{directory / entry['file']} is empty; rebuild the dataset with `nanogpt prepare SPEC --force`")
-        maps[split] = np.memmap(directory / entry["file"], dtype=DTYPES[meta["dtype"]], mode="r")
+        maps[split] = np.memmap(directory / entry["file"], dtype=meta["dtype"], mode="r")
     return PreparedDataset(dir=directory, meta=meta, train=maps["train"], val=maps["val"])
 
 
