@@ -1,4 +1,4 @@
-"""The GPU check: GPT-2 124M training steps on one GPU, ours against nanoGPT today and the seed, in under 8 minutes.
+"""The GPU check: GPT-2 124M training steps on one GPU, ours against our rewrites of nanoGPT today and of the seed (not their code), in under 8 minutes.
 
     python benchmarks/gpu_check.py                 # the full check on a CUDA device (5-7 minutes on an H200, by estimate)
     python benchmarks/gpu_check.py --dry-run       # tiny sizes, a few steps, no compile (what runs without CUDA)
@@ -435,7 +435,7 @@ class Check:
 
     def seed(self, tag: str, batch: int) -> None:
         s = self.s
-        label = f"seed {'compile' if s.compile else 'eager'} bf16"
+        label = f"seed rewrite {'compile' if s.compile else 'eager'} bf16"
         loop = SeedLoop(s, batch, s.compile)
         measure(s, self.row(f"seed{tag}/synthetic", label, "synthetic", batch, 1), loop, loop.flops_per_token, self.peak.flops)
         startup = self.rows[f"seed{tag}/synthetic"].startup_s
@@ -451,7 +451,7 @@ class Check:
         from nanogpt_today import TodayLoop
 
         s = self.s
-        label = f"nanoGPT today {'compile' if s.compile else 'eager'} bf16"
+        label = f"nanoGPT-today rewrite {'compile' if s.compile else 'eager'} bf16"
         loop = TodayLoop(s.model, s.device, batch, accum, s.compile)
         flops = loop.flops_per_token()
         measure(s, self.row("today/synthetic", label, "synthetic", batch, accum), loop, flops, self.peak.flops)
@@ -591,7 +591,7 @@ class Check:
             if a and b and a.tokens_per_sec and b.tokens_per_sec:
                 parts.append(f"{data} {a.tokens_per_sec / b.tokens_per_sec:.2f}x")
         if parts:
-            out.append(f"  ours vs nanoGPT today, both at {s.busy_batch}x{s.block_size} x{s.busy_accum} (like for like): " + ", ".join(parts))
+            out.append(f"  ours vs the nanoGPT-today rewrite, both at {s.busy_batch}x{s.block_size} x{s.busy_accum} (like for like): " + ", ".join(parts))
         best = max((r for k, r in self.rows.items() if k.startswith("ours") and r.mfu is not None and "eager" not in r.label), key=lambda r: r.mfu, default=None)
         if best is not None and s.device.type == "cuda":
             verdict = "reaches" if best.mfu >= MFU_TARGET else "is BELOW"
@@ -696,8 +696,8 @@ def main(argv: list[str] | None = None) -> int:
         c = 150.0 if s.compile else 60.0  # one section's limit: a compile of GPT-2 takes about a minute
         need = 75.0 if s.compile else 0.0  # what a compiled section needs left of the budget to be worth starting
         check.section(f"ours {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.ours("", s.busy_batch, s.busy_accum, extras=True), timeout=c, needs=need)
-        check.section(f"seed {s.seed_batch}x{s.block_size}", lambda: check.seed("", s.seed_batch), timeout=c * 1.5, needs=need * 1.5)
-        check.section(f"nanoGPT today {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.today(s.busy_batch, s.busy_accum), timeout=c, needs=need)
+        check.section(f"seed rewrite {s.seed_batch}x{s.block_size}", lambda: check.seed("", s.seed_batch), timeout=c * 1.5, needs=need * 1.5)
+        check.section(f"nanoGPT-today rewrite {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.today(s.busy_batch, s.busy_accum), timeout=c, needs=need)
         check.section(f"ours {s.seed_batch}x{s.block_size}", lambda: check.ours("-seedbatch", s.seed_batch, 1, extras=False), timeout=c, needs=need)
         check.section(f"llama {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.llama(s.busy_batch, s.busy_accum), timeout=c, needs=need)
         check.section("checkpoint stall", check.checkpoint_stall, timeout=90.0, needs=30.0 if s.compile else 0.0)

@@ -1,4 +1,4 @@
-"""Our GPT against the seed's (nanoGPT, January 2023) on the same config: one training step each.
+"""Our GPT against benchmarks/seed_model.py (this project's rewrite of the seed's model, nanoGPT of January 2023, not its code) on the same config: one training step each.
 
 A step is forward + backward + AdamW step on the same batch, on CPU (the forward + backward part is
 also reported alone: that is the model's own share). The variants run interleaved, one step each
@@ -82,8 +82,8 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fused: b
 
 
 def build_variants(cfg: dict, with_compile: bool, with_bf16: bool) -> tuple[dict, dict]:
-    sizes = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
-    sizes["dropout"] = cfg.get("dropout", 0.0)
+    shape = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
+    shape["dropout"] = cfg.get("dropout", 0.0)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, cfg["vocab_size"], (cfg["batch_size"], cfg["block_size"]), generator=g)
     y = torch.randint(0, cfg["vocab_size"], (cfg["batch_size"], cfg["block_size"]), generator=g)
@@ -91,20 +91,20 @@ def build_variants(cfg: dict, with_compile: bool, with_bf16: bool) -> tuple[dict
 
     def ours() -> GPT:
         torch.manual_seed(0)
-        return GPT(GPTConfig(**sizes, padded_vocab_size=padded))
+        return GPT(GPTConfig(**shape, padded_vocab_size=padded))
 
     def seed() -> SeedGPT:
         torch.manual_seed(0)
-        return SeedGPT(SeedConfig(**sizes))
+        return SeedGPT(SeedConfig(**shape))
 
     variants = {
-        "seed": make_step(seed(), x, y, fused=False),
+        "seed-rewrite": make_step(seed(), x, y, fused=False),
         "ours": make_step(ours(), x, y, fused=False),
-        "seed+fused": make_step(seed(), x, y, fused=True),
+        "seed-rewrite+fused": make_step(seed(), x, y, fused=True),
         "ours+fused": make_step(ours(), x, y, fused=True),
     }
     if with_bf16:
-        variants["seed+fused+bf16"] = make_step(seed(), x, y, fused=True, bf16=True)
+        variants["seed-rewrite+fused+bf16"] = make_step(seed(), x, y, fused=True, bf16=True)
         variants["ours+fused+bf16"] = make_step(ours(), x, y, fused=True, bf16=True)
         bf16_attention = ours()
         for block in bf16_attention.transformer.h:
@@ -112,7 +112,7 @@ def build_variants(cfg: dict, with_compile: bool, with_bf16: bool) -> tuple[dict
         variants["...bf16 attn"] = make_step(bf16_attention, x, y, fused=True, bf16=True)
     compile_s = {}
     if with_compile:
-        for name, model, fused in (("ours+compile", ours(), True), ("seed+compile", seed(), True)):
+        for name, model, fused in (("ours+compile", ours(), True), ("seed-rewrite+compile", seed(), True)):
             step = make_step(torch.compile(model), x, y, fused=fused)
             t0 = time.perf_counter()
             step()  # the first step compiles
@@ -134,17 +134,17 @@ def run(name: str, cfg: dict, rounds: int, warmup: int, with_compile: bool, with
             times[k].append(total)
             model_times[k].append(fwdbwd)
     tokens = cfg["batch_size"] * cfg["block_size"]
-    base = statistics.median(times["seed"])
-    base_model = statistics.median(model_times["seed"])
+    base = statistics.median(times["seed-rewrite"])
+    base_model = statistics.median(model_times["seed-rewrite"])
     print(f"\n{name}: n_layer={cfg['n_layer']} n_head={cfg['n_head']} n_embd={cfg['n_embd']} "
           f"block_size={cfg['block_size']} vocab={cfg['vocab_size']} batch={cfg['batch_size']} dropout={cfg.get('dropout', 0.0)} "
           f"({tokens} tokens/step), {rounds} rounds, {torch.get_num_threads()} threads")
-    print(f"  {'variant':<16} {'ms/step':>9} {'tokens/s':>10} {'vs seed':>8}   {'fwd+bwd ms':>10} {'vs seed':>8}")
+    print(f"  {'variant':<24} {'ms/step':>9} {'tokens/s':>10} {'vs rewrite':>8}   {'fwd+bwd ms':>10} {'vs rewrite':>8}")
     for k, ts in times.items():
         med = statistics.median(ts)
         med_model = statistics.median(model_times[k])
         extra = f"  (compile: {compile_s[k]:.1f} s)" if k in compile_s else ""
-        print(f"  {k:<16} {med * 1e3:9.1f} {tokens / med:10.0f} {base / med:7.2f}x   "
+        print(f"  {k:<24} {med * 1e3:9.1f} {tokens / med:10.0f} {base / med:7.2f}x   "
               f"{med_model * 1e3:10.1f} {base_model / med_model:7.2f}x{extra}")
     print("  like for like, ours / seed in tokens/s (same precision, same AdamW, same threads):")
     for label, a, b in LIKE_FOR_LIKE:
@@ -160,10 +160,10 @@ def run(name: str, cfg: dict, rounds: int, warmup: int, with_compile: bool, with
 
 
 LIKE_FOR_LIKE = (
-    ("float32, torch's default AdamW", "ours", "seed"),
-    ("float32, fused AdamW", "ours+fused", "seed+fused"),
-    ("bf16 autocast, fused AdamW", "ours+fused+bf16", "seed+fused+bf16"),
-    ("compiled, float32, fused AdamW", "ours+compile", "seed+compile"),
+    ("float32, torch's default AdamW", "ours", "seed-rewrite"),
+    ("float32, fused AdamW", "ours+fused", "seed-rewrite+fused"),
+    ("bf16 autocast, fused AdamW", "ours+fused+bf16", "seed-rewrite+fused+bf16"),
+    ("compiled, float32, fused AdamW", "ours+compile", "seed-rewrite+compile"),
 )
 
 

@@ -117,11 +117,11 @@ def test_gpu_check_dry_run():
     header = next(line for line in out.splitlines() if line.startswith("configuration"))
     for column in ("ms/iter", "tokens/s", "MFU", "peak mem"):
         assert column in header
-    for row in ("ours eager bf16", "seed eager bf16", "nanoGPT today eager bf16", "llama eager bf16", "no .item() per step", "math SDPA",
+    for row in ("ours eager bf16", "seed rewrite eager bf16", "nanoGPT-today rewrite eager bf16", "llama eager bf16", "no .item() per step", "math SDPA",
                 "AdamW foreach", "TF32 off", "not padded"):
         assert row in out, row
     assert "ours / seed, tokens/s:" in out and "fast paths" in out
-    assert "ours vs nanoGPT today, both at" in out and "the seed without its per-step .item()" in out
+    assert "ours vs the nanoGPT-today rewrite, both at" in out and "the seed without its per-step .item()" in out
     assert "checkpoint stall (ours," in out and "background writer" in out
     assert "not measured)" not in out.split("ours / seed")[0]  # every row of the table has its figures
     assert "FAILED" not in out and "TIMED OUT" not in out and "skipped" not in out
