@@ -24,6 +24,18 @@ def cpu_peak_cache(tmp_path_factory) -> Path:
         yield cache_home / "nanogpt" / "cpu_peak.json"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def same_threads_as_the_runs_tests_start():
+    """torch in this process computes at the thread count tests.tinyrun gives the runs it starts (OMP_NUM_THREADS,
+    1 unless set): a reference trained here and a resume in a subprocess then do the same float arithmetic, as
+    exact resume is promised on the same software stack (MKL's sums at 2 threads and at 1 differ in the last bits)."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
+
+
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2 x 32 GPT-2 (GPT-2's vocabulary, 64 positions) saved as the hub serves

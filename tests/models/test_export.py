@@ -92,7 +92,11 @@ def test_char_tokenizer_exports_one_token_per_character(text):
     assert fast.eos_token_id == tok.eot_id and fast("a<|endoftext|>b")["input_ids"] == tok.encode("a<|endoftext|>b", allowed_special=True)
 
 
-@pytest.mark.parametrize("model", [{}, {"kind": "llama", "n_kv_head": 1, "tie_embeddings": True}])
+# a Llama table starts from Llama's defaults (12 x 768, 1024 positions), so it names the tiny spec's size itself
+LLAMA = {"kind": "llama", "n_layer": 2, "n_head": 2, "n_kv_head": 1, "n_embd": 32, "block_size": 32, "tie_embeddings": True}
+
+
+@pytest.mark.parametrize("model", [{}, LLAMA])
 def test_export_verb_end_to_end(tmp_path, model):
     """`export RUN -o DIR` on a trained run: transformers loads model and tokenizer; logits and ids are ours."""
     spec = tiny_spec(tmp_path, model=model, train={"max_iters": 4, "eval_interval": 4})
