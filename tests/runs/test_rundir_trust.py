@@ -223,6 +223,7 @@ def test_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path: Path)
 # ---------------------------------------------------------------------------------- one writer
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused_and_a_killed_writer_leaves_no_lock(tmp_path: Path):
     """While a run trains, a --resume of it exits 2 naming the holder's PID and host, and changes nothing;
     after SIGKILL the lock is gone at once and the resume ends bit-identical."""
@@ -247,6 +248,7 @@ def test_second_writer_is_refused_and_a_killed_writer_leaves_no_lock(tmp_path: P
     assert losses(run) == losses(only_run_dir(tmp_path / "runs", "ref"))
 
 
+@pytest.mark.slow
 def test_two_resumes_at_once_one_wins(tmp_path: Path):
     """Two resumes of one run started together: exactly one trains, the other is refused with exit 2."""
     spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.0})
@@ -266,6 +268,7 @@ def test_two_resumes_at_once_one_wins(tmp_path: Path):
 # ------------------------------------------------------------------------- auto-resume by name
 
 
+@pytest.mark.slow
 def test_auto_resume_after_sigkill_continues_the_same_run(tmp_path: Path):
     """With train.auto_resume, `run SPEC` after a SIGKILL (a requeue) continues the killed run: one run
     dir, the same losses as a run never stopped; once completed, the next `run SPEC` starts a new run."""
@@ -293,6 +296,7 @@ def test_auto_resume_after_sigkill_continues_the_same_run(tmp_path: Path):
     assert len(run_dirs(tmp_path / "runs")) == 2
 
 
+@pytest.mark.slow
 def test_auto_resume_never_takes_a_run_a_live_process_holds(tmp_path: Path):
     """A second `run SPEC` with auto_resume while the first is training starts its own run."""
     spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.05},
@@ -310,6 +314,7 @@ def test_auto_resume_never_takes_a_run_a_live_process_holds(tmp_path: Path):
         first.wait()
 
 
+@pytest.mark.slow
 def test_auto_resume_skips_other_specs_and_nan_failures(tmp_path: Path):
     """Only a run of the same spec (up to what a resume may change) that did not end on a NaN is continued."""
     from nanogpt.runs.manifest import find_resumable
@@ -347,6 +352,7 @@ def catches_sigterm(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc to see when the handler is in place")
 @pytest.mark.parametrize("delay", [0.0, 0.1, 0.3, 0.6, 1.0, 1.5, 2.0, 2.5, 3.5, 5.0])
+@pytest.mark.slow
 def test_sigterm_at_any_moment_ends_with_130_and_never_running(tmp_path: Path, delay: float):
     """SIGTERM at any moment once the product's first line runs (importing torch and the rest,
     preparing data, building the model, training) exits 130 without a traceback; the run dir, if one
@@ -364,6 +370,7 @@ def test_sigterm_at_any_moment_ends_with_130_and_never_running(tmp_path: Path, d
         assert manifest_of(run)["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_sigterm_while_preparing_leaves_no_partial_dataset(tmp_path: Path):
     """SIGTERM while the dataset's token files are half made: exit 130 at once, and neither the
     temporary files nor a meta.json nor a run dir is left behind."""
@@ -382,6 +389,7 @@ def test_sigterm_while_preparing_leaves_no_partial_dataset(tmp_path: Path):
     assert not (tmp_path / "runs").exists() or run_dirs(tmp_path / "runs") == []
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_and_records_it(tmp_path: Path):
     """Ctrl-C asks for a checkpoint; a second Ctrl-C while it is being written ends the process at once
     with exit 130, the run marked `interrupted` (not `running`) and no partial checkpoint listed."""
@@ -404,6 +412,7 @@ def test_a_second_ctrl_c_stops_at_once_and_records_it(tmp_path: Path):
     assert all((only_run_dir(tmp_path / "runs") / e["path"]).is_file() for e in m["checkpoints"])
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_long_evaluation_is_honoured_within_seconds(tmp_path: Path):
     """An evaluation of 200,000 batches does not hold up SIGTERM: the run checkpoints the last completed
     step and exits 130 within a few seconds."""
@@ -425,6 +434,7 @@ def test_sigterm_during_a_long_evaluation_is_honoured_within_seconds(tmp_path: P
     assert m["status"] == "interrupted" and [e["step"] for e in m["checkpoints"]] == [0]
 
 
+@pytest.mark.slow
 def test_a_closed_console_does_not_stop_a_run(tmp_path: Path):
     """`nanogpt run SPEC | head -3`: the run outlives its console, completes and exits 0."""
     spec = tiny_spec(tmp_path, train={"max_iters": 20})
@@ -449,6 +459,7 @@ def test_nan_at_the_first_iteration_says_no_checkpoint_was_kept(tmp_path: Path):
     assert m["status"] == "failed" and m["failure"] == "nonfinite"
 
 
+@pytest.mark.slow
 def test_resume_below_the_iteration_reached_is_refused(tmp_path: Path):
     """--resume with train.max_iters under the run's iteration says so (exit 2) and changes nothing."""
     run = stopped_run(tmp_path)

@@ -93,6 +93,7 @@ def interrupted(tmp_path_factory) -> dict[str, Any]:
     return state
 
 
+@pytest.mark.slow
 def test_sigint_stops_the_running_member_cleanly(interrupted):
     """SIGINT during the second member: it checkpoints and ends `interrupted`, the sweep is `interrupted`, exit 130."""
     assert interrupted["code"] == 130, interrupted["out"]

@@ -74,6 +74,7 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.slow
 def test_cpu_peak_is_measured_at_the_runs_precision(cache, dtype):
     """A float16 run is measured against float16 matmuls, not float32 ones; the peak says how it was measured."""
     peak = peak_for(torch.device("cpu"), dtype)

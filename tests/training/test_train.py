@@ -194,6 +194,7 @@ def test_nan_loss_stops_the_run(tmp_path: Path):
     assert all(torch.isfinite(t).all() for t in good.values())
 
 
+@pytest.mark.slow
 def test_sigint_checkpoints_and_resume_is_exact(tmp_path: Path, completed_run: Path):
     """SIGINT mid-run saves a checkpoint, exits 130 with a resume hint; the resumed run ends bit-identical."""
     spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.05})
