@@ -357,7 +357,10 @@ def test_sigterm_at_any_moment_ends_with_130_and_never_running(tmp_path: Path, d
     """SIGTERM at any moment once the product's first line runs (importing torch and the rest,
     preparing data, building the model, training) exits 130 without a traceback; the run dir, if one
     was made, says `interrupted`. (Before that the interpreter itself is starting: SIGTERM's default.)"""
-    spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.05})
+    # 200 steps of at least 0.05 s: training outlasts the longest delay even on a quiet machine (at 40
+    # steps a fast start finished the run before the 5 s signal, and the test saw exit 0)
+    spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.05},
+                     train={"max_iters": 200})
     proc = popen_run(str(spec))
     wait_for(lambda: catches_sigterm(proc.pid), timeout=30, what="the first handler")
     time.sleep(delay)
