@@ -177,7 +177,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from nanogpt.runs.sweeps.command import sweep_command
 
-    paths, overrides = split_overrides(args.words)
+    paths, overrides = split_overrides(args.words, args.specs)
     return sweep_command(paths, overrides, args)
 
 
@@ -246,7 +246,7 @@ class _Parser(Parser):
     verb_parsers: dict[str, argparse.ArgumentParser]
 
 
-WORD_VERBS = ("run", "check", "show", "prepare", "bench")
+WORD_VERBS = ("run", "check", "show", "prepare", "bench", "sweep")
 """The verbs that take a SPEC and overrides (parsed by `parse_words`)."""
 
 

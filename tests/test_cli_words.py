@@ -98,6 +98,17 @@ def test_bench_takes_overrides_anywhere(spec, monkeypatch, order):
 
 
 @pytest.mark.parametrize("order", ORDERS)
+def test_sweep_takes_overrides_and_axes_anywhere(spec, monkeypatch, order):
+    """`sweep SPEC --jobs 2 k=a,b k=v` and every other order: the axis and the override reach the sweep
+    (the sweeps page's example puts them after --jobs; argparse alone refused them there)."""
+    calls = capture(monkeypatch, "nanogpt.runs.sweeps.command.sweep_command")
+    words = ORDERS[order](spec, OVERRIDE, ["--jobs", "2"])
+    assert main(["sweep", *words, "optimizer.lr=1e-3,3e-3"]) == 0
+    (paths, overrides, args), _ = calls[0]
+    assert (paths, overrides, args.jobs) == ([spec], [OVERRIDE, "optimizer.lr=1e-3,3e-3"], 2)
+
+
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("what", ["params", "flops"])
 def test_scaling_takes_overrides_anywhere(spec, capsys, what, order):
     """`scaling params SPEC --json k=v` and every other order: the figures are the overridden model's."""
