@@ -1,4 +1,4 @@
-"""The README against the tree it describes: what a newcomer reads must be what is there."""
+"""The README and docs/code-map.md against the tree they describe: what a newcomer reads must be what is there."""
 
 from __future__ import annotations
 
@@ -7,24 +7,38 @@ import re
 from tests.conftest import REPO
 
 
-def _layout() -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    return re.search(r"^## Layout\n\n```\n(.*?)^```", text, re.S | re.M).group(1)
+def _first_code_block(page: str, heading: str) -> str:
+    text = (REPO / page).read_text(encoding="utf-8")
+    return re.search(
+        rf"^#+ {heading}\n.*?^```\n(.*?)^```", text, re.DOTALL | re.MULTILINE
+    ).group(1)
 
 
-def test_layout_names_every_module():
-    """The README's Layout section names every module of the package (its file name, and its
-    folder for spec/ and data/), so that a newcomer finds each file where the map says."""
-    layout = _layout()
+def test_code_map_names_every_module():
+    """docs/code-map.md names every module of the package (its file name, and its folder when it is
+    in one), so that a newcomer finds each file where the map says."""
+    layout = _first_code_block("docs/code-map.md", "Code map")
     missing = []
     for path in sorted((REPO / "nanogpt").rglob("*.py")):
         if path.name == "__init__.py":
             continue
         relative = path.relative_to(REPO / "nanogpt")
         folder = f"{relative.parent}/" if relative.parent.name else ""
-        if not re.search(rf"(?<![\w.]){re.escape(path.name)}(?![\w])", layout) or (folder and folder not in layout):
+        if not re.search(rf"(?<![\w.]){re.escape(path.name)}(?![\w])", layout) or (
+            folder and folder not in layout
+        ):
             missing.append(str(relative))
     assert missing == []
+
+
+def test_readme_code_map_names_every_package():
+    """The README's one-line-a-package map names every folder of the package, and nothing that is not one."""
+    readme_map = _first_code_block("README.md", "Code map")
+    named = set(re.findall(r"^  (\w+)/", readme_map, re.MULTILINE))
+    folders = {p.parent.name for p in (REPO / "nanogpt").glob("*/__init__.py")}
+    assert named == folders - {
+        "spec"
+    }  # spec/ only forwards old plugin imports to config/ (docs/code-map.md says so)
 
 
 def test_no_merge_conflict_markers_were_committed():
@@ -32,10 +46,14 @@ def test_no_merge_conflict_markers_were_committed():
     every test still passed: the Layout names were all there, twice)."""
     import subprocess
 
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     marked = []
     for name in tracked:
-        if not name.endswith((".py", ".md", ".toml", ".json", ".txt", ".cfg", ".yml", ".yaml")):
+        if not name.endswith(
+            (".py", ".md", ".toml", ".json", ".txt", ".cfg", ".yml", ".yaml")
+        ):
             continue
         try:
             lines = (REPO / name).read_text(encoding="utf-8").splitlines()

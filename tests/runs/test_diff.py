@@ -170,7 +170,7 @@ def test_runs_table(two_runs, tmp_path, capsys):
 
 
 def test_runs_exit_0_and_say_why_when_there_is_nothing_to_list(two_runs, tmp_path, capsys):
-    """A missing DIR, a file, and a --name that matches nothing each say so, exit 0 (the README's
+    """A missing DIR, a file, and a --name that matches nothing each say so, exit 0 (docs/runs.md's
     contract for `runs`), and a --name miss lists the names there are."""
     a, _, _ = two_runs
     root = a.parent.parent
