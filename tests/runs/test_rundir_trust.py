@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -176,7 +177,8 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path
 
 def test_checkpoint_from_another_run_is_not_loaded(tmp_path: Path):
     """A checkpoint copied in from a run of another spec is caught by its sha256, and, when the manifest
-    is edited to match, by the spec it records; with no intact checkpoint left the resume exits 1."""
+    is edited to match, by the spec it records, each refusal showing the field that differs with the
+    checkpoint's value and the run's; with no intact checkpoint left the resume exits 1."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     run = stopped_run(tmp_path / "a")
@@ -197,7 +199,11 @@ def test_checkpoint_from_another_run_is_not_loaded(tmp_path: Path):
     write_manifest(run, m)
     proc = nanogpt("run", "--resume", str(run), "train.max_iters=40")
     assert proc.returncode == 1, proc.stderr
-    assert "was saved by a different spec (" in proc.stderr and "optimizer.lr 0.003 -> 0.001" not in proc.stderr
+    # each refusal's diff names the field and both values, the checkpoint's first and the run's second
+    for step in (20, 30):
+        assert re.search(rf"checkpoint checkpoints/ckpt-000000{step}\.pt was saved by a different spec "
+                         r"\([^\n]*\boptimizer\.lr 0\.001 -> 0\.003\); it is not used", proc.stderr), proc.stderr
+    assert "optimizer.lr 0.003 -> 0.001" not in proc.stderr
     assert "no intact checkpoint" in proc.stderr
 
 
