@@ -267,8 +267,6 @@ def measured_state_bytes(model: torch.nn.Module, wrapped: torch.nn.Module, vocab
     `wrapped` (the model under DDP or sharded by FSDP2) with the project's own AdamW: the tensors
     themselves, and DDP's reduction buckets as DDP reports them. AdamW's `step` counters (one scalar
     per tensor) are left out: the planner does not count them."""
-    import re as _re
-
     from nanogpt.config.tables import AdamWSpec
     from nanogpt.training.optimizers import build_adamw
 
@@ -282,7 +280,7 @@ def measured_state_bytes(model: torch.nn.Module, wrapped: torch.nn.Module, vocab
     if isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
         logged = wrapped._get_ddp_logging_data()
         assert not logged["gradient_as_bucket_view"]  # else the buckets are the gradients, not a copy
-        grads += sum(int(size) for size in _re.findall(r"\d+", str(logged["bucket_sizes"])))
+        grads += sum(int(size) for size in re.findall(r"\d+", str(logged["bucket_sizes"])))
     moments = [t for state in optimizer.state.values() for key, t in state.items() if key != "step"]
     return {"params": tensor_bytes(params), "grads": grads, "optimizer": tensor_bytes(moments)}
 
