@@ -78,7 +78,6 @@ def recorded_checkpoints(run_dir: str | os.PathLike[str], entries: Any) -> tuple
     left out too: the list is rebuilt from what exists.
     """
     run_dir = Path(run_dir)
-    folder = (run_dir / CHECKPOINT_DIR).resolve()
     kept: dict[int, dict[str, Any]] = {}
     ignored = []
     for e in entries if isinstance(entries, list) else []:
@@ -86,8 +85,8 @@ def recorded_checkpoints(run_dir: str | os.PathLike[str], entries: Any) -> tuple
                 and isinstance(e.get("sha256"), str)):
             ignored.append(f"ignoring a malformed checkpoint entry in the manifest: {_short(e)}")
             continue
-        path = inside(run_dir, e.get("path"))
-        if path is None or path.parent != folder:
+        path = confined_checkpoint(run_dir, e.get("path"))
+        if path is None:
             ignored.append(
                 f"ignoring the manifest's checkpoint entry {_short(e.get('path'))}: it is not a file in "
                 f"{CHECKPOINT_DIR}/ of this run, and paths outside it are never followed"
@@ -98,6 +97,25 @@ def recorded_checkpoints(run_dir: str | os.PathLike[str], entries: Any) -> tuple
             continue
         kept[e["step"]] = {**e, "path": str(path.relative_to(run_dir.resolve()))}
     return [kept[k] for k in sorted(kept)], ignored
+
+
+def confined_checkpoint(run_dir: Path, relative: object) -> Path | None:
+    """`run_dir / relative`, links resolved, if that is an entry directly in the run's checkpoints/; else None.
+
+    Two layers, each stopping what the other lets through: `inside` refuses whatever lands outside
+    the run dir (alone, it stops a checkpoints/ that is itself a link to a folder elsewhere, whose
+    files sit directly in checkpoints/ once resolved); `directly_in_checkpoints` refuses whatever
+    is not directly in checkpoints/ (alone, it stops an entry naming the run's own manifest.json,
+    or checkpoints/ itself, which prune would delete). Paths that climb out (`..`, absolute, a
+    link to a file elsewhere) each stops alone.
+    """
+    path = inside(run_dir, relative)
+    return path if path is not None and directly_in_checkpoints(run_dir, path) else None
+
+
+def directly_in_checkpoints(run_dir: Path, path: Path) -> bool:
+    """Whether resolved `path` is an entry of the run's checkpoints/ (itself resolved), not deeper, not elsewhere."""
+    return path.parent == (run_dir / CHECKPOINT_DIR).resolve()
 
 
 def _short(value: Any) -> str:
@@ -118,7 +136,6 @@ def prune(run_dir: str | os.PathLike[str], entries: list[dict[str, Any]], keep: 
     Only files inside the run's checkpoints/ are ever deleted, whatever an entry says.
     """
     run_dir = Path(run_dir)
-    folder = (run_dir / CHECKPOINT_DIR).resolve()
     by_step = sorted(entries, key=lambda e: e["step"])
     kept = {id(e) for e in by_step[-keep:]}
     best = best_entry(entries)
@@ -126,8 +143,8 @@ def prune(run_dir: str | os.PathLike[str], entries: list[dict[str, Any]], keep: 
         kept.add(id(best))
     for e in by_step:
         if id(e) not in kept:
-            path = inside(run_dir, e["path"])
-            if path is not None and path.parent == folder:
+            path = confined_checkpoint(run_dir, e["path"])
+            if path is not None:
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)
                 else:

@@ -251,13 +251,61 @@ def test_fsdp_shard_estimate_equals_what_fully_shard_holds(kind, world):
     assert plan.optimizer == ranks[0]["optimizer"] * memory.FLOAT32
 
 
-def test_fsdp_halves_the_state_of_one_process():
-    """At 2 processes the parameter and optimizer bytes under fsdp are about half those of one process."""
-    s = memory.GPTSizes(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
-    one = memory.plan(s, batch=1, world_size=1, half=True, checkpointing=False)["fsdp"]
-    two = memory.plan(s, batch=1, world_size=2, half=True, checkpointing=False)["fsdp"]
-    assert abs((two.params + two.optimizer) / (one.params + one.optimizer) - 0.5) < 0.001
-    assert one.params == memory.plan(s, batch=1, world_size=1, half=True, checkpointing=False)["ddp"].params
+def tensor_bytes(tensors) -> int:
+    """Bytes of these tensors (a DTensor's local shard), each storage once."""
+    from torch.distributed.tensor import DTensor
+
+    storages = {}
+    for t in tensors:
+        local = t.to_local() if isinstance(t, DTensor) else t
+        storages[local.untyped_storage().data_ptr()] = local.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+def measured_state_bytes(model: torch.nn.Module, wrapped: torch.nn.Module, vocab_size: int, block_size: int) -> dict[str, int]:
+    """Parameter, gradient and optimizer bytes one process holds after a real training step of
+    `wrapped` (the model under DDP or sharded by FSDP2) with the project's own AdamW: the tensors
+    themselves, and DDP's reduction buckets as DDP reports them. AdamW's `step` counters (one scalar
+    per tensor) are left out: the planner does not count them."""
+    from nanogpt.config.tables import AdamWSpec
+    from nanogpt.training.optimizers import build_adamw
+
+    optimizer = build_adamw(AdamWSpec(), model=model)
+    idx = torch.randint(0, vocab_size, (2, block_size))
+    _, loss = wrapped(idx, idx)
+    loss.backward()
+    optimizer.step()
+    params = list(model.parameters())
+    grads = tensor_bytes(p.grad for p in params)
+    if isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
+        logged = wrapped._get_ddp_logging_data()
+        assert not logged["gradient_as_bucket_view"]  # else the buckets are the gradients, not a copy
+        grads += sum(int(size) for size in re.findall(r"\d+", str(logged["bucket_sizes"])))
+    moments = [t for state in optimizer.state.values() for key, t in state.items() if key != "step"]
+    return {"params": tensor_bytes(params), "grads": grads, "optimizer": tensor_bytes(moments)}
+
+
+@settings(max_examples=6, deadline=None)
+@given(kind=st.sampled_from(["gpt", "llama"]), data=st.data())
+def test_the_planned_state_is_what_a_training_step_holds(fsdp_of_one, kind, data):
+    """ddp's and fsdp's parameter, gradient and optimizer bytes are what a real step leaves: a model
+    under DDP (its gradients plus DDP's bucket copy) and one sharded by FSDP2 (float32 shards, here
+    of one process; the shards of 2 and 3 are measured under torchrun below), for a GPT and a Llama."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from nanogpt.training.parallel import shard
+
+    sizes = data.draw(gpt_sizes() if kind == "gpt" else llama_sizes(), label="sizes")
+    s, config, build = ((memory.GPTSizes(**sizes), GPTConfig(**sizes), GPT) if kind == "gpt"
+                        else (memory.LlamaSizes(**sizes), LlamaConfig(**sizes), Llama))
+    planned = memory.plan(s, batch=1, world_size=1, half=True, checkpointing=False)
+    torch.manual_seed(0)
+    model = build(config)
+    ddp = measured_state_bytes(model, DistributedDataParallel(model), config.vocab_size, config.block_size)
+    assert ddp == {k: getattr(planned["ddp"], k) for k in ddp}
+    sharded = shard(build(config), fsdp_of_one)
+    fsdp = measured_state_bytes(sharded, sharded, config.vocab_size, config.block_size)
+    assert fsdp == {k: getattr(planned["fsdp"], k) for k in fsdp}
 
 
 @pytest.mark.parametrize("text,expected", [("80GB", 80 * 10**9), ("141GiB", 141 * 2**30), ("8e10", 8 * 10**10), ("1.5 TB", 1.5e12)])
@@ -284,10 +332,11 @@ def test_verb_json_and_a_device_too_small(capsys):
     code, out, _ = run_memory(capsys, str(REPO / "experiments/gpt2_owt.toml"), "train.batch_size=64", "--device-memory", "24GB", "--json")
     assert code == 0
     report = json.loads(out)
-    s = memory.GPTSizes(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
-    expected = memory.plan(s, batch=64, world_size=1, half=True, checkpointing=False)["ddp"]
+    with torch.device("meta"):  # GPT-2's own tensors, with no memory behind them
+        n = sum(p.numel() for p in GPT(GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)).parameters())
     first = report["rows"][0]
-    assert {k: first[k] for k in ("parallel", "params", "grads", "optimizer", "activations", "total")} == expected.as_dict()
+    assert first["parallel"] == "ddp" and (first["params"], first["grads"], first["optimizer"]) == (4 * n, 8 * n, 8 * n)
+    assert first["total"] == sum(first[k] for k in ("params", "grads", "optimizer", "activations")) > 24 * 10**9
     assert first["fits"] is False and first["activation_checkpointing"] == "none"
     assert report["world_size"] == 1 and report["micro_batch"] == 64
 
@@ -347,5 +396,3 @@ def test_check_plans_the_spec_as_written_fsdp_over_the_machines_gpus(tmp_path):
     assert sharded.returncode == 0
     assert "per process under fsdp over this machine's 4 GPUs" in sharded.stderr
     assert check(spec, 'system.parallel="fsdp"', 'system.activation_checkpointing="blocks"', env=four).stderr == ""
-    s = memory.GPTSizes(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
-    assert memory.plan(s, batch=12, world_size=4, half=True, checkpointing=True)["fsdp"].total <= 8 * 2**30

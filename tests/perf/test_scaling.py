@@ -418,15 +418,24 @@ def test_a_llama_with_full_heads_and_gpts_mlp_weights_costs_gpts_full_width_flop
 
 
 def test_verb_memory_plans_a_llama_spec(tmp_path):
-    """`scaling memory` on a llama spec plans the Llama's own tensors and activations."""
-    from nanogpt.perf import memory
+    """`scaling memory` on a llama spec plans the Llama the spec builds, as measured: its parameters,
+    gradients (and DDP's bucket copy), AdamW's two moments, whole under ddp and rank 0's torch.chunk
+    shards under fsdp over 2; and ddp's activations are what autograd keeps under bf16 autocast (by
+    PyTorch's saved-tensor hooks) plus the logits' gradient, float32 and its 16-bit copy."""
+    from nanogpt.config.load import load_spec
+    from nanogpt.models.llama import Llama, LlamaConfig
+    from tests.perf.test_memory import measured_saved_bytes
 
-    table = dict(kind="llama", n_layer=2, n_head=4, n_kv_head=2, n_embd=64, block_size=128, vocab_size=300)
+    table = dict(kind="llama", n_layer=2, n_head=4, n_kv_head=2, n_embd=64, block_size=160, vocab_size=300)
     spec = tmp_path / "l.toml"
     spec.write_text(llama_spec_text(table) + "[train]\nbatch_size = 3\n", encoding="utf-8")
     report = verb_json("memory", str(spec), "--world-size", "2")
-    s = memory.LlamaSizes(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, intermediate_size=256, block_size=128, vocab_size=300)
-    expected = memory.plan(s, batch=3, world_size=2, half=True, checkpointing=False)
     rows = {r["parallel"]: r for r in report["rows"] if r["activation_checkpointing"] == "none"}
-    assert {k: rows["fsdp"][k] for k in expected["fsdp"].as_dict()} == expected["fsdp"].as_dict()
-    assert {k: rows["ddp"][k] for k in expected["ddp"].as_dict()} == expected["ddp"].as_dict()
+    config = LlamaConfig.from_spec(load_spec(spec)[0].model, 300)
+    params = list(Llama(config).parameters())
+    n = sum(p.numel() for p in params)
+    shard = sum(p.chunk(2, dim=0)[0].numel() for p in params)  # rank 0's, as FSDP2 cuts them
+    assert (rows["ddp"]["params"], rows["ddp"]["grads"], rows["ddp"]["optimizer"]) == (4 * n, 8 * n, 8 * n)
+    assert (rows["fsdp"]["params"], rows["fsdp"]["grads"], rows["fsdp"]["optimizer"]) == (4 * shard, 4 * shard, 8 * shard)
+    logits_grad = 3 * 160 * 300 * (4 + 2)
+    assert rows["ddp"]["activations"] == measured_saved_bytes(config, 3, half=True) + logits_grad

@@ -61,3 +61,23 @@ def test_the_lines_drawn_are_the_runs_metrics(four_runs, tmp_path, capsys, monke
         drawn = sorted((list(map(float, line.get_xdata())), list(map(float, line.get_ydata()))) for line in lines)
         want = sorted(_expected(records, tag, x) for records in written.values())
         assert drawn == [(list(map(float, a)), list(map(float, b))) for a, b in want], (tag, x)
+
+
+def test_tokens_seen_do_not_grow_with_the_world_size(four_runs, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """A run of 2 processes (its manifest says so) is drawn against batch_size x grad_accum x block_size
+    tokens an iteration, as on one: train.grad_accum counts the micro-batches of all processes together
+    (a global batch is the same on any number of them), so multiplying by the world size would draw
+    twice the tokens the run saw."""
+    _, _, runs = four_runs
+    run = runs[0]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["spec"]["train"]["grad_accum"] == 2 and manifest["spec"]["train"]["batch_size"] == 4
+    manifest["hardware"] = {**(manifest.get("hardware") or {}), "world_size": 2, "device_count": 2}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    records = _distinct_metrics(run, 7)
+    figures = []
+    draw = plot.draw
+    monkeypatch.setattr(plot, "draw", lambda *a, **k: figures.append(draw(*a, **k)) or figures[-1])
+    assert main(["plot", str(run), "-o", str(tmp_path / "p.svg"), "--x", "tokens", "--metric", "loss/val"]) == 0, capsys.readouterr().err
+    (line,) = next(ax for ax in figures[0].axes if ax.get_title() == "loss/val").get_lines()
+    assert list(map(float, line.get_xdata())) == [float(r["iter"] * 4 * 2 * 32) for r in records if r["kind"] == "eval"]

@@ -4,6 +4,7 @@ failing member, members under torchrun, and sweep.json kept whole under concurre
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from nanogpt.runs.sweeps.launch import Slot, build_slots, member_env
 from nanogpt.runs.sweeps.record import SweepRecord
+from nanogpt.runs.runlock import is_held
 from tests.tinyrun import REPO, env_with_plugins, losses, nanogpt, tiny_spec
 
 pytestmark = pytest.mark.slow
@@ -23,10 +25,10 @@ SLOW = {"kind": "sleep", "seconds": 0.03}  # a constant lr that leaves time to s
 AXES = ("optimizer.lr=1e-3,3e-3", "model.n_layer=1,2")
 
 
-def start_sweep(*args: str) -> subprocess.Popen:
+def start_sweep(*args: str, **popen: Any) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "nanogpt", "sweep", *args], env=env_with_plugins(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        stderr=subprocess.STDOUT, text=True, **popen,
     )
 
 
@@ -48,13 +50,13 @@ def run_dirs(runs: Path, name: str = "tiny") -> list[Path]:
     return sorted(d for d in (runs / name).iterdir() if d.is_dir() and d.name != "sweeps" and not d.name.startswith("."))
 
 
-def wait_for(condition, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+def wait_for(condition, timeout: float = 120.0, proc: subprocess.Popen | None = None, what: str = "") -> None:
     deadline = time.time() + timeout
     while not condition():
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"the sweep ended first (exit {proc.returncode}):\n{proc.stdout.read()}")
         if time.time() > deadline:
-            raise AssertionError("timed out")
+            raise AssertionError(f"timed out{': ' + what if what else ''}")
         time.sleep(0.05)
 
 
@@ -160,6 +162,58 @@ def test_a_completed_spec_is_not_trained_again_unless_rerun(interrupted):
     assert len(run_dirs(interrupted["runs"])) == len(before) + 1
 
 
+def test_a_sigkilled_sweeps_members_finish_and_resume_finds_them_completed(tmp_path):
+    """README: "If the sweep process itself is killed with SIGKILL, running members finish on their own
+    (they are in their own sessions); `--resume` then finds them completed." Two members mid-way when
+    the sweep's process group is SIGKILLed finish (no resume of theirs, every iteration), and `sweep --resume` leaves
+    both alone, byte for byte, trains the two never started, and ends with all four completed."""
+    spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.1},
+                     train={"max_iters": 30, "eval_interval": 10, "log_interval": 1})
+    proc = start_sweep(str(spec), *AXES, "--jobs", "2", start_new_session=True)
+    runs = tmp_path / "runs"
+    try:
+        wait_for(lambda: (runs / "tiny" / "sweeps").is_dir() and training(sweep_dir(runs), 0, 3)
+                 and training(sweep_dir(runs), 1, 3), proc=proc)
+    finally:
+        # SIGKILL to the sweep's whole process group, as a shell's job control or a batch system
+        # sends it: only members in sessions of their own outlive it
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    directory = sweep_dir(runs)
+    at_kill = record(directory)
+    assert [m["status"] for m in at_kill["members"]] == ["running", "running", "pending", "pending"]
+    members = [member_run(directory, i) for i in (0, 1)]
+    # (the members are still writing: a last line may be half there)
+    reached = [max(json.loads(line)["iter"] for line in (d / "metrics.jsonl").read_text().splitlines() if line.endswith("}"))
+               for d in members]
+    assert all(r < 30 for r in reached), f"a member had finished before the kill: {reached}"
+
+    def finished(run: Path) -> bool:
+        return json.loads((run / "manifest.json").read_text())["status"] != "running"
+
+    wait_for(lambda: all(map(finished, members)), timeout=120,
+             what="the killed sweep's members to finish (did they die with it? their manifests still say running)")
+    for run in members:
+        m = json.loads((run / "manifest.json").read_text())
+        assert m["status"] == "completed" and m["metrics"]["iter"] == 30 and not m.get("resumes"), m
+        assert [r[0] for r in losses(run) if r[1] == "train"] == list(range(30))
+    # the run dirs' locks go with the members' processes: wait for those to end too
+    wait_for(lambda: not any(is_held(run) for run in members), timeout=60)
+    before = {run: {f: (run / f).read_bytes() for f in ("manifest.json", "metrics.jsonl")} for run in members}
+
+    resumed = nanogpt("sweep", "--resume", str(directory))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = record(directory)
+    assert after["status"] == "completed" and [m["status"] for m in after["members"]] == ["completed"] * 4
+    for i, run in enumerate(members):
+        assert member_run(directory, i) == run
+        assert {f: (run / f).read_bytes() for f in ("manifest.json", "metrics.jsonl")} == before[run]
+        assert f"member {i} " in resumed.stdout and f"completed already ({run})" in resumed.stdout
+        assert f"starting member {i} " not in resumed.stdout and f"resuming member {i} " not in resumed.stdout
+    assert "starting member 2 " in resumed.stdout and "starting member 3 " in resumed.stdout
+    assert len(run_dirs(runs)) == 4
+
+
 # ---------------------------------------------------------------------------- job arrays
 
 
@@ -200,6 +254,7 @@ def test_a_sweep_id_holding_other_members_is_refused(tmp_path):
 UPDATER = """
 import sys
 from nanogpt.runs.sweeps.record import SweepRecord
+from nanogpt.runs.runlock import is_held
 record, index, times = SweepRecord(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 for k in range(times):
     record.update_member(index, count=k + 1, status="running")

@@ -44,11 +44,12 @@ def torchrun_cmd(nproc: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "nanogpt.run", *args]
 
 
-def run_job(nproc: int, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`nanogpt run ARGS` on `nproc` processes (torchrun for more than one); fails the test unless it exits 0."""
+def run_job(nproc: int, *args: str, env: dict[str, str] | None = None, what: str = "") -> subprocess.CompletedProcess:
+    """`nanogpt run ARGS` on `nproc` processes (torchrun for more than one); fails the test unless it
+    exits 0, saying `what` first."""
     cmd = torchrun_cmd(nproc, *args) if nproc > 1 else [sys.executable, "-m", "nanogpt", "run", *args]
     proc = subprocess.run(cmd, env=env or env_with_plugins(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, f"{what}\nexit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
 
@@ -131,22 +132,37 @@ def test_sharded_checkpoints_are_directories_the_manifest_hashes(straight: Path)
     assert not list((straight / "checkpoints").glob(".*"))
 
 
+KILL_SEED = "NANOGPT_TEST_KILL_SEED"
+
+
+def kill_point(first: int, last: int) -> tuple[int, str]:
+    """An iteration in [first, last] to SIGKILL after, drawn from a seed that is printed, and the
+    line that says how to draw the same one again (set NANOGPT_TEST_KILL_SEED to the seed)."""
+    seed = int(os.environ.get(KILL_SEED) or random.SystemRandom().randrange(2**32))
+    kill_after = random.Random(seed).randint(first, last)
+    return kill_after, f"kill point: after iteration {kill_after} (seed {seed}; rerun with {KILL_SEED}={seed})"
+
+
 @pytest.mark.parametrize("resume_on", [1, 2])
 def test_sigkill_then_resume_on_one_or_two_processes(tmp_path: Path, straight: Path, resume_on: int):
-    """SIGKILL a 2-process fsdp job at a random iteration after its first checkpoint; `run --resume`
-    on `resume_on` processes ends with the losses of the unbroken run (DCP reshards the checkpoint)."""
-    kill_after = random.Random().randint(11, 36)
+    """SIGKILL a 2-process fsdp job at a seeded random iteration after its first checkpoint; `run --resume`
+    on `resume_on` processes ends with the losses of the unbroken run (DCP reshards the checkpoint).
+    The seed and the kill point are printed and in every failure's message."""
+    kill_after, where = kill_point(11, 36)
+    print(where)
     spec = fsdp_spec(tmp_path)
     job = start_job(2, str(spec))
     try:
-        wait_for(lambda: logged_iters(tmp_path / "runs") >= kill_after, timeout=180, what=f"iteration {kill_after}")
+        wait_for(lambda: logged_iters(tmp_path / "runs") >= kill_after, timeout=180, what=f"iteration {kill_after}; {where}")
     finally:
         kill_job(job, spec)
+    where += f", killed at logged iteration {logged_iters(tmp_path / 'runs')}, resumed on {resume_on} process(es)"
+    print(where)
     run = only_run_dir(tmp_path / "runs")
-    assert json.loads((run / "manifest.json").read_text())["status"] == "running"
-    run_job(resume_on, "--resume", str(run))
-    assert json.loads((run / "manifest.json").read_text())["status"] == "completed"
-    assert_same_losses(losses(straight), losses(run), f"killed after iteration {kill_after}, resumed on {resume_on}")
+    assert json.loads((run / "manifest.json").read_text())["status"] == "running", where
+    run_job(resume_on, "--resume", str(run), what=where)
+    assert json.loads((run / "manifest.json").read_text())["status"] == "completed", where
+    assert_same_losses(losses(straight), losses(run), where)
 
 
 def test_sigkill_mid_checkpoint_leaves_the_previous_one(tmp_path: Path, straight: Path):
