@@ -19,7 +19,7 @@ from nanogpt.config.dotted import INERT_FIELDS, MISSING, diff_data, under
 # Sections of a manifest in the order diff reports them, each under its group name.
 GROUPS = (
     ("spec", ("spec",)),
-    ("model", ("model",)),
+    ("model", ("model", "optimizer")),
     ("data", ("data",)),
     ("environment", ("git", "env", "hardware", "launcher")),
     ("metrics", ("status", "error", "metrics")),

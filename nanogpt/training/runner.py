@@ -32,6 +32,7 @@ from nanogpt.config.tables import Experiment
 from nanogpt.config.load import SpecOrigin
 from nanogpt.config.canonical import resolved
 from nanogpt.training.loop import Trainer
+from nanogpt.training.optimizers import group_record
 
 
 # -------------------------------------------------------------------------------- the run
@@ -60,7 +61,7 @@ def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, 
         optimizer = OPTIMIZERS.build(exp.optimizer, model=model)
         lr_at = SCHEDULES.build(exp.schedule, lr=exp.optimizer.lr)
         stop.defer(announce=env.is_main)  # a run dir exists from here on: signals stop it cleanly
-        run_record = open_run(exp, origin, env, data, model, claim, run_id, record)
+        run_record = open_run(exp, origin, env, data, model, claim, run_id, record, optimizer=optimizer)
     except BaseException:
         if claim is not None:
             claim.release()
@@ -215,13 +216,13 @@ def _pick_checkpoint(exp: Experiment, claim: Claim, force: bool) -> None:
 
 
 def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Batches, model: LanguageModel, claim: Claim,
-             run_id: str | None = None, extra: dict[str, Any] | None = None) -> RunRecord:
+             run_id: str | None = None, extra: dict[str, Any] | None = None, *, optimizer: Any = None) -> RunRecord:
     """Rank 0 creates (or reopens) the run directory and its record; the others learn its path.
 
     A new run's directory is named `run_id` when given, and its manifest gets the `extra` keys."""
     record: RunRecord | None = None
     if env.is_main:
-        sections = record_sections(exp, env, data, model)
+        sections = record_sections(exp, env, data, model, optimizer)
         if claim.resume_dir is None:
             record = RunRecord.start(exp, origin, {**sections, **(extra or {})}, run_id)
             claim.lock = record.lock
@@ -231,9 +232,11 @@ def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Batches, m
     return record if record is not None else RunRecord(Path(path))
 
 
-def record_sections(exp: Experiment, env: DistEnv, data: Batches, model: LanguageModel) -> dict[str, Any]:
-    """The manifest's sections the components and the machine fill: env, hardware, launcher, data, model."""
+def record_sections(exp: Experiment, env: DistEnv, data: Batches, model: LanguageModel, optimizer: Any = None) -> dict[str, Any]:
+    """The manifest's sections the components and the machine fill: env, hardware, launcher, data, model, and
+    `optimizer` (its groups: role, parameters, base rate) where the optimizer's groups have roles (Muon)."""
     peak = peak_for(env.device, env.dtype, exp.system.peak_tflops)
+    groups = group_record(optimizer) if optimizer is not None else None
     return {
         "env": env_info(),
         "hardware": {
@@ -261,4 +264,4 @@ def record_sections(exp: Experiment, env: DistEnv, data: Batches, model: Languag
             "flops_per_token": model.flops_per_token(),
             "vocab_size": data.vocab_size,
         },
-    }
+    } | ({"optimizer": {"groups": groups}} if groups else {})
