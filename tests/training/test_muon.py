@@ -5,6 +5,8 @@ exact resume in one process and under ddp, fsdp refused at `check`, and an AdamW
 from __future__ import annotations
 
 import json
+import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -265,3 +267,26 @@ def test_an_adamw_checkpoint_resumed_with_muon_is_a_clear_error(tmp_path):
     assert forced.returncode != 0
     assert "is not this Muon optimizer's" in forced.stderr and "another optimizer.kind saved it" in forced.stderr, forced.stderr
     assert "Traceback" not in forced.stderr
+
+
+@pytest.mark.slow
+def test_a_muon_run_killed_with_sigkill_resumes_bit_identically(tmp_path):
+    """SIGKILL at a random iteration after the first checkpoint, then --resume: the losses and weights of the run that
+    never stopped (the AdamW kill test's helpers and its slow constant-rate schedule)."""
+    from tests.training.test_distributed import SLOW, logged_iters, start_run, wait_for
+
+    tables = dict(schedule=SLOW, optimizer=MUON, train={"max_iters": 30, "eval_interval": 10}, logging={"tensorboard": False})
+    spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', **tables)
+    unbroken = tiny_spec(tmp_path, name="unbroken", extra='plugins = ["faults"]', **tables)  # the name has no effect on results
+    nanogpt("run", str(unbroken), check=True)
+    straight = only_run_dir(tmp_path / "runs", "unbroken")
+    kill_after = random.Random().randint(11, 28)
+    proc = start_run(spec)
+    wait_for(lambda: logged_iters(tmp_path / "runs") >= kill_after, what=f"iteration {kill_after}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    run = only_run_dir(tmp_path / "runs")
+    assert json.loads((run / "manifest.json").read_text())["status"] == "running"  # killed: no chance to say
+    nanogpt("run", "--resume", str(run), check=True)
+    assert losses(run) == losses(straight), f"killed after iteration {kill_after}"
+    assert same_weights(final_weights(run), final_weights(straight))
