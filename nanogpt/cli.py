@@ -58,7 +58,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     if len(paths) != 1:
         raise _usage("show takes exactly one SPEC")
     exp, _ = load_spec(paths[0], overrides)
-    sys.stdout.write(f"{spec_sha256(exp)}\n" if args.hash else to_toml(exp))
+    if args.hash:
+        sys.stdout.write(f"{spec_sha256(exp)}\n")
+        return 0
+    from nanogpt.perf.scaling import optimizer_group_lines
+
+    sys.stdout.write(to_toml(exp) + "".join(f"{line}\n" for line in optimizer_group_lines(exp, paths[0])))
     return 0
 
 

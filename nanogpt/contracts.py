@@ -27,6 +27,13 @@ if TYPE_CHECKING:
     import torch
 
 
+ROLES = ("hidden", "embedding", "head", "other")
+"""The parts a model's `param_roles()` names: "hidden", a 2-D weight matrix inside the repeated
+transformer blocks (what Muon orthogonalises); "embedding", a token or position table (a head tied
+to the token table is one); "head", an untied output projection's weight; "other", everything
+else (norms' gains, biases)."""
+
+
 @runtime_checkable
 class LanguageModel(Protocol):
     """A causal language model over token ids (a `torch.nn.Module`).
@@ -47,7 +54,12 @@ class LanguageModel(Protocol):
     `system.activation_checkpointing = "blocks"` turns on so the backward recomputes each block (a
     model without it refuses that setting); and `blocks`, its repeated transformer blocks (an
     `nn.ModuleList`), which `system.parallel = "fsdp"` shards one by one and `system.compile`
-    compiles one by one there (a model without it is sharded as one unit).
+    compiles one by one there (a model without it is sharded as one unit). And `param_roles()`,
+    each parameter's name (as `named_parameters()` gives it) -> its part: "hidden" (a 2-D weight
+    matrix inside the blocks), "embedding", "head" (an untied output projection) or "other";
+    `optimizer.kind = "muon"` puts the hidden matrices in Muon and the rest in AdamW by it
+    (`nanogpt.models.gpt.roles_by_structure` answers it for a model built like GPT or Llama), and
+    refuses a model without it.
     """
 
     def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, all_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]: ...
@@ -169,8 +181,10 @@ class Process(Protocol):
 class OptimizerBuilder(Protocol):
     """`build(spec, *, model) -> torch.optim.Optimizer`: what a registered optimizer builder is.
 
-    The runner sets every param group's "lr" before each step (from the schedule), so the builder's
-    own lr is only a start; it saves and restores the optimizer with `state_dict` and
+    The runner sets every param group's "lr" before each step from the schedule: a group with a
+    "base_lr" of its own gets base_lr times the schedule's multiplier (its rate over the spec's
+    `lr`), any other the schedule's rate itself, so the builder's own lr is only a start. A group
+    with a "role" has its rate logged by that name, and its size in the manifest. It saves and restores the optimizer with `state_dict` and
     `load_state_dict`, which is all an exact resume needs of it.
     """
 

@@ -240,6 +240,27 @@ def sgd_optimizers(draw) -> tuple[Spec, float]:
     return t.raw, lr
 
 
+@st.composite
+def muon_optimizers(draw) -> tuple[Spec, float]:
+    """An `[optimizer]` table of kind "muon", and the lr in effect (Muon's: the schedule's peak)."""
+    t = _Table(draw)
+    _kind(t, "muon", "adamw")
+    lr = t.field("lr", 0.02, numbers(0.0, exclude_lo=True))
+    momentum = t.field("momentum", 0.95, numbers(0.0, 1.0, exclude_hi=True))
+    t.field("nesterov", True, st.booleans() if momentum > 0 else st.just(False), must_state=momentum == 0)
+    t.field("ns_steps", 5, st.integers(1, 99))
+    t.field("weight_decay", 0.0, numbers(0.0))
+    t.field("adjust_lr_fn", "original", st.sampled_from(["original", "match_rms_adamw"]))
+    t.field("adam_lr", 6e-4, numbers(0.0, exclude_lo=True))
+    t.field("adam_betas", (0.9, 0.95), _betas())
+    t.field("adam_eps", 1e-8, numbers(0.0, exclude_lo=True))
+    t.field("adam_weight_decay", 0.0, numbers(0.0))
+    t.optional("embed_lr", numbers(0.0, exclude_lo=True))
+    t.optional("head_lr", numbers(0.0, exclude_lo=True))
+    t.field("grad_clip", 1.0, numbers(0.0))
+    return t.raw, lr
+
+
 # --------------------------------------------------------------------------------- schedule
 
 
@@ -346,7 +367,7 @@ def loggings(draw) -> Spec:
 
 MODEL_KINDS = {"gpt": gpt_models, "llama": llama_models}
 DATA_KINDS = {"tokens": tokens_data}
-OPTIMIZER_KINDS = {"adamw": adamw_optimizers, "sgd": sgd_optimizers}
+OPTIMIZER_KINDS = {"adamw": adamw_optimizers, "sgd": sgd_optimizers, "muon": muon_optimizers}
 SCHEDULE_KINDS = {
     "cosine": cosine_schedules,
     "linear": linear_schedules,

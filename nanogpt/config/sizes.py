@@ -118,6 +118,38 @@ def llama_params(
     return n_layer * block + d + d * vocab_size
 
 
+def gpt_role_params(
+    *, n_layer: int, n_embd: int, block_size: int, padded_vocab_size: int | None, bias: bool = True,
+    tie_weights: bool = True, **_: Any,
+) -> dict[str, int | None]:
+    """A GPT's parameters by their part (nanogpt.contracts.ROLES): "hidden", the blocks' four matrices;
+    "embedding", the token and position tables; "head", an untied lm_head; "other", the biases and
+    LayerNorms. Without a vocabulary (None), the parts that hold it are None."""
+    d, b = n_embd, 1 if bias else 0
+    rows = padded_vocab_size
+    return {
+        "hidden": n_layer * 12 * d * d,
+        "embedding": None if rows is None else rows * d + block_size * d,
+        "head": 0 if tie_weights else None if rows is None else rows * d,
+        "other": n_layer * (b * 9 * d + 2 * (1 + b) * d) + (1 + b) * d,
+    }
+
+
+def llama_role_params(
+    *, n_layer: int, n_head: int, n_kv_head: int, n_embd: int, intermediate_size: int, vocab_size: int | None,
+    tie_embeddings: bool = False, **_: Any,
+) -> dict[str, int | None]:
+    """A Llama's parameters by their part, as `gpt_role_params`: no biases, no position table, RMSNorm gains "other"."""
+    d = n_embd
+    kv = 2 * d * n_kv_head * (d // n_head)
+    return {
+        "hidden": n_layer * (2 * d * d + kv + 3 * d * intermediate_size),
+        "embedding": None if vocab_size is None else vocab_size * d,
+        "head": 0 if tie_embeddings else None if vocab_size is None else vocab_size * d,
+        "other": n_layer * 2 * d + d,
+    }
+
+
 # ------------------------------------------------------------------------- a Llama's shape
 
 

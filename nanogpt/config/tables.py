@@ -318,6 +318,46 @@ class SGDSpec(OptimizerSpec):
             yield Problem("nesterov", "needs optimizer.momentum above 0 (got 0.0)")
 
 
+@attrs.frozen(kw_only=True)
+class MuonSpec(OptimizerSpec):
+    """Muon (torch.optim.Muon: orthogonalised momentum) on the 2-D weight matrices inside the transformer blocks, AdamW on everything else (embeddings, the output head, norms' gains, biases), as one optimizer; which parameter is which is the model kind's own rule (`param_roles`). Each group's rate is its own base rate times the schedule's multiplier (the schedule's rate at the step over `lr`)."""
+
+    kind: str = "muon"
+    """Registry name of the optimizer."""
+    lr: float = attrs.field(default=0.02, validator=above(0.0))
+    """Muon's peak learning rate, before `adjust_lr_fn` scales it per matrix (the schedule scales it)."""
+    momentum: float = attrs.field(default=0.95, validator=[at_least(0.0), below(1.0)])
+    """Muon's momentum factor."""
+    nesterov: bool = True
+    """Nesterov momentum for Muon."""
+    ns_steps: int = attrs.field(default=5, validator=[at_least(1), below(100)])
+    """Newton-Schulz iterations that orthogonalise each update (torch takes fewer than 100)."""
+    weight_decay: float = attrs.field(default=0.0, validator=at_least(0.0))
+    """Decoupled weight decay on Muon's matrices."""
+    adjust_lr_fn: Literal["original", "match_rms_adamw"] = "original"
+    """How Muon scales its rate by a matrix's shape A x B: "original" by sqrt(max(1, A/B)) (Keller Jordan's); "match_rms_adamw" by 0.2 sqrt(max(A, B)) (Moonshot's, so that AdamW's rate and decay carry over)."""
+    adam_lr: float = attrs.field(default=6e-4, validator=above(0.0))
+    """Peak learning rate of the AdamW groups (embeddings, head, other) unless `embed_lr` or `head_lr` says otherwise."""
+    adam_betas: tuple[float, ...] = attrs.field(
+        default=(0.9, 0.95), validator=[Length(2), Each((at_least(0.0), below(1.0)))]
+    )
+    """AdamW's (beta1, beta2)."""
+    adam_eps: float = attrs.field(default=1e-8, validator=above(0.0))
+    """AdamW's epsilon."""
+    adam_weight_decay: float = attrs.field(default=0.0, validator=at_least(0.0))
+    """Decoupled weight decay of the AdamW groups' matrices (embeddings, head); gains and biases are never decayed."""
+    embed_lr: Optional[float] = attrs.field(default=None, validator=above(0.0))
+    """Peak learning rate of the embeddings; left out, `adam_lr`."""
+    head_lr: Optional[float] = attrs.field(default=None, validator=above(0.0))
+    """Peak learning rate of an untied output head; left out, `adam_lr` (a head tied to the token embedding is an embedding)."""
+    grad_clip: float = attrs.field(default=1.0, validator=at_least(0.0))
+    """Clip the global gradient norm to this; 0 disables."""
+
+    def cross_checks(self) -> Iterator[Problem]:
+        if self.nesterov and self.momentum == 0:
+            yield Problem("nesterov", "needs optimizer.momentum above 0 (got 0.0)")
+
+
 # ------------------------------------------------------------------------------------ schedule
 
 
@@ -519,6 +559,11 @@ class Experiment:
         lr = getattr(self.optimizer, "lr", None)
         if min_lr is not None and lr is not None:
             yield from _not_above("schedule.min_lr", min_lr, "optimizer.lr", lr)
+        if isinstance(self.optimizer, MuonSpec) and self.system.parallel == "fsdp":
+            # fsdp leaves each process a shard of rows; Newton-Schulz on a shard is not the
+            # orthogonalised whole matrix, so the run would train differently from ddp's
+            yield Problem("system.parallel", "'fsdp' cannot run optimizer.kind = 'muon' yet: Muon orthogonalises each "
+                                             "whole weight matrix, and fsdp gives each process only a shard of it; use 'ddp'")
         # a micro-batch's inputs and targets alone are 16 bytes a token (int64), before any activation
         tokens = self.train.batch_size * getattr(self.model, "block_size", 1)
         if 16 * tokens > MAX_PROCESS_BYTES:

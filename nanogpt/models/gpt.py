@@ -336,6 +336,11 @@ class GPT(nn.Module):
         """The repeated transformer blocks: fsdp shards (and compile compiles) each one on its own."""
         return self.transformer.h
 
+    def param_roles(self) -> dict[str, str]:
+        """Each parameter's part (nanogpt.contracts.ROLES): the blocks' matrices hidden, the token and position tables
+        table embedding, an untied lm_head the head, norms' gains and biases other."""
+        return roles_by_structure(self, blocks=self.blocks, head=self.lm_head)
+
     # -------------------------------------------------------------------- sizes and FLOPs
 
     @property
@@ -409,3 +414,24 @@ class GPT(nn.Module):
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
         """`idx` (B, T) continued by up to `max_new_tokens` tokens; see `nanogpt.models.generation.generate`."""
         return generation.generate(self, idx, max_new_tokens, **sampling)
+
+
+def roles_by_structure(model: nn.Module, *, blocks: nn.Module, head: nn.Linear | None) -> dict[str, str]:
+    """The `param_roles()` of a model built like GPT (nanogpt.contracts.ROLES): name -> role for each
+    parameter (each shared tensor once, under the name `named_parameters` gives it). nn.Embedding
+    weights are embeddings, `head`'s weight the head, 2-D parameters inside `blocks` hidden
+    matrices, the rest other. Llama answers with it too, and so may a plugin model."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    in_blocks = {id(p) for p in blocks.parameters()}
+    head_weight = id(head.weight) if head is not None else None
+    roles = {}
+    for name, p in model.named_parameters():
+        if id(p) in embeddings:  # first: a head tied to the token table is that table
+            roles[name] = "embedding"
+        elif id(p) == head_weight:
+            roles[name] = "head"
+        elif id(p) in in_blocks and p.ndim == 2:
+            roles[name] = "hidden"
+        else:
+            roles[name] = "other"
+    return roles

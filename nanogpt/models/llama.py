@@ -215,6 +215,11 @@ class Llama(nn.Module):
         """The repeated transformer blocks: fsdp shards (and compile compiles) each one on its own."""
         return self.model.layers
 
+    def param_roles(self) -> dict[str, str]:
+        """Each parameter's part (nanogpt.contracts.ROLES): the blocks' matrices hidden, the token and position tables
+        table embedding, an untied lm_head the head, norms' gains and biases other."""
+        return gpt.roles_by_structure(self, blocks=self.blocks, head=self.lm_head)
+
     # -------------------------------------------------------------------- sizes and FLOPs
 
     @property

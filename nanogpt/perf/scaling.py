@@ -206,6 +206,32 @@ def scaling_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def optimizer_group_lines(exp: Any, path: str) -> list[str]:
+    """What `show` adds under a spec whose optimizer splits the model into groups (Muon): each group's
+    parameter count, as the run's manifest will record it, in TOML comments; [] for other optimizers."""
+    from nanogpt.config.sizes import gpt_role_params, llama_intermediate_size, llama_role_params
+    from nanogpt.config.tables import GPTSpec, LlamaSpec, MuonSpec
+
+    if not isinstance(exp.optimizer, MuonSpec):
+        return []
+    model = exp.model
+    if not isinstance(model, (GPTSpec, LlamaSpec)):
+        return ["", f"# optimizer groups: a model.kind {model.kind!r} says its own (param_roles); the run's manifest records their sizes"]
+    vocab, note = model.vocab_size, "model.vocab_size"
+    if vocab is None:
+        try:
+            vocab, note = _dataset_vocab(exp.data, path)
+        except InputError:
+            vocab, note = None, "unknown until the dataset is prepared"
+    if isinstance(model, GPTSpec):
+        counts = gpt_role_params(**attrs.asdict(model), padded_vocab_size=vocab and padded_vocab(vocab, model.pad_vocab_multiple))
+    else:
+        counts = llama_role_params(**{**attrs.asdict(model), "vocab_size": vocab, "n_kv_head": model.n_kv_head or model.n_head,
+                                      "intermediate_size": model.intermediate_size or llama_intermediate_size(model.n_embd)})
+    shown = [f"{role} {n:,}" if n is not None else f"{role} (needs the vocabulary)" for role, n in counts.items() if n != 0]
+    return ["", f"# optimizer groups (parameters): {', '.join(shown)}", f"# vocabulary: {vocab or '?'} ({note})"]
+
+
 def fit_warning(exp: Any, path: str) -> str | None:
     """What `check` says when the spec as written (its system.parallel and activation checkpointing;
     fsdp over as many processes as this machine has GPUs) will not fit the smallest GPU nvidia-smi

@@ -3,7 +3,7 @@
 - runner.py: `run()`: claim the run dir, build each component from its own table, record, train;
   loop.py: `Trainer`, evaluation, logging, checkpoints, signals; step.py: `TrainStep`, one
   optimizer step (micro-batches, autocast, clipping) and the loss estimate.
-- optimizers.py, schedules.py: the registry's optimizer and schedule builders.
+- optimizers.py, schedules.py: the registry's optimizer and schedule builders (Muon with AdamW as one optimizer).
 - dist.py: the process's place in a torchrun job, its device and precision; parallel.py:
   `system.parallel` (DDP, or FSDP2 sharding); hardware.py: the peak FLOP/s behind MFU;
   tracking.py: metrics.jsonl, the console's progress lines, TensorBoard.

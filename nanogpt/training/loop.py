@@ -239,8 +239,9 @@ class Trainer:
         util = mfu(self.flops_per_token, tokens_per_sec, self.peak, self.env.world_size)
         self.throughput.add(self.metrics, self.tokens_per_iter * iters, dt, tokens_per_sec)
         self.metrics.update(last_train_step_loss=loss)
+        group_lrs = {g["role"]: g["lr"] for g in self.optimizer.param_groups if "role" in g} or None
         self.reports.train_window(it, loss=loss, lr=lr, grad_norm=grad_norm.item() if grad_norm is not None else None,
-                                  tokens_per_sec=tokens_per_sec, mfu=util, ms_per_iter=dt / iters * 1000)
+                                  tokens_per_sec=tokens_per_sec, mfu=util, ms_per_iter=dt / iters * 1000, group_lrs=group_lrs)
 
     def _kept_checkpoint_text(self) -> str:
         with contextlib.suppress(Exception):

@@ -3,6 +3,11 @@
 Weight decay goes on matrices only (the weights of Linear layers); biases, LayerNorm weights and
 embeddings are not decayed, as GPT-2 and the seed do. With tied weights, wte and lm_head are one
 parameter, counted once (as an embedding).
+
+Muon (`build_muon`) splits the parameters by the roles the model declares (`param_roles`,
+nanogpt.contracts.ROLES): torch's Muon on the hidden matrices, torch's AdamW on the embeddings, the
+head and the rest, one `MuonWithAdamW` as the runner sees it. Each of its groups carries its `role`
+and its own `base_lr`, which the runner scales by the schedule's multiplier.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nanogpt.config.tables import AdamWSpec, SGDSpec
+from nanogpt.config.tables import AdamWSpec, MuonSpec, SGDSpec
+from nanogpt.errors import InputError
+from nanogpt.contracts import ROLES
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -51,3 +58,103 @@ def build_sgd(spec: SGDSpec, *, model: nn.Module) -> torch.optim.Optimizer:
         momentum=spec.momentum,
         nesterov=spec.nesterov,
     )
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """torch's Muon and AdamW as one optimizer: one `step`, `zero_grad` and state dict.
+
+    Its `param_groups` are the two parts' groups (Muon's first) and its `state` is theirs too: the
+    parts keep no state of their own, so torch's own `state_dict` and `load_state_dict` save and
+    restore both at once, and a gradient scaler or clipping sees every parameter.
+    """
+
+    def __init__(self, muon_groups: list[dict], adamw_groups: list[dict], *, betas: tuple[float, float], eps: float,
+                 fused: bool | None):
+        self.parts = (
+            torch.optim.Muon(muon_groups),
+            torch.optim.AdamW(adamw_groups, betas=betas, eps=eps, fused=fused),
+        )
+        super().__init__([group for part in self.parts for group in part.param_groups], defaults={})
+        self._share()
+
+    def _share(self) -> None:
+        start = 0
+        for part in self.parts:
+            part.param_groups = self.param_groups[start : start + len(part.param_groups)]
+            part.state = self.state  # keyed by parameter, and the parts' parameters are disjoint
+            start += len(part.param_groups)
+
+    @torch.no_grad()
+    def step(self, closure: object = None) -> None:
+        if closure is not None:
+            raise ValueError("MuonWithAdamW.step takes no closure")
+        for part in self.parts:
+            part.step()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = [g.get("role") for g in state_dict.get("param_groups", ())] if isinstance(state_dict, dict) else []
+        ours = [g["role"] for g in self.param_groups]
+        if saved != ours:
+            found = "no roles: another optimizer.kind saved it" if not any(saved) else f"the groups {saved}"
+            raise ValueError(f"the saved optimizer state is not this Muon optimizer's (groups {ours}); it has {found}")
+        # torch would take the saved groups' settings too; the spec's are what this run trains with
+        # (the same on an exact resume; a --force resume continues with its change, as AdamW's lr does)
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, settings in zip(self.param_groups, configured):
+            group.update(settings)
+        self._share()  # torch made new group dicts and a new state
+
+
+def build_muon(spec: MuonSpec, *, model: nn.Module) -> torch.optim.Optimizer:
+    roles = _param_roles(model)
+    by_role: dict[str, list[nn.Parameter]] = {role: [] for role in ROLES}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            by_role[roles[name]].append(p)
+    if not by_role["hidden"]:
+        raise InputError(f"optimizer.kind = 'muon': the model ({type(model).__name__}) has no hidden matrices for "
+                         "Muon (its param_roles names none 'hidden'); use optimizer.kind = 'adamw'")
+    muon_groups = [{"params": by_role["hidden"], "role": "hidden", "lr": spec.lr, "base_lr": spec.lr,
+                    "weight_decay": spec.weight_decay, "momentum": spec.momentum, "nesterov": spec.nesterov,
+                    "ns_steps": spec.ns_steps, "adjust_lr_fn": spec.adjust_lr_fn}]
+    rates = {
+        "embedding": spec.adam_lr if spec.embed_lr is None else spec.embed_lr,
+        "head": spec.adam_lr if spec.head_lr is None else spec.head_lr,
+        "other": spec.adam_lr,
+    }
+    decays = {"embedding": spec.adam_weight_decay, "head": spec.adam_weight_decay, "other": 0.0}
+    adamw_groups = [
+        {"params": by_role[role], "role": role, "lr": rates[role], "base_lr": rates[role], "weight_decay": decays[role]}
+        for role in ("embedding", "head", "other") if by_role[role]
+    ]
+    fused = _fused_kernel_available(model)
+    return MuonWithAdamW(muon_groups, adamw_groups, betas=tuple(spec.adam_betas), eps=spec.adam_eps,
+                         fused=fused or None)
+
+
+def _param_roles(model: nn.Module) -> dict[str, str]:
+    """The model's own `param_roles()`, checked: every parameter exactly one known role, hidden ones 2-D."""
+    declare = getattr(model, "param_roles", None)
+    if declare is None:
+        raise InputError(f"optimizer.kind = 'muon' needs the model to say which parameters are hidden matrices: "
+                         f"{type(model).__name__} has no param_roles() (nanogpt.contracts.LanguageModel)")
+    roles = declare()
+    params = dict(model.named_parameters())
+    problems = [f"{name!r} has no role" for name in params if name not in roles]
+    problems += [f"{name!r} is no parameter of the model" for name in roles if name not in params]
+    problems += [f"{name!r} has role {role!r} (known: {', '.join(ROLES)})" for name, role in roles.items() if role not in ROLES]
+    problems += [f"{name!r} is hidden but has {params[name].ndim} dimensions (Muon takes 2-D matrices only)"
+                 for name, role in roles.items() if role == "hidden" and name in params and params[name].ndim != 2]
+    if problems:
+        raise InputError(f"{type(model).__name__}.param_roles() does not fit its parameters: " + "; ".join(problems))
+    return roles
+
+
+def group_record(optimizer: torch.optim.Optimizer) -> list[dict] | None:
+    """The manifest's `optimizer.groups` for an optimizer whose groups have roles: each group's role,
+    parameter count and base rate; None for one whose groups have none."""
+    if not all("role" in g for g in optimizer.param_groups):
+        return None
+    return [{"role": g["role"], "params": sum(p.numel() for p in g["params"]), "base_lr": g["base_lr"]}
+            for g in optimizer.param_groups]

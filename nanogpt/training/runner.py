@@ -22,7 +22,7 @@ from nanogpt.contracts import Batches, LanguageModel
 from nanogpt.training.dist import DistEnv
 from nanogpt.errors import InputError
 from nanogpt.training.hardware import keep_freed_memory_in_process, peak_for
-from nanogpt.runs.manifest import MANIFEST, RunRecord, find_resumable, read_manifest, training_changes
+from nanogpt.runs.manifest import MANIFEST, RunRecord, find_resumable, read_manifest, shown_value, training_changes
 from nanogpt.runs.environment import device_name, env_info
 from nanogpt.training.parallel import build_model
 from nanogpt.registry import DATA, OPTIMIZERS, SCHEDULES
@@ -32,6 +32,7 @@ from nanogpt.config.tables import Experiment
 from nanogpt.config.load import SpecOrigin
 from nanogpt.config.canonical import resolved
 from nanogpt.training.loop import Trainer
+from nanogpt.training.optimizers import group_record
 
 
 # -------------------------------------------------------------------------------- the run
@@ -60,7 +61,7 @@ def run(exp: Experiment, origin: SpecOrigin, resume_dir: Path | None = None, *, 
         optimizer = OPTIMIZERS.build(exp.optimizer, model=model)
         lr_at = SCHEDULES.build(exp.schedule, lr=exp.optimizer.lr)
         stop.defer(announce=env.is_main)  # a run dir exists from here on: signals stop it cleanly
-        run_record = open_run(exp, origin, env, data, model, claim, run_id, record)
+        run_record = open_run(exp, origin, env, data, model, claim, run_id, record, optimizer=optimizer)
     except BaseException:
         if claim is not None:
             claim.release()
@@ -196,7 +197,7 @@ def _pick_checkpoint(exp: Experiment, claim: Claim, force: bool) -> None:
             return "records no spec"
         changes = training_changes(saved, spec)
         if changes and not force:
-            shown = ", ".join(f"{path} {a!r} -> {b!r}" for path, a, b in changes[:3])
+            shown = ", ".join(f"{path} {shown_value(a)} -> {shown_value(b)}" for path, a, b in changes[:3])
             return f"was saved by a different spec ({shown}{', ...' if len(changes) > 3 else ''})"
         return None
 
@@ -215,13 +216,13 @@ def _pick_checkpoint(exp: Experiment, claim: Claim, force: bool) -> None:
 
 
 def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Batches, model: LanguageModel, claim: Claim,
-             run_id: str | None = None, extra: dict[str, Any] | None = None) -> RunRecord:
+             run_id: str | None = None, extra: dict[str, Any] | None = None, *, optimizer: Any = None) -> RunRecord:
     """Rank 0 creates (or reopens) the run directory and its record; the others learn its path.
 
     A new run's directory is named `run_id` when given, and its manifest gets the `extra` keys."""
     record: RunRecord | None = None
     if env.is_main:
-        sections = record_sections(exp, env, data, model)
+        sections = record_sections(exp, env, data, model, optimizer)
         if claim.resume_dir is None:
             record = RunRecord.start(exp, origin, {**sections, **(extra or {})}, run_id)
             claim.lock = record.lock
@@ -231,9 +232,11 @@ def open_run(exp: Experiment, origin: SpecOrigin, env: DistEnv, data: Batches, m
     return record if record is not None else RunRecord(Path(path))
 
 
-def record_sections(exp: Experiment, env: DistEnv, data: Batches, model: LanguageModel) -> dict[str, Any]:
-    """The manifest's sections the components and the machine fill: env, hardware, launcher, data, model."""
+def record_sections(exp: Experiment, env: DistEnv, data: Batches, model: LanguageModel, optimizer: Any = None) -> dict[str, Any]:
+    """The manifest's sections the components and the machine fill: env, hardware, launcher, data, model, and
+    `optimizer` (its groups: role, parameters, base rate) where the optimizer's groups have roles (Muon)."""
     peak = peak_for(env.device, env.dtype, exp.system.peak_tflops)
+    groups = group_record(optimizer) if optimizer is not None else None
     return {
         "env": env_info(),
         "hardware": {
@@ -261,4 +264,4 @@ def record_sections(exp: Experiment, env: DistEnv, data: Batches, model: Languag
             "flops_per_token": model.flops_per_token(),
             "vocab_size": data.vocab_size,
         },
-    }
+    } | ({"optimizer": {"groups": groups}} if groups else {})

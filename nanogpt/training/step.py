@@ -41,6 +41,7 @@ class TrainStep:
     def __init__(self, exp: Experiment, env: DistEnv, data: Batches, model: LanguageModel, optimizer: torch.optim.Optimizer, lr_at: Any):
         self.env, self.data, self.optimizer, self.lr_at = env, data, optimizer, lr_at
         self.seed = exp.seed
+        self.peak_lr = exp.optimizer.lr  # the schedule's rate over it is the multiplier of each group's base_lr
         self.grad_accum = exp.train.grad_accum
         self.grad_clip = float(getattr(exp.optimizer, "grad_clip", 0.0))
         self.raw_model = model
@@ -79,7 +80,8 @@ class TrainStep:
         """Iteration `it` over this rank's share of its global batch: (summed loss, grad norm, lr)."""
         lr = self.lr_at(it)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            # a group with a base rate of its own (Muon's) gets the schedule's multiplier of it
+            group["lr"] = lr if "base_lr" not in group else group["base_lr"] * (lr / self.peak_lr)
         # dropout's randomness, like the batches, is a function of (seed, iteration, rank): a
         # resumed run draws the same masks without any RNG state to restore
         self._seed_rng(hash((self.seed, it, self.env.rank)) & 0x7FFF_FFFF_FFFF_FFFF)

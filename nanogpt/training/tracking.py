@@ -185,11 +185,17 @@ class Reports:
         self.metrics.append({"iter": it, "kind": "eval", "train_loss": train_loss, "val_loss": val_loss})
 
     def train_window(self, it: int, *, loss: float, lr: float, grad_norm: float | None, tokens_per_sec: float,
-                     mfu: float | None, ms_per_iter: float) -> None:
-        """The training loss of a logging step, and the speed of the window of steps it ends."""
-        self.tracker.scalars(it, {"loss/train_step": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec, "mfu": mfu})
-        self.metrics.append({"iter": it, "kind": "train", "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                             "tokens_per_sec": tokens_per_sec, "mfu": mfu, "ms_per_iter": ms_per_iter})
+                     mfu: float | None, ms_per_iter: float, group_lrs: dict[str, float] | None = None) -> None:
+        """The training loss of a logging step, and the speed of the window of steps it ends.
+
+        `group_lrs`: the rate each parameter group got (role -> lr) where the groups have rates of their own (Muon)."""
+        lrs = {f"lr/{role}": value for role, value in (group_lrs or {}).items()}
+        self.tracker.scalars(it, {"loss/train_step": loss, "lr": lr, **lrs, "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec, "mfu": mfu})
+        line = {"iter": it, "kind": "train", "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_sec": tokens_per_sec, "mfu": mfu, "ms_per_iter": ms_per_iter}
+        if group_lrs:
+            line["group_lrs"] = dict(group_lrs)
+        self.metrics.append(line)
         mfu_text = f", mfu {mfu * 100:.1f}%" if mfu is not None else ""
         self.console.say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {ms_per_iter:.1f} ms/iter, {tokens_per_sec:,.0f} tok/s{mfu_text}")
 

@@ -60,7 +60,7 @@ def test_product_example_reports_its_three_lines():
         """
         tiny.toml: 3 problems
           model.n_embd: 100 must be divisible by model.n_head (12)
-          optimizer.kind: unknown kind 'adam' (known: adamw, sgd)
+          optimizer.kind: unknown kind 'adam' (known: adamw, muon, sgd)
           optimizer.betaz: unknown key (did you mean 'betas'?)
         """
     )

@@ -97,7 +97,7 @@ def test_without_the_plugin_the_kind_is_unknown(plugin_dir):
     write_plugin(plugin_dir, "nanogpt_test_lion", LION)
     with pytest.raises(SpecError) as e:
         loads_spec('name = "l"\n[optimizer]\nkind = "lion"\n', source="s.toml")
-    assert e.value.report() == "s.toml: 1 problem\n  optimizer.kind: unknown kind 'lion' (known: adamw, sgd)"
+    assert e.value.report() == "s.toml: 1 problem\n  optimizer.kind: unknown kind 'lion' (known: adamw, muon, sgd)"
 
 
 def test_plugin_that_fails_to_import(plugin_dir):
@@ -127,7 +127,7 @@ def test_schema_lists_a_plugin_kind_while_it_is_loaded(plugin_dir):
     write_plugin(plugin_dir, "nanogpt_test_lion", LION)
     loads_spec('name = "l"\nplugins = ["nanogpt_test_lion"]\n')
     kinds = [v["properties"]["kind"]["const"] for v in experiment_schema()["properties"]["optimizer"]["oneOf"]]
-    assert kinds == ["adamw", "lion", "sgd"]
+    assert kinds == ["adamw", "lion", "muon", "sgd"]
 
 
 def test_register_refuses_a_class_whose_kind_disagrees():
@@ -233,7 +233,7 @@ def test_installed_plugin_kinds_work_once_the_broken_ones_are_gone(installed):
     schema = subprocess.run([sys.executable, "-m", "nanogpt", "schema"], cwd=installed, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(installed), str(REPO)])})
     optimizers = json.loads(schema.stdout)["properties"]["optimizer"]["oneOf"]
-    assert [v["properties"]["kind"]["const"] for v in optimizers] == ["adamw", "lion", "sgd"]
+    assert [v["properties"]["kind"]["const"] for v in optimizers] == ["adamw", "lion", "muon", "sgd"]
 
 
 def test_schema_refuses_to_leave_out_a_broken_installed_plugin(installed):
