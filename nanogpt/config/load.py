@@ -326,9 +326,13 @@ def _leaf_paths(value: Any, path: str) -> list[str]:
 
 
 def _forget_value(provenance: dict[str, str], value: Any, path: str) -> None:
-    """Drop the provenance of `value`, which sits at `path`."""
-    for p in _leaf_paths(value, path):
-        provenance.pop(p, None)
+    """Drop the provenance of `value`, which sits at `path`: its leaves' and its tables' own (a table
+    that was empty when a file set it was recorded as a leaf, and keys merged into it since do not
+    replace that entry)."""
+    provenance.pop(path, None)
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _forget_value(provenance, inner, f"{path}.{key}")
 
 
 def _forget(provenance: dict[str, str], path: str) -> None:
