@@ -36,7 +36,50 @@ def same_threads_as_the_runs_tests_start():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+    """`tests.tinyrun.tiny_spec` as it is (40 iterations, evaluations and checkpoints every 10, pruned to the last
+    two and the best) trained once for the whole session, in this process, with what it printed: the run the
+    tests that read a completed run share, and the one every resumed run of that spec must reproduce bit for bit.
+
+    Read only: a test that changes the run dir, its dataset or its folder copies what it changes first
+    (shutil.copytree to tmp_path). At the end of the session every file is compared with what the run left,
+    so a test that wrote into it fails the session by name."""
+    import contextlib
+    import io
+
+    from nanogpt.cli import main
+    from tests.tinyrun import ReferenceRun, assert_unchanged, only_run_dir, tiny_spec, tree_digest
+
+    tmp = tmp_path_factory.mktemp("reference")
+    spec = tiny_spec(tmp)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["run", str(spec)]) == 0
+    run = ReferenceRun(tmp=tmp, spec=spec, dir=only_run_dir(tmp / "runs"), stdout=printed.getvalue())
+    before = tree_digest(tmp)
+    yield run
+    assert_unchanged(tmp, before)
+
+
+@pytest.fixture(scope="session")
+def constant_lr_reference(tmp_path_factory):
+    """The tiny spec on the faults plugin's `sleep` schedule (a constant lr), run to its 40 iterations without a
+    stop in a subprocess: what the killed, signalled and restarted runs of that schedule must reproduce. It
+    sleeps 0 s a step here; how long a step sleeps changes no number, only when a test can stop it.
+    Read only, checked at the end of the session, as `reference_run`."""
+    from tests.tinyrun import ReferenceRun, assert_unchanged, nanogpt, only_run_dir, tiny_spec, tree_digest
+
+    tmp = tmp_path_factory.mktemp("constant-lr-reference")
+    spec = tiny_spec(tmp, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.0})
+    printed = nanogpt("run", str(spec), check=True).stdout
+    run = ReferenceRun(tmp=tmp, spec=spec, dir=only_run_dir(tmp / "runs"), stdout=printed)
+    before = tree_digest(tmp)
+    yield run
+    assert_unchanged(tmp, before)
+
+
+@pytest.fixture(scope="session")
 def hf_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2 x 32 GPT-2 (GPT-2's vocabulary, 64 positions) saved as the hub serves
     them (safetensors + config.json): the local stand-in for OpenAI's weights."""

@@ -30,12 +30,6 @@ def spec(tmp_path_factory) -> Path:
     return tiny_spec(tmp_path_factory.mktemp("messages"), train={"max_iters": 10, "eval_interval": 5})
 
 
-@pytest.fixture(scope="module")
-def finished_run(spec) -> Path:
-    assert main(["run", str(spec)]) == 0
-    return only_run_dir(spec.parent / "runs")
-
-
 # ------------------------------------------------------------------------------ the run dir
 
 
@@ -115,12 +109,12 @@ def test_bench_profile_into_a_file(spec, tmp_path, capsys):
 # ----------------------------------------------------------------------------- sampling
 
 
-def test_sampling_or_scoring_nan_weights(finished_run, tmp_path, capsys):
+def test_sampling_or_scoring_nan_weights(reference_run, tmp_path, capsys):
     """A checkpoint whose weights went NaN: `sample` (multinomial's traceback) and `perplexity` (a NaN figure)
     both refuse it, naming the checkpoint and the first bad tensor."""
     from nanogpt.checkpoints.catalog import checkpoint_for
 
-    state = torch.load(checkpoint_for(finished_run, "latest"), weights_only=True)
+    state = torch.load(checkpoint_for(reference_run.dir, "latest"), weights_only=True)
     state["model"]["transformer.h.1.mlp.c_fc.weight"][0, 0] = float("nan")
     bad = tmp_path / "nan.pt"
     torch.save(state, bad)
@@ -132,17 +126,17 @@ def test_sampling_or_scoring_nan_weights(finished_run, tmp_path, capsys):
         assert (status, out, err) == (2, "", expected)
 
 
-def test_tokenizer_meta_that_is_not_one(finished_run, tmp_path, capsys):
+def test_tokenizer_meta_that_is_not_one(reference_run, tmp_path, capsys):
     """--tokenizer-meta naming a binary meta.json (nanoGPT's pickle renamed), its folder, or /dev/zero: exit 2
     naming it, not a UnicodeDecodeError traceback or a read that never ends."""
     folder = tmp_path / "ds"
     folder.mkdir()
     (folder / "meta.json").write_bytes(b"\x80\x04\x95pickled")
     for given in (folder / "meta.json", folder):
-        status, out, err = run_main(capsys, "sample", str(finished_run), "--tokenizer-meta", str(given))
+        status, out, err = run_main(capsys, "sample", str(reference_run.dir), "--tokenizer-meta", str(given))
         assert (status, out) == (2, "")
         assert err.startswith(f"error: --tokenizer-meta {str(given)!r}: cannot read {str(folder / 'meta.json')!r} as JSON: 'utf-8' codec can't decode")
-    status, _, err = run_main(capsys, "sample", str(finished_run), "--tokenizer-meta", "/dev/zero")
+    status, _, err = run_main(capsys, "sample", str(reference_run.dir), "--tokenizer-meta", "/dev/zero")
     assert (status, err) == (2, "error: --tokenizer-meta '/dev/zero': '/dev/zero' is not a regular file\n")
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,34 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@dataclass(frozen=True)
+class ReferenceRun:
+    """The session's one completed run of `tiny_spec` (see tests/conftest.py's `reference_run`).
+
+    `tmp` holds its spec (tiny.toml), corpus, prepared dataset (data/) and runs (runs/); `dir` is the run dir;
+    `stdout` is what the runner printed. Read only: a test that changes any of it copies it first.
+    """
+
+    tmp: Path
+    spec: Path
+    dir: Path
+    stdout: str
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` by relative path: a before/after that shows any file added, removed
+    or changed (a few MB of tiny checkpoints: milliseconds)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def assert_unchanged(root: Path, before: dict[str, str]) -> None:
+    """Fail naming every file under a shared run's folder that a test added, removed or changed since `before`
+    (its tree_digest)."""
+    after = tree_digest(root)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test changed the shared run in {root} (copy it to tmp_path first): {changed}"

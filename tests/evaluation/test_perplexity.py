@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 
@@ -20,7 +18,6 @@ from nanogpt.evaluation.perplexity import TokenSequence, count_windows, score_se
 from nanogpt.models.gpt import GPT, GPTConfig
 from nanogpt.models.weights import from_hf
 from nanogpt.checkpoints.state import tokenizer_record
-from tests.tinyrun import only_run_dir, tiny_spec
 
 
 TEXT = (
@@ -196,16 +193,13 @@ def test_char_stream_without_end_of_text(capsys, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def char_run(tmp_path_factory) -> dict:
-    """A tiny char run on a contiguous split, and the text of its val split."""
-    tmp = tmp_path_factory.mktemp("char")
-    spec = tiny_spec(tmp, train={"max_iters": 10, "eval_interval": 10}, logging={"out_dir": str(tmp / "runs"), "samples": 0})
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["run", str(spec)]) == 0
-    corpus = (tmp / "corpus.txt").read_text(encoding="utf-8")
-    val = tmp / "val.txt"
+def char_run(reference_run, tmp_path_factory) -> dict:
+    """The session's tiny char run (a contiguous split), its spec, and the text of its val split (written
+    here, not beside the shared run)."""
+    corpus = (reference_run.tmp / "corpus.txt").read_text(encoding="utf-8")
+    val = tmp_path_factory.mktemp("char") / "val.txt"
     val.write_text(corpus[int(len(corpus) * (1 - 0.1)):], encoding="utf-8")
-    return {"dir": only_run_dir(tmp / "runs"), "spec": spec, "val": val}
+    return {"dir": reference_run.dir, "spec": reference_run.spec, "val": val}
 
 
 def test_dataset_split_equals_its_text(char_run, capsys):

@@ -55,16 +55,6 @@ def greedy_continuation(model: GPT, ids: list[int], n: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def char_run(tmp_path_factory) -> dict:
-    """A tiny character-level run, with what its runner printed (the last TensorBoard sample among it)."""
-    tmp = tmp_path_factory.mktemp("char")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(["run", str(tiny_spec(tmp))]) == 0
-    return {"tmp": tmp, "dir": only_run_dir(tmp / "runs"), "stdout": printed.getvalue()}
-
-
-@pytest.fixture(scope="module")
 def bpe_run(tmp_path_factory) -> Path:
     """A tiny GPT-2-BPE run on short documents, each followed by end-of-text, so samples contain it."""
     tmp = tmp_path_factory.mktemp("bpe")
@@ -91,29 +81,29 @@ def vocabulary(run_dir: Path) -> set[str]:
 # -------------------------------------------------------------------------------- run dirs
 
 
-def test_char_samples_from_run_dir(char_run, capsys):
+def test_char_samples_from_run_dir(reference_run, capsys):
     """A char run samples the requested number of texts in its own vocabulary, each starting with the prompt."""
-    code, out, err = sample(capsys, str(char_run["dir"]), "--num-samples", "3", "--max-new-tokens", "40", "--start", "KING:")
+    code, out, err = sample(capsys, str(reference_run.dir), "--num-samples", "3", "--max-new-tokens", "40", "--start", "KING:")
     assert code == 0, err
     samples = split_samples(out)
     assert len(samples) == 3
     for text in samples:
         assert text.startswith("KING:") and len(text) == len("KING:") + 40  # one character per token
-        assert set(text) <= vocabulary(char_run["dir"])
+        assert set(text) <= vocabulary(reference_run.dir)
     assert "char tokenizer" in err and "sampling from" in err
 
 
-def test_checkpoint_records_its_tokenizer(char_run):
+def test_checkpoint_records_its_tokenizer(reference_run):
     """The runner stores the dataset's tokenizer in each checkpoint, enough to rebuild it alone."""
-    state = load_checkpoint(checkpoint_for(char_run["dir"], "latest"))
+    state = load_checkpoint(checkpoint_for(reference_run.dir, "latest"))
     record = state["tokenizer"]
-    assert record["tokenizer"] == "char" and set(record["chars"]) == vocabulary(char_run["dir"])
+    assert record["tokenizer"] == "char" and set(record["chars"]) == vocabulary(reference_run.dir)
     assert tokenizer_from_meta(record).vocab_size == state["model_arch"]["vocab_size"]
 
 
-def test_same_seed_same_text_other_seed_other_text(char_run, capsys):
+def test_same_seed_same_text_other_seed_other_text(reference_run, capsys):
     """The same seed gives the same samples; another seed gives others."""
-    args = [str(char_run["dir"]), "--num-samples", "2", "--max-new-tokens", "60"]
+    args = [str(reference_run.dir), "--num-samples", "2", "--max-new-tokens", "60"]
     first = sample(capsys, *args, "--seed", "5")
     again = sample(capsys, *args, "--seed", "5")
     other = sample(capsys, *args, "--seed", "6")
@@ -122,50 +112,50 @@ def test_same_seed_same_text_other_seed_other_text(char_run, capsys):
     assert first[1] != other[1]
 
 
-def test_greedy_is_the_argmax_continuation(char_run, capsys):
+def test_greedy_is_the_argmax_continuation(reference_run, capsys):
     """--temperature 0 gives the model's argmax continuation, the same in every sample and for any seed."""
     prompt = "QUEEN:\nthe king"
-    args = [str(char_run["dir"]), "--temperature", "0", "--max-new-tokens", "50", "--start", prompt, "--num-samples", "2"]
+    args = [str(reference_run.dir), "--temperature", "0", "--max-new-tokens", "50", "--start", prompt, "--num-samples", "2"]
     code, out, _ = sample(capsys, *args, "--seed", "1")
     assert code == 0
     assert sample(capsys, *args, "--seed", "2")[1] == out
-    loaded = load_model(str(char_run["dir"]))
+    loaded = load_model(str(reference_run.dir))
     expected = loaded.tokenizer.decode(greedy_continuation(loaded.model, loaded.tokenizer.encode(prompt), 50))
     assert split_samples(out) == [prompt + expected] * 2
 
 
-def test_start_from_file(char_run, capsys, tmp_path):
+def test_start_from_file(reference_run, capsys, tmp_path):
     """--start FILE:path prompts with the file's text, exactly as giving that text does."""
     prompt = "LORD:\nthe realm and "
     (tmp_path / "prompt.txt").write_text(prompt, encoding="utf-8")
-    args = [str(char_run["dir"]), "--max-new-tokens", "30", "--num-samples", "2"]
+    args = [str(reference_run.dir), "--max-new-tokens", "30", "--num-samples", "2"]
     from_file = sample(capsys, *args, "--start", f"FILE:{tmp_path / 'prompt.txt'}")
     inline = sample(capsys, *args, "--start", prompt)
     assert from_file[0] == 0 and from_file[1] == inline[1]
     assert all(s.startswith(prompt) for s in split_samples(from_file[1]))
 
 
-def test_start_from_file_lowercase(char_run, capsys, tmp_path):
+def test_start_from_file_lowercase(reference_run, capsys, tmp_path):
     """--start file:path (as data.source spells it) reads the file too, not the words 'file:...'."""
     (tmp_path / "prompt.txt").write_text("KING:", encoding="utf-8")
-    args = [str(char_run["dir"]), "--num-samples", "1", "--max-new-tokens", "8"]
+    args = [str(reference_run.dir), "--num-samples", "1", "--max-new-tokens", "8"]
     code, from_file, _ = sample(capsys, *args, "--start", f"file:{tmp_path / 'prompt.txt'}")
     assert code == 0 and from_file == sample(capsys, *args, "--start", "KING:")[1]
     assert from_file.startswith("KING:")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_device_cuda_without_a_gpu_names_the_flag(char_run, capsys):
+def test_device_cuda_without_a_gpu_names_the_flag(reference_run, capsys):
     """--device cuda on a machine without CUDA blames --device as given, not a spec's system.device."""
-    code, out, err = sample(capsys, str(char_run["dir"]), "--device", "cuda")
+    code, out, err = sample(capsys, str(reference_run.dir), "--device", "cuda")
     assert code == 2 and out == ""
     assert err == "error: --device is 'cuda' but this machine has no CUDA device (use \"auto\" or \"cpu\")\n"
 
 
-def test_checkpoint_best_and_latest(char_run, capsys, tmp_path):
+def test_checkpoint_best_and_latest(reference_run, capsys, tmp_path):
     """--checkpoint best loads the lowest-val-loss checkpoint the manifest lists, latest the last one."""
     run = tmp_path / "run"
-    shutil.copytree(char_run["dir"], run)
+    shutil.copytree(reference_run.dir, run)
     manifest = json.loads((run / "manifest.json").read_text())
     steps = sorted(e["step"] for e in manifest["checkpoints"])
     assert len(steps) >= 2
@@ -196,22 +186,22 @@ def test_stop_at_eot_with_bpe(bpe_run, capsys):
         assert cut == whole.split("<|endoftext|>")[0]
 
 
-def test_runner_samples_use_the_same_code(char_run, capsys):
+def test_runner_samples_use_the_same_code(reference_run, capsys):
     """The sample the runner logged at its last evaluation is what the verb prints for the same seed and settings."""
-    logged = char_run["stdout"].split("sample:\n", 1)[1]
+    logged = reference_run.stdout.split("sample:\n", 1)[1]
     # the runner samples with seed + iteration, temperature 0.8, top-k 200, from no prompt (a newline here)
     code, out, _ = sample(
-        capsys, str(char_run["dir"]), "--checkpoint", "latest", "--seed", str(7 + 40), "--num-samples", "1",
+        capsys, str(reference_run.dir), "--checkpoint", "latest", "--seed", str(7 + 40), "--num-samples", "1",
         "--max-new-tokens", "16", "--start", "", "--temperature", "0.8", "--top-k", "200",
     )
     assert code == 0 and out == logged
 
 
-def test_stdout_holds_only_the_samples(char_run):
+def test_stdout_holds_only_the_samples(reference_run):
     """In a subprocess, stdout is exactly the samples (what generate_texts returns) and the rest goes to stderr."""
-    proc = nanogpt("sample", str(char_run["dir"]), "--num-samples", "2", "--max-new-tokens", "25", "--start", "KING:", "--seed", "3")
+    proc = nanogpt("sample", str(reference_run.dir), "--num-samples", "2", "--max-new-tokens", "25", "--start", "KING:", "--seed", "3")
     assert proc.returncode == 0, proc.stderr
-    loaded = load_model(str(char_run["dir"]))
+    loaded = load_model(str(reference_run.dir))
     texts = generate_texts(
         loaded.model, loaded.tokenizer, start="KING:", num_samples=2, max_new_tokens=25, seed=3,
         device=torch.device("cpu"), temperature=0.8, top_k=200,
@@ -236,15 +226,15 @@ def test_stdout_holds_only_the_samples(char_run):
         (["--checkpoint", "middle"], "invalid choice"),
     ],
 )
-def test_bad_flags_exit_2(char_run, capsys, flags, message):
+def test_bad_flags_exit_2(reference_run, capsys, flags, message):
     """Each bad flag exits 2 with a message naming it, and prints nothing on stdout."""
-    code, out, err = sample(capsys, str(char_run["dir"]), *flags)
+    code, out, err = sample(capsys, str(reference_run.dir), *flags)
     assert code == 2 and message in err and out == ""
 
 
-def test_bad_flag_has_no_traceback(char_run):
+def test_bad_flag_has_no_traceback(reference_run):
     """A bad flag in a real process exits 2 with one error line and no traceback."""
-    proc = nanogpt("sample", str(char_run["dir"]), "--top-p", "2")
+    proc = nanogpt("sample", str(reference_run.dir), "--top-p", "2")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stdout == ""
     assert "error: --top-p must be in (0, 1]" in proc.stderr
 
@@ -252,35 +242,35 @@ def test_bad_flag_has_no_traceback(char_run):
 # ----------------------------------------------------------------------- other sources
 
 
-def test_from_checkpoint_file(char_run, capsys):
+def test_from_checkpoint_file(reference_run, capsys):
     """A checkpoint file alone samples with the tokenizer it records, as its run dir does."""
-    ckpt = checkpoint_for(char_run["dir"], "best")
+    ckpt = checkpoint_for(reference_run.dir, "best")
     args = ["--temperature", "0", "--max-new-tokens", "30", "--num-samples", "1"]
     code, out, err = sample(capsys, str(ckpt), *args)
     assert code == 0 and f"checkpoint {ckpt}" in err
-    assert out == sample(capsys, str(char_run["dir"]), *args)[1]
+    assert out == sample(capsys, str(reference_run.dir), *args)[1]
 
 
-def test_older_checkpoint_finds_its_dataset(char_run, capsys, tmp_path):
+def test_older_checkpoint_finds_its_dataset(reference_run, capsys, tmp_path):
     """A checkpoint without a tokenizer record falls back to its spec's dataset, or to --tokenizer-meta (a dataset folder)."""
-    state = load_checkpoint(checkpoint_for(char_run["dir"], "best"))
+    state = load_checkpoint(checkpoint_for(reference_run.dir, "best"))
     del state["tokenizer"]
     torch.save(state, tmp_path / "old.pt")
     args = ["--temperature", "0", "--max-new-tokens", "30", "--num-samples", "1"]
     code, out, _ = sample(capsys, str(tmp_path / "old.pt"), *args)
-    assert code == 0 and out == sample(capsys, str(char_run["dir"]), *args)[1]
+    assert code == 0 and out == sample(capsys, str(reference_run.dir), *args)[1]
     state["spec"]["data"]["data_dir"] = str(tmp_path / "nowhere")
     torch.save(state, tmp_path / "lost.pt")
     code, out, err = sample(capsys, str(tmp_path / "lost.pt"), *args)
     assert code == 2 and "records no tokenizer" in err and "--tokenizer-meta" in err and out == ""
-    dataset = Path(char_run["tmp"]) / "data" / "tiny_char"
+    dataset = reference_run.tmp / "data" / "tiny_char"
     code, out, _ = sample(capsys, str(tmp_path / "lost.pt"), *args, "--tokenizer-meta", str(dataset))
-    assert code == 0 and out == sample(capsys, str(char_run["dir"]), *args)[1]
+    assert code == 0 and out == sample(capsys, str(reference_run.dir), *args)[1]
 
 
-def test_nanogpt_checkpoint_with_tokenizer_meta(char_run, capsys, tmp_path):
+def test_nanogpt_checkpoint_with_tokenizer_meta(reference_run, capsys, tmp_path):
     """A nanoGPT ckpt.pt of a char model needs --tokenizer-meta (GPT-2's BPE does not fit); with it, it samples like ours."""
-    state = load_checkpoint(checkpoint_for(char_run["dir"], "best"))
+    state = load_checkpoint(checkpoint_for(reference_run.dir, "best"))
     arch = state["model_arch"]
     nano = {
         "model_args": {k: arch[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias")} | {"vocab_size": arch["padded_vocab_size"]},
@@ -295,7 +285,7 @@ def test_nanogpt_checkpoint_with_tokenizer_meta(char_run, capsys, tmp_path):
     meta = Path(spec["data_dir"]) / spec["dataset"] / "meta.json"
     code, out, err = sample(capsys, str(tmp_path / "ckpt.pt"), *args, "--tokenizer-meta", str(meta))
     assert code == 0 and "nanoGPT checkpoint" in err
-    assert out == sample(capsys, str(char_run["dir"]), *args)[1]
+    assert out == sample(capsys, str(reference_run.dir), *args)[1]
 
 
 def test_from_hf_dir_matches_transformers(hf_dir, capsys):
@@ -310,11 +300,13 @@ def test_from_hf_dir_matches_transformers(hf_dir, capsys):
     assert out == prompt + tok.decode(theirs[0, ids.size(1):].tolist()) + "\n"
 
 
-def test_from_eval_only_run_dir(char_run, capsys, tmp_path):
+def test_from_eval_only_run_dir(reference_run, capsys, tmp_path):
     """A run without checkpoints (eval_only) samples from the model its spec's init_from names, with the run's tokenizer."""
-    source = checkpoint_for(char_run["dir"], "best")
-    spec = tiny_spec(char_run["tmp"], name="evaluated", model={"init_from": str(source)}, train={"eval_only": True},
-                     logging={"out_dir": str(tmp_path / "runs"), "samples": 0})
+    source = checkpoint_for(reference_run.dir, "best")
+    # the spec is written here but reads the reference's prepared dataset (reading leaves it as it is)
+    shared_data = {"data_dir": str(reference_run.tmp / "data"), "source": f"file:{reference_run.tmp / 'corpus.txt'}"}
+    spec = tiny_spec(tmp_path, name="evaluated", model={"init_from": str(source)}, train={"eval_only": True},
+                     data=shared_data, logging={"out_dir": str(tmp_path / "runs"), "samples": 0})
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["run", str(spec)]) == 0
     evaluated = only_run_dir(tmp_path / "runs", "evaluated")
@@ -325,10 +317,10 @@ def test_from_eval_only_run_dir(char_run, capsys, tmp_path):
     assert out == sample(capsys, str(source), *args)[1]
 
 
-def test_scratch_run_without_checkpoint_is_refused(char_run, capsys, tmp_path):
+def test_scratch_run_without_checkpoint_is_refused(reference_run, capsys, tmp_path):
     """A run with neither a checkpoint nor pretrained weights says there is nothing to sample, exit 2."""
     run = tmp_path / "run"
-    shutil.copytree(char_run["dir"], run)
+    shutil.copytree(reference_run.dir, run)
     shutil.rmtree(run / "checkpoints")
     code, out, err = sample(capsys, str(run))
     assert code == 2 and "has no checkpoint" in err and "scratch" in err and out == ""

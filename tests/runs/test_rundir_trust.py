@@ -17,7 +17,10 @@ import pytest
 import torch
 
 from nanogpt.cli import main
-from tests.tinyrun import env_with_plugins, final_weights, losses, nanogpt, only_run_dir, same_weights, tiny_spec
+from tests.tinyrun import (
+    ReferenceRun, assert_unchanged, env_with_plugins, final_weights, losses, nanogpt, only_run_dir, same_weights, tiny_spec,
+    tree_digest,
+)
 
 
 def manifest_of(run: Path) -> dict:
@@ -33,18 +36,21 @@ def run_dirs(runs: Path, name: str = "tiny") -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory) -> Path:
-    """The tiny spec run once without a stop: what every resumed run must reproduce exactly."""
-    tmp = tmp_path_factory.mktemp("straight")
-    assert main(["run", str(tiny_spec(tmp)), "logging.run_id=straight"]) == 0
-    return tmp / "runs" / "tiny" / "straight"
-
-
-def stopped_run(tmp: Path, max_iters: int = 30) -> Path:
-    """The tiny spec run to `max_iters` of its 40-iteration schedule (checkpoints at 10, 20, 30), as if stopped there."""
-    assert main(["run", str(tiny_spec(tmp)), f"train.max_iters={max_iters}"]) == 0
+def stopped_at_30(tmp_path_factory) -> Path:
+    """The tiny spec run to 30 of its 40-iteration schedule (checkpoints at 10, 20, 30), as if stopped there:
+    made once for this module, read only (the tests resume copies of it; checked unchanged at the end)."""
+    tmp = tmp_path_factory.mktemp("stopped")
     # train.max_iters is a field a resume may change: this run continues to 40 as if never stopped
-    return only_run_dir(tmp / "runs")
+    assert main(["run", str(tiny_spec(tmp)), "train.max_iters=30"]) == 0
+    before = tree_digest(tmp)
+    yield only_run_dir(tmp / "runs")
+    assert_unchanged(tmp, before)
+
+
+def stopped_run(tmp: Path, stopped_at_30: Path) -> Path:
+    """A copy of the stopped run as `tmp`/runs/tiny/ID, where a run of a spec written in `tmp` would be (its
+    dataset stays the shared one, which a resume only reads)."""
+    return Path(shutil.copytree(stopped_at_30, tmp / "runs" / "tiny" / stopped_at_30.name))
 
 
 def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:
@@ -66,10 +72,10 @@ def popen_run(*args: str, **kw) -> subprocess.Popen:
 # ------------------------------------------------------------------- paths outside the run dir
 
 
-def test_manifest_paths_outside_the_run_are_never_followed(tmp_path: Path, straight: Path):
+def test_manifest_paths_outside_the_run_are_never_followed(tmp_path: Path, reference_run: ReferenceRun, stopped_at_30: Path):
     """Checkpoint entries naming ../../../victim.txt or an absolute path are ignored with a warning,
     never pruned; the resume still ends bit-identical to a run that never stopped."""
-    run = stopped_run(tmp_path)
+    run = stopped_run(tmp_path, stopped_at_30)
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     absolute = tmp_path / "absolute.pt"
@@ -87,7 +93,7 @@ def test_manifest_paths_outside_the_run_are_never_followed(tmp_path: Path, strai
     assert "../../../victim.txt" in proc.stderr and "never followed" in proc.stderr
     after = manifest_of(run)
     assert all(not Path(e["path"]).is_absolute() and ".." not in e["path"] for e in after["checkpoints"])
-    assert losses(run) == losses(straight)
+    assert losses(run) == losses(reference_run.dir)
 
 
 def test_meta_json_file_outside_the_dataset_is_refused(tmp_path: Path):
@@ -111,10 +117,10 @@ def test_meta_json_file_outside_the_dataset_is_refused(tmp_path: Path):
 # ---------------------------------------------------------------------------- deleted checkpoints
 
 
-def test_resume_with_checkpoints_deleted_refuses_then_force_starts_over(tmp_path: Path):
+def test_resume_with_checkpoints_deleted_refuses_then_force_starts_over(tmp_path: Path, stopped_at_30: Path):
     """rm checkpoints/* then --resume: exit 2 saying so, nothing changed; with --force the run starts over
     from iteration 0, saying it, and ends with checkpoints that exist and are listed."""
-    run = stopped_run(tmp_path)
+    run = stopped_run(tmp_path, stopped_at_30)
     for f in (run / "checkpoints").glob("*.pt"):
         f.unlink()
     before = (run / "manifest.json").read_text(), (run / "metrics.jsonl").read_text()
@@ -142,27 +148,27 @@ def flip_bytes(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, straight: Path):
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, reference_run: ReferenceRun, stopped_at_30: Path):
     """Flipped bytes in the newest checkpoint: the resume names it, continues from the newest intact
     one, and still ends bit-identical to the run that never stopped."""
-    run = stopped_run(tmp_path)
+    run = stopped_run(tmp_path, stopped_at_30)
     latest = run / "checkpoints" / "ckpt-00000030.pt"
     flip_bytes(latest)
     proc = nanogpt("run", "--resume", str(run), "train.max_iters=40")
     assert proc.returncode == 0, proc.stderr
     assert "ckpt-00000030.pt is corrupt or was replaced" in proc.stderr
     assert "from ckpt-00000020.pt (iteration 20)" in proc.stdout
-    assert losses(run) == losses(straight)
-    assert same_weights(final_weights(run), final_weights(straight))
+    assert losses(run) == losses(reference_run.dir)
+    assert same_weights(final_weights(run), final_weights(reference_run.dir))
 
 
-def test_checkpoint_from_another_run_is_not_loaded(tmp_path: Path):
+def test_checkpoint_from_another_run_is_not_loaded(tmp_path: Path, stopped_at_30: Path):
     """A checkpoint copied in from a run of another spec is caught by its sha256, and, when the manifest
     is edited to match, by the spec it records, each refusal showing the field that differs with the
     checkpoint's value and the run's; with no intact checkpoint left the resume exits 1."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    run = stopped_run(tmp_path / "a")
+    run = stopped_run(tmp_path / "a", stopped_at_30)
     other_spec = tiny_spec(tmp_path / "b", optimizer={"lr": 1e-3})
     assert main(["run", str(other_spec), "train.max_iters=30"]) == 0
     other = only_run_dir(tmp_path / "b" / "runs")
@@ -188,10 +194,10 @@ def test_checkpoint_from_another_run_is_not_loaded(tmp_path: Path):
     assert "no intact checkpoint" in proc.stderr
 
 
-def test_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path: Path):
+def test_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path: Path, stopped_at_30: Path):
     """A verified checkpoint whose tensors have other shapes stops the resume with exit 1 naming the
     tensor and both shapes, and the run is left `failed`, not `running`."""
-    run = stopped_run(tmp_path)
+    run = stopped_run(tmp_path, stopped_at_30)
     path = run / "checkpoints" / "ckpt-00000030.pt"
     state = torch.load(path, weights_only=True)
     state["model"]["transformer.wpe.weight"] = torch.zeros(16, 32)
@@ -211,7 +217,7 @@ def test_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_second_writer_is_refused_and_a_killed_writer_leaves_no_lock(tmp_path: Path):
+def test_second_writer_is_refused_and_a_killed_writer_leaves_no_lock(tmp_path: Path, constant_lr_reference: ReferenceRun):
     """While a run trains, a --resume of it exits 2 naming the holder's PID and host, and changes nothing;
     after SIGKILL the lock is gone at once and the resume ends bit-identical."""
     spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.3})
@@ -230,9 +236,7 @@ def test_second_writer_is_refused_and_a_killed_writer_leaves_no_lock(tmp_path: P
     assert manifest_of(run)["status"] == "running"  # what SIGKILL leaves: nobody could say otherwise
     proc = nanogpt("run", "--resume", str(run), "schedule.seconds=0", "--force")
     assert proc.returncode == 0, proc.stderr
-    reference = tiny_spec(tmp_path, name="ref", extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.0})
-    nanogpt("run", str(reference), check=True)
-    assert losses(run) == losses(only_run_dir(tmp_path / "runs", "ref"))
+    assert losses(run) == losses(constant_lr_reference.dir)
 
 
 @pytest.mark.slow
@@ -256,7 +260,7 @@ def test_two_resumes_at_once_one_wins(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_auto_resume_after_sigkill_continues_the_same_run(tmp_path: Path):
+def test_auto_resume_after_sigkill_continues_the_same_run(tmp_path: Path, constant_lr_reference: ReferenceRun):
     """With train.auto_resume, `run SPEC` after a SIGKILL (a requeue) continues the killed run: one run
     dir, the same losses as a run never stopped; once completed, the next `run SPEC` starts a new run."""
     spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.03},
@@ -274,10 +278,7 @@ def test_auto_resume_after_sigkill_continues_the_same_run(tmp_path: Path):
     assert run_dirs(tmp_path / "runs") == [killed]
     m = manifest_of(killed)
     assert m["status"] == "completed" and len(m["resumes"]) == 1
-    reference = tiny_spec(tmp_path, name="ref", extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.03},
-                          train={"max_iters": 40})
-    nanogpt("run", str(reference), check=True)
-    assert losses(killed) == losses(only_run_dir(tmp_path / "runs", "ref"))
+    assert losses(killed) == losses(constant_lr_reference.dir)
     # completed: never taken up again
     assert nanogpt("run", str(spec), "train.max_iters=10", "train.eval_interval=5").returncode == 0
     assert len(run_dirs(tmp_path / "runs")) == 2
@@ -450,9 +451,9 @@ def test_nan_at_the_first_iteration_says_no_checkpoint_was_kept(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_resume_below_the_iteration_reached_is_refused(tmp_path: Path):
+def test_resume_below_the_iteration_reached_is_refused(tmp_path: Path, stopped_at_30: Path):
     """--resume with train.max_iters under the run's iteration says so (exit 2) and changes nothing."""
-    run = stopped_run(tmp_path)
+    run = stopped_run(tmp_path, stopped_at_30)
     before = (run / "manifest.json").read_text()
     proc = nanogpt("run", "--resume", str(run), "train.max_iters=10")
     assert proc.returncode == 2

@@ -55,12 +55,10 @@ def torchrun(*args: str, env: dict[str, str] | None = None) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", *args]
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory) -> Path:
-    """The uninterrupted reference run of the slow constant-lr tiny spec."""
-    tmp = tmp_path_factory.mktemp("straight")
-    nanogpt("run", str(tiny_spec(tmp, extra='plugins = ["faults"]', schedule=SLOW)), check=True)
-    return only_run_dir(tmp / "runs")
+@pytest.fixture
+def straight(constant_lr_reference) -> Path:
+    """The uninterrupted reference run of the slow constant-lr tiny spec (shared by the session: read only)."""
+    return constant_lr_reference.dir
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path: Path, straight: Path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tinyrun import env_with_plugins, final_weights, losses, nanogpt, only_run_dir, same_weights, tiny_spec
+from tests.tinyrun import ReferenceRun, env_with_plugins, final_weights, losses, nanogpt, only_run_dir, same_weights, tiny_spec
 
 pytestmark = pytest.mark.slow
 
@@ -49,15 +49,14 @@ def test_resume_with_dropout_is_exact(tmp_path: Path):
     assert losses(undropped)[1:] != losses(straight)[1:]
 
 
-def test_resume_with_the_overrides_a_resume_may_change(tmp_path: Path):
+def test_resume_with_the_overrides_a_resume_may_change(tmp_path: Path, reference_run: ReferenceRun):
     """A resume may change how long, how often to evaluate and log, how many checkpoints to keep, the device,
     compilation and logging: accepted without --force, recorded, and the weights are the straight run's."""
     spec = tiny_spec(tmp_path)
     allowed = ("train.eval_interval=20", "train.log_interval=5", "train.keep_checkpoints=1", "logging.samples=0",
                'system.device="cpu"', "system.compile=false", "system.peak_tflops=1.5", 'description="resumed"')
     split = split_run(spec, *allowed)
-    straight = straight_run(spec)
-    assert same_weights(final_weights(split), final_weights(straight))
+    assert same_weights(final_weights(split), final_weights(reference_run.dir))  # the straight run of this spec
     m = json.loads((split / "manifest.json").read_text())
     assert m["resumes"][-1]["overrides"] == [f"train.max_iters={FULL}", *allowed]
     assert m["spec"]["train"]["max_iters"] == FULL and m["spec"]["train"]["keep_checkpoints"] == 1
@@ -116,10 +115,10 @@ def close(a: list, b: list) -> None:
         assert rb[2:] == pytest.approx(ra[2:], rel=1e-5), (ra, rb)
 
 
-def test_resume_on_another_number_of_processes(tmp_path: Path):
+def test_resume_on_another_number_of_processes(tmp_path: Path, reference_run: ReferenceRun):
     """Half a run under torchrun with 2 processes, resumed by 1 (and one of 1 resumed by 2): the same global
     batches, so the losses and the weights are the single straight run's, to float precision."""
-    straight = straight_run(tiny_spec(tmp_path))
+    straight = reference_run.dir  # the single straight run of this spec
 
     two_then_one = tiny_spec(tmp_path, name="two_then_one")
     torchrun(str(two_then_one), f"train.max_iters={HALF}")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from nanogpt.cli import main
-from tests.tinyrun import env_with_plugins, final_weights, losses, nanogpt, only_run_dir, same_weights, tiny_spec
+from tests.tinyrun import ReferenceRun, env_with_plugins, final_weights, losses, nanogpt, only_run_dir, same_weights, tiny_spec
 
 MANIFEST_KEYS = {
     "schema_version", "name", "run_id", "status", "spec", "spec_sha256", "overrides", "command",
@@ -24,25 +24,17 @@ MANIFEST_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def completed_run(tmp_path_factory) -> Path:
-    """One tiny run shared by the tests that only read what a completed run leaves."""
-    tmp = tmp_path_factory.mktemp("completed")
-    assert main(["run", str(tiny_spec(tmp))]) == 0
-    return only_run_dir(tmp / "runs")
-
-
-def test_run_dir_layout(completed_run: Path):
+def test_run_dir_layout(reference_run: ReferenceRun):
     """A completed run leaves its manifest, resolved spec, metrics, event files and checkpoints."""
-    names = {p.name for p in completed_run.iterdir()}
+    names = {p.name for p in reference_run.dir.iterdir()}
     assert {"manifest.json", "spec.toml", "metrics.jsonl", "checkpoints"} <= names
     assert any(n.startswith("events.out.tfevents") for n in names)
-    assert list((completed_run / "checkpoints").glob("ckpt-*.pt"))
+    assert list((reference_run.dir / "checkpoints").glob("ckpt-*.pt"))
 
 
-def test_manifest_has_every_key(completed_run: Path):
+def test_manifest_has_every_key(reference_run: ReferenceRun):
     """manifest.json carries every key PRODUCT.md names, filled in for a completed run."""
-    m = json.loads((completed_run / "manifest.json").read_text())
+    m = json.loads((reference_run.dir / "manifest.json").read_text())
     assert MANIFEST_KEYS <= m.keys()
     assert m["status"] == "completed" and m["error"] is None and m["finished_at"]
     assert set(m["git"]) >= {"commit", "dirty", "diff_sha256"}
@@ -61,14 +53,14 @@ def test_manifest_has_every_key(completed_run: Path):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
     assert "mfu" in metrics
     for entry in m["checkpoints"]:
-        assert (completed_run / entry["path"]).is_file() and len(entry["sha256"]) == 64
+        assert (reference_run.dir / entry["path"]).is_file() and len(entry["sha256"]) == 64
         assert isinstance(entry["step"], int)
     assert m["spec"]["name"] == "tiny" and len(m["spec_sha256"]) == 64
 
 
-def test_spec_toml_repeats_the_run(completed_run: Path):
+def test_spec_toml_repeats_the_run(reference_run: ReferenceRun):
     """spec.toml is self-contained and is exactly what `show` prints for it."""
-    text = (completed_run / "spec.toml").read_text()
+    text = (reference_run.dir / "spec.toml").read_text()
     assert "extends" not in text
     from nanogpt.config.load import loads_spec
     from nanogpt.config.canonical import to_toml
@@ -76,18 +68,19 @@ def test_spec_toml_repeats_the_run(completed_run: Path):
     assert to_toml(loads_spec(text)) == text
 
 
-def test_running_a_runs_spec_toml_repeats_it(completed_run: Path, capsys):
+def test_running_a_runs_spec_toml_repeats_it(reference_run: ReferenceRun, tmp_path: Path, capsys):
     """`run RUN/spec.toml` repeats a run under a new id, bit for bit. A run named by logging.run_id
     keeps that id in its spec.toml: running it again is refused before any work (exit 2) with what
-    to do, and `logging.run_id=` (nothing after '=') repeats it under a new timestamped id."""
-    runs = completed_run.parent
-    before = set(runs.iterdir())
-    assert main(["run", str(completed_run / "spec.toml")]) == 0
-    (repeat,) = set(runs.iterdir()) - before
-    assert losses(repeat) == losses(completed_run)
+    to do, and `logging.run_id=` (nothing after '=') repeats it under a new timestamped id.
+    (The repeats write under this test's own logging.out_dir: the shared reference's folder stays as it is.)"""
+    runs = tmp_path / "runs"
+    elsewhere = f"logging.out_dir={json.dumps(str(runs))}"
+    assert main(["run", str(reference_run.dir / "spec.toml"), elsewhere]) == 0
+    repeat = only_run_dir(runs)
+    assert losses(repeat) == losses(reference_run.dir)
 
-    assert main(["run", str(completed_run / "spec.toml"), "logging.run_id=named"]) == 0
-    named = runs / "named"
+    assert main(["run", str(reference_run.dir / "spec.toml"), elsewhere, "logging.run_id=named"]) == 0
+    named = runs / "tiny" / "named"
     capsys.readouterr()
     assert main(["run", str(named / "spec.toml")]) == 2
     out, err = capsys.readouterr()
@@ -96,51 +89,51 @@ def test_running_a_runs_spec_toml_repeats_it(completed_run: Path, capsys):
         f"with `nanogpt run --resume {named}`, or repeat it under another id: add logging.run_id=NEW, or "
         "logging.run_id= (nothing after '=') for a new timestamped one\n"
     )
-    before = set(runs.iterdir())
+    before = set((runs / "tiny").iterdir())
     assert main(["run", str(named / "spec.toml"), "logging.run_id="]) == 0
-    (fresh,) = set(runs.iterdir()) - before
-    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", fresh.name) and losses(fresh) == losses(completed_run)
+    (fresh,) = set((runs / "tiny").iterdir()) - before
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", fresh.name) and losses(fresh) == losses(reference_run.dir)
 
 
-def test_manifest_throughput_is_the_runs_average(completed_run: Path):
+def test_manifest_throughput_is_the_runs_average(reference_run: ReferenceRun):
     """The manifest's tokens_per_sec (what `runs` shows) is the run's average over its logged windows
     but the first (the warm-up), not the last window's; its MFU goes with it."""
-    windows = [r for r in map(json.loads, (completed_run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    windows = [r for r in map(json.loads, (reference_run.dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
     assert [w["iter"] for w in windows] == list(range(40))  # log_interval 1: each window is one iteration
     tokens_per_iter = 4 * 2 * 32
     seconds = [tokens_per_iter / w["tokens_per_sec"] for w in windows[1:]]
-    m = json.loads((completed_run / "manifest.json").read_text())
+    m = json.loads((reference_run.dir / "manifest.json").read_text())
     assert m["metrics"]["tokens_per_sec"] == pytest.approx(tokens_per_iter * len(seconds) / sum(seconds), rel=1e-9)
     assert m["metrics"]["tokens_per_sec"] != windows[-1]["tokens_per_sec"]
     peak = m["hardware"]["peak_tflops"] * 1e12
     assert m["metrics"]["mfu"] == pytest.approx(m["model"]["flops_per_token"] * m["metrics"]["tokens_per_sec"] / peak)
 
 
-def test_loss_falls_and_checkpoints_are_pruned(completed_run: Path):
+def test_loss_falls_and_checkpoints_are_pruned(reference_run: ReferenceRun):
     """The val loss falls from its initial value and only the latest checkpoints and the best are kept."""
-    evals = [r for r in map(json.loads, (completed_run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
+    evals = [r for r in map(json.loads, (reference_run.dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
     assert [r["iter"] for r in evals] == [0, 10, 20, 30, 40]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
-    m = json.loads((completed_run / "manifest.json").read_text())
+    m = json.loads((reference_run.dir / "manifest.json").read_text())
     steps = sorted(e["step"] for e in m["checkpoints"])
     best = min(m["checkpoints"], key=lambda e: e["val_loss"])["step"]
     assert steps[-2:] == [30, 40] and best in steps and len(steps) <= 3
-    on_disk = sorted(p.name for p in (completed_run / "checkpoints").glob("*.pt"))
+    on_disk = sorted(p.name for p in (reference_run.dir / "checkpoints").glob("*.pt"))
     assert on_disk == sorted(Path(e["path"]).name for e in m["checkpoints"])
 
 
-def test_initial_loss_near_log_vocab(completed_run: Path):
+def test_initial_loss_near_log_vocab(reference_run: ReferenceRun):
     """At initialisation the loss is close to ln(vocab): the model starts out uniform."""
-    m = json.loads((completed_run / "manifest.json").read_text())
-    first = json.loads((completed_run / "metrics.jsonl").read_text().splitlines()[0])
+    m = json.loads((reference_run.dir / "manifest.json").read_text())
+    first = json.loads((reference_run.dir / "metrics.jsonl").read_text().splitlines()[0])
     assert abs(first["val_loss"] - math.log(m["data"]["vocab_size"])) < 0.3
 
 
-def test_tensorboard_tags(completed_run: Path):
+def test_tensorboard_tags(reference_run: ReferenceRun):
     """TensorBoard's own reader finds the scalars, the spec text, samples and hparams at the right steps."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(completed_run), size_guidance={"scalars": 0, "tensors": 0})
+    acc = EventAccumulator(str(reference_run.dir), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
     assert {"loss/train", "loss/val", "loss/train_step", "lr", "grad_norm", "tokens_per_sec", "mfu"} <= scalars
@@ -152,17 +145,17 @@ def test_tensorboard_tags(completed_run: Path):
     assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
 
 
-def test_same_spec_twice_is_bit_identical(tmp_path: Path, completed_run: Path):
+def test_same_spec_twice_is_bit_identical(tmp_path: Path, reference_run: ReferenceRun):
     """The same spec and seed gives bit-identical losses and final weights on the CPU."""
     assert main(["run", str(tiny_spec(tmp_path))]) == 0
     again = only_run_dir(tmp_path / "runs")
-    assert losses(again) == losses(completed_run)
-    assert same_weights(final_weights(again), final_weights(completed_run))
+    assert losses(again) == losses(reference_run.dir)
+    assert same_weights(final_weights(again), final_weights(reference_run.dir))
 
 
-def test_eval_only_leaves_weights_and_writes_metrics(tmp_path: Path, completed_run: Path):
+def test_eval_only_leaves_weights_and_writes_metrics(tmp_path: Path, reference_run: ReferenceRun):
     """An eval_only run from a checkpoint reports losses and perplexity and changes nothing."""
-    source = sorted((completed_run / "checkpoints").glob("*.pt"))[-1]
+    source = sorted((reference_run.dir / "checkpoints").glob("*.pt"))[-1]
     before = {k: v.clone() for k, v in torch.load(source, weights_only=True)["model"].items()}
     spec = tiny_spec(tmp_path, name="evaluated", model={"init_from": str(source)}, train={"eval_only": True})
     assert main(["run", str(spec)]) == 0
@@ -195,7 +188,7 @@ def test_nan_loss_stops_the_run(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_sigint_checkpoints_and_resume_is_exact(tmp_path: Path, completed_run: Path):
+def test_sigint_checkpoints_and_resume_is_exact(tmp_path: Path, constant_lr_reference: ReferenceRun):
     """SIGINT mid-run saves a checkpoint, exits 130 with a resume hint; the resumed run ends bit-identical."""
     spec = tiny_spec(tmp_path, extra='plugins = ["faults"]', schedule={"kind": "sleep", "seconds": 0.05})
     reference = tmp_path / "reference"
@@ -225,15 +218,14 @@ def test_sigint_checkpoints_and_resume_is_exact(tmp_path: Path, completed_run: P
     m = json.loads((run / "manifest.json").read_text())
     assert m["status"] == "completed" and m["metrics"]["iter"] == 40
     # the sleeping schedule is the constant-lr one, so compare against a run of the same schedule
-    nanogpt("run", str(spec), "logging.run_id=straight", check=True)
-    straight = tmp_path / "runs" / "tiny" / "straight"
+    straight = constant_lr_reference.dir
     assert losses(run) == losses(straight)
     assert same_weights(final_weights(run), final_weights(straight))
 
 
-def test_resume_refuses_training_changes(tmp_path: Path, completed_run: Path):
+def test_resume_refuses_training_changes(tmp_path: Path, reference_run: ReferenceRun):
     """Resuming with a changed learning rate is refused with the list of changes, unless forced."""
-    proc = nanogpt("run", "--resume", str(completed_run), "optimizer.lr=0.1")
+    proc = nanogpt("run", "--resume", str(reference_run.dir), "optimizer.lr=0.1")
     assert proc.returncode == 2
     assert "optimizer.lr" in proc.stderr and "--force" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -242,11 +234,12 @@ def test_resume_records_its_overrides_in_the_provenance(tmp_path: Path):
     """After `run --resume RUN train.max_iters=40`, the manifest's provenance names the resume's
     override for max_iters (not the first command's), keeps the other sources, and `resumes` lists it."""
     spec = tiny_spec(tmp_path)
-    nanogpt("run", str(spec), "train.max_iters=20", "logging.run_id=r", check=True)
+    # in this process: what a manifest records of the overrides comes from main's arguments, not sys.argv
+    assert main(["run", str(spec), "train.max_iters=20", "logging.run_id=r"]) == 0
     run = tmp_path / "runs" / "tiny" / "r"
     before = json.loads((run / "manifest.json").read_text())
     assert before["provenance"]["train.max_iters"] == "override train.max_iters=20"
-    nanogpt("run", "--resume", str(run), "train.max_iters=40", check=True)
+    assert main(["run", "--resume", str(run), "train.max_iters=40"]) == 0
     m = json.loads((run / "manifest.json").read_text())
     assert m["metrics"]["iter"] == 40 and m["spec"]["train"]["max_iters"] == 40
     assert m["provenance"]["train.max_iters"] == "override train.max_iters=40 (--resume)"
