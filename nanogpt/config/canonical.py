@@ -15,7 +15,7 @@ from typing import Any
 
 import tomli_w
 
-from nanogpt.config.convert import converter, unstructure
+from nanogpt.config.convert import converter, structure, unstructure
 from nanogpt.config.tables import Experiment
 
 
@@ -66,6 +66,24 @@ def spec_sha256(exp: Experiment) -> str:
 def sha256_of_data(data: Any) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def as_read_today(recorded: Any) -> Any:
+    """A recorded resolved spec (a manifest's or a checkpoint's) re-read through today's spec classes.
+
+    What a run recorded was every field its code knew; a field added since is absent there and
+    takes its default here, so an old run compares and hashes equal to the spec that would make
+    it today. Every comparison or hash of a recorded spec goes through this. A recorded spec that
+    today's classes do not take (a field they no longer know, a value they now refuse, a plugin
+    kind not imported) comes back as it was: compared raw, what differs is shown, never dropped.
+    """
+    if not isinstance(recorded, dict):
+        return recorded
+    try:
+        exp, problems = structure(recorded)
+    except (TypeError, ValueError, RecursionError):  # a hand-edited manifest is no spec at all
+        return recorded
+    return recorded if exp is None else resolved(exp)
 
 
 def results_sha256(spec: dict[str, Any]) -> str:

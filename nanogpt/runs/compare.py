@@ -21,6 +21,7 @@ import attrs
 
 from nanogpt.errors import InputError
 from nanogpt.runs.manifest import MANIFEST, ManifestError, read_manifest
+from nanogpt.config.canonical import as_read_today
 from nanogpt.config.dotted import flatten
 from nanogpt.runs.sweeps.record import SWEEP_JSON, SweepRecord
 
@@ -38,10 +39,11 @@ class RunRecord:
     path: Path
     manifest: dict[str, Any] = attrs.field(eq=False)
     spec: dict[str, Any] = attrs.field(eq=False, init=False)
-    """The resolved spec, flat: dotted path -> value."""
+    """The resolved spec, flat: dotted path -> value (as today's classes read it: a field added
+    since the run is its default, not a column that differs)."""
 
     def __attrs_post_init__(self) -> None:
-        spec = self.manifest.get("spec")
+        spec = as_read_today(self.manifest.get("spec"))
         object.__setattr__(self, "spec", flatten(spec) if isinstance(spec, dict) else {})
 
     @property

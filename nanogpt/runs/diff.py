@@ -13,7 +13,7 @@ from typing import Any
 from nanogpt.errors import InputError
 from nanogpt.runs.manifest import MANIFEST, read_manifest
 from nanogpt.config.load import load_spec
-from nanogpt.config.canonical import resolved
+from nanogpt.config.canonical import as_read_today, resolved
 from nanogpt.config.dotted import INERT_FIELDS, MISSING, diff_data, under
 
 # Sections of a manifest in the order diff reports them, each under its group name.
@@ -41,15 +41,21 @@ def load_side(path: str) -> tuple[str, dict[str, Any]]:
     if p.is_dir():
         if not (p / MANIFEST).exists():
             raise InputError(f"{path!r} is a directory without a {MANIFEST} (not a run directory)")
-        return "run", read_manifest(p / MANIFEST)
+        return "run", _spec_as_read_today(read_manifest(p / MANIFEST))
     if p.suffix == ".toml":
         exp, _ = load_spec(p, check_files=False)
         return "spec", {"spec": resolved(exp)}
     if p.suffix == ".json" or p.name == MANIFEST:
-        return "run", read_manifest(p)
+        return "run", _spec_as_read_today(read_manifest(p))
     if not p.exists():
         raise InputError(f"{path!r} does not exist")
     raise InputError(f"{path!r} is neither a run directory, a manifest.json nor a .toml spec")
+
+
+def _spec_as_read_today(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A run's record with its spec as today's classes read it: a field added since the run is its
+    default on both sides, not a difference (see `as_read_today`)."""
+    return {**manifest, "spec": as_read_today(manifest["spec"])}
 
 
 def diff_records(

@@ -398,7 +398,7 @@ def load_for_resume(run_dir: Path, overrides: list[str], force: bool) -> tuple[E
     exp, origin = load_spec(run_dir / SPEC, overrides, check_files=False)
     changed = training_changes(manifest["spec"], resolved(exp))
     if changed and not force:
-        lines = "\n".join(f"  spec.{path}: {a!r} -> {b!r}" for path, a, b in changed)
+        lines = "\n".join(f"  spec.{path}: {shown_value(a)} -> {shown_value(b)}" for path, a, b in changed)
         raise InputError(
             f"refusing to resume {str(run_dir)!r}: these changes would alter the training "
             f"(pass --force to resume anyway):\n{lines}"
@@ -407,10 +407,21 @@ def load_for_resume(run_dir: Path, overrides: list[str], force: bool) -> tuple[E
 
 
 def training_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(path, old, new) for every spec leaf that differs and can change the weights."""
+    """(path, old, new) for every spec leaf that differs and can change the weights.
+
+    `old` is a recorded spec (a manifest's, a checkpoint's): it is read as today's classes read it,
+    so a field added since it was written is its default, not a change."""
+    from nanogpt.config.canonical import as_read_today
     from nanogpt.config.dotted import RESUMABLE_FIELDS, diff_data, under
 
-    return [d for d in diff_data(old, new) if not under(d[0], RESUMABLE_FIELDS)]
+    return [d for d in diff_data(as_read_today(old), new) if not under(d[0], RESUMABLE_FIELDS)]
+
+
+def shown_value(value: Any) -> str:
+    """A spec value in a list of changes; a path one side lacks shows as `(absent)`."""
+    from nanogpt.config.dotted import MISSING
+
+    return "(absent)" if value is MISSING else repr(value)
 
 
 def find_resumable(exp: Experiment) -> tuple[Path, RunLock] | None:

@@ -22,7 +22,7 @@ from nanogpt.contracts import Batches, LanguageModel
 from nanogpt.training.dist import DistEnv
 from nanogpt.errors import InputError
 from nanogpt.training.hardware import keep_freed_memory_in_process, peak_for
-from nanogpt.runs.manifest import MANIFEST, RunRecord, find_resumable, read_manifest, training_changes
+from nanogpt.runs.manifest import MANIFEST, RunRecord, find_resumable, read_manifest, shown_value, training_changes
 from nanogpt.runs.environment import device_name, env_info
 from nanogpt.training.parallel import build_model
 from nanogpt.registry import DATA, OPTIMIZERS, SCHEDULES
@@ -196,7 +196,7 @@ def _pick_checkpoint(exp: Experiment, claim: Claim, force: bool) -> None:
             return "records no spec"
         changes = training_changes(saved, spec)
         if changes and not force:
-            shown = ", ".join(f"{path} {a!r} -> {b!r}" for path, a, b in changes[:3])
+            shown = ", ".join(f"{path} {shown_value(a)} -> {shown_value(b)}" for path, a, b in changes[:3])
             return f"was saved by a different spec ({shown}{', ...' if len(changes) > 3 else ''})"
         return None
 

@@ -32,7 +32,7 @@ import attrs
 from nanogpt.errors import InputError
 from nanogpt.runs.manifest import MANIFEST, new_run_id, now_iso, read_manifest
 from nanogpt.runs.runlock import describe_holder, is_held
-from nanogpt.config.canonical import results_sha256
+from nanogpt.config.canonical import as_read_today, results_sha256
 from nanogpt.config.sweep import Member
 from nanogpt.runs.sweeps.record import SweepMembership, SweepRecord
 
@@ -348,7 +348,7 @@ class Launcher:
                     manifest = _manifest(run_dir) if not run_dir.name.startswith(".") else None
                     if (manifest and manifest.get("status") == "completed" and manifest.get("name") == planned.name
                             and isinstance(manifest.get("spec"), dict)):
-                        found.setdefault(results_sha256(manifest["spec"]), run_dir)
+                        found.setdefault(results_sha256(as_read_today(manifest["spec"])), run_dir)
             self._completed[parent] = found
         return self._completed[parent]
 
