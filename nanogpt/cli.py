@@ -50,6 +50,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             warning = fit_warning(exp, path)
             if warning:
                 print(f"warning: {warning}", file=sys.stderr)
+            from nanogpt.training.trackers import INSTALL, missing_packages
+
+            for name in missing_packages(exp.logging.trackers):
+                print(f"warning: {path}: logging.trackers names {name!r}, whose package is not installed "
+                      f"({INSTALL[name]}); a run would go on without it", file=sys.stderr)
     return status
 
 
