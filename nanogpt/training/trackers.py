@@ -107,6 +107,7 @@ class MlflowTracker(Tracker):
         self.uri = mlflow_uri(logging)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.done_through = -1  # steps a resumed run already holds are not logged twice
+        self.pending: list[Any] = []  # metrics sent and not yet known to be stored
         params = {k: _param_text(v) for k, v in tracker_params(manifest).items()}
         if run_id is None:
             name = logging.mlflow_experiment or manifest["name"]
@@ -148,12 +149,17 @@ class MlflowTracker(Tracker):
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None]
         if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics, synchronous=False)
+            self.pending.append(self.client.log_batch(self.run_id, metrics=metrics, synchronous=False))
+            if len(self.pending) >= 64:  # long since stored, as a rule: keep the list short
+                self.flush()
 
     def flush(self) -> None:
-        import mlflow
-
-        mlflow.flush_async_logging()
+        # waits on this run's own operations: mlflow.flush_async_logging() would open MLflow's
+        # default store (an mlflow.db in the working directory) to do it
+        pending, self.pending = self.pending, []
+        for operation in pending:
+            if operation is not None:
+                operation.wait()
 
     def ended(self, status: str) -> None:
         self.status = status

@@ -260,11 +260,12 @@ def test_a_killed_run_resumed_continues_the_same_tracker_runs(tmp_path: Path):
     offline file of it) and the same MLflow run, which then has every step once, as metrics.jsonl."""
     spec = tiny_spec(tmp_path, train={"max_iters": 12, "eval_interval": 6}, logging={"trackers": ALL, "samples": 0},
                      extra='plugins = ["tracker_faults"]')
-    killed = nanogpt("run", str(spec), env=tracker_env(tmp_path, KILL_AFTER_STEP="9"))
+    killed = nanogpt("run", str(spec), env=tracker_env(tmp_path, KILL_AFTER_STEP="9"), cwd=tmp_path)
     assert killed.returncode == -9, killed.stderr
     run = only_run_dir(tmp_path / "runs")
     first = json.loads((run / "manifest.json").read_text())["trackers"]
-    nanogpt("run", "--resume", str(run), env=tracker_env(tmp_path), check=True)
+    nanogpt("run", "--resume", str(run), env=tracker_env(tmp_path), check=True, cwd=tmp_path)
+    assert not (tmp_path / "mlflow.db").exists()  # MLflow's default store, in the working directory: never touched
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["resumes"][0]["from_checkpoint"].endswith("00000006.pt")
     recorded = manifest["trackers"]
