@@ -279,3 +279,33 @@ def test_a_killed_run_resumed_continues_the_same_tracker_runs(tmp_path: Path):
     expected = only(expected_scalars(run), {"loss": "loss/train_step", "lr": "lr"} | EVAL_SCALARS)
     got = only(mlflow_scalars(recorded["mlflow"]["uri"], recorded["mlflow"]["run_id"]), {"loss": "loss/train_step", "lr": "lr"} | EVAL_SCALARS)
     assert got == expected  # the resume is exact, so the steps MLflow had from before it are the same numbers
+
+
+@pytest.mark.slow
+def test_sync_gives_a_tracker_what_logging_live_gives(tmp_path: Path):
+    """A run made with TensorBoard only, synced afterwards: MLflow and W&B hold each scalar of
+    metrics.jsonl at its step, with the spec hash; the manifest records the sync, and a second
+    sync of the same tracker is refused (exit 2)."""
+    spec = tiny_spec(tmp_path, train={"max_iters": 8, "eval_interval": 4}, logging={"samples": 0})
+    nanogpt("run", str(spec), env=tracker_env(tmp_path), check=True)
+    run = only_run_dir(tmp_path / "runs")
+    for to in ("mlflow", "wandb"):
+        out = nanogpt("sync", str(run), "--to", to, env=tracker_env(tmp_path), cwd=tmp_path, check=True)
+        assert out.stdout.startswith(f"synced 11 lines of metrics.jsonl to {to}"), out.stdout
+    manifest = json.loads((run / "manifest.json").read_text())
+    recorded = manifest["trackers"]
+    assert recorded["mlflow"]["synced"] and recorded["wandb"]["synced"] and recorded["mlflow"]["status"] == "ok"
+    # what the live run would have sent: every scalar of metrics.jsonl, perplexities from the losses
+    expected = expected_scalars(run)
+    mlflow = mlflow_scalars(recorded["mlflow"]["uri"], recorded["mlflow"]["run_id"])
+    assert only(mlflow, TRAIN_SCALARS | EVAL_SCALARS) == expected
+    assert sorted(mlflow["perplexity/val"]) == [0, 4, 8]
+    scalars, (wrun,) = wandb_scalars(wandb_offline_runs(run))
+    assert only(scalars, TRAIN_SCALARS | EVAL_SCALARS) == expected and wrun.run_id == recorded["wandb"]["run_id"]
+    from mlflow import MlflowClient
+
+    params = MlflowClient(tracking_uri=recorded["mlflow"]["uri"]).get_run(recorded["mlflow"]["run_id"]).data.params
+    assert params["spec_sha256"] == manifest["spec_sha256"]
+    again = nanogpt("sync", str(run), "--to", "mlflow", env=tracker_env(tmp_path), cwd=tmp_path)
+    assert again.returncode == 2 and "was logged to mlflow already" in again.stderr
+    assert not (tmp_path / "mlflow.db").exists()
