@@ -498,6 +498,11 @@ class LoggingSpec:
     sample_tokens: int = attrs.field(default=200, validator=at_least(1))
     """Length of each such sample, in tokens."""
 
+    @property
+    def writes_tensorboard(self) -> bool:
+        """Whether the run writes TensorBoard's event files: named in `trackers`, and `tensorboard` not false."""
+        return self.tensorboard and "tensorboard" in self.trackers
+
 
 @attrs.frozen(kw_only=True)
 class Experiment:

@@ -211,7 +211,7 @@ class Trainer:
         n = self.exp.logging.samples
         # under fsdp every rank generates (the same text): each forward gathers the weights from all of them
         generates = self.env.is_main or self.step.sharded
-        if not generates or n == 0 or not self.exp.logging.tensorboard or self.data.tokenizer is None:
+        if not generates or n == 0 or not self.exp.logging.writes_tensorboard or self.data.tokenizer is None:
             return
         if self.env.distributed and it < self.train_cfg.max_iters and not self.train_cfg.eval_only:
             return  # every other GPU would wait for rank 0's generation: in a job, only at the end

@@ -212,7 +212,8 @@ class Trackers(Tracker):
         self.records[name] = {**self.records.get(name, {}), "status": "failed", "error": error}
         tracker = self.live.pop(name, None)
         if tracker is not None:
-            try:
+            try:  # its own run shows as failed: it does not hold the whole of the run
+                tracker.ended("failed")
                 tracker.close()
             except Exception:
                 pass
@@ -268,7 +269,7 @@ def build_trackers(record: RunRecord, logging: Any, *, is_main: bool, purge_step
     before = manifest.get("trackers") if isinstance(manifest.get("trackers"), dict) else {}
     for name in logging.trackers:
         if name == "tensorboard":
-            if logging.tensorboard:
+            if logging.writes_tensorboard:
                 trackers.start(name, lambda: TensorBoardTracker(run_dir, purge_step))
             continue
         previous = before.get(name) if isinstance(before.get(name), dict) else {}

@@ -189,6 +189,16 @@ def test_trackers_that_are_not_a_list_of_known_ones_are_refused(tmp_path: Path, 
     assert message in capsys.readouterr().err
 
 
+def test_tensorboard_is_written_when_named_and_not_turned_off():
+    """TensorBoard needs both: "tensorboard" in `trackers`, and the older `tensorboard` switch not false."""
+    from nanogpt.config.tables import LoggingSpec
+
+    assert LoggingSpec().writes_tensorboard
+    assert not LoggingSpec(trackers=("wandb",)).writes_tensorboard
+    assert not LoggingSpec(tensorboard=False).writes_tensorboard
+    assert LoggingSpec(trackers=("mlflow", "tensorboard")).writes_tensorboard
+
+
 def test_tracker_settings_change_no_result(tmp_path: Path):
     """Trackers and their settings are inert: a resume may change them, and diff calls them so."""
     from nanogpt.config.dotted import INERT_FIELDS, under
@@ -252,6 +262,10 @@ def test_trackers_that_fail_leave_the_run_completed(tmp_path: Path):
     # what MLflow had before it broke is kept, and nothing after
     steps = mlflow_scalars(recorded["mlflow"]["uri"], recorded["mlflow"]["run_id"])["loss/train_step"]
     assert sorted(steps) == [0, 1, 2]
+    from mlflow import MlflowClient
+
+    # MLflow's run shows it does not hold the whole run
+    assert MlflowClient(tracking_uri=recorded["mlflow"]["uri"]).get_run(recorded["mlflow"]["run_id"]).info.status == "FAILED"
 
 
 @pytest.mark.slow
