@@ -50,6 +50,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             warning = fit_warning(exp, path)
             if warning:
                 print(f"warning: {warning}", file=sys.stderr)
+            from nanogpt.training.trackers import INSTALL, missing_packages
+
+            for name in missing_packages(exp.logging.trackers):
+                print(f"warning: {path}: logging.trackers names {name!r}, whose package is not installed "
+                      f"({INSTALL[name]}); a run would go on without it", file=sys.stderr)
     return status
 
 
@@ -177,6 +182,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from nanogpt.runs.table import runs_command
 
     return runs_command(args.dir, name=args.name)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from nanogpt.training.sync import sync_run
+
+    return sync_run(args.run, args.to)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -342,6 +353,11 @@ def _add_run_reading_verbs(verbs: Any) -> None:
         help="leave out the spec fields that cannot change results (marked [no effect on results]): exit 0 means same results",
     )
     v.set_defaults(fn=cmd_diff)
+
+    v = verbs.add_parser("sync", help="replay a run's metrics.jsonl and manifest into W&B or MLflow after the fact")
+    v.add_argument("run", metavar="RUN_DIR")
+    v.add_argument("--to", required=True, choices=["wandb", "mlflow"], help="the tracker (its settings: the run's [logging] table)")
+    v.set_defaults(fn=cmd_sync)
 
     v = verbs.add_parser("runs", help="table of runs under DIR (default runs/)")
     v.add_argument("dir", nargs="?", default="runs", metavar="DIR")

@@ -358,6 +358,12 @@ def loggings(draw) -> Spec:
     t.field("out_dir", "runs", one_line_text(min_size=1))
     t.optional("run_id", safe_names())
     t.field("tensorboard", True, st.booleans())
+    t.field("trackers", ["tensorboard"], st.lists(st.sampled_from(["tensorboard", "wandb", "mlflow"]), unique=True))
+    t.field("wandb_mode", "offline", st.sampled_from(["offline", "online", "disabled"]))
+    t.optional("wandb_project", one_line_text(min_size=1))
+    t.optional("wandb_entity", one_line_text(min_size=1))
+    t.optional("mlflow_uri", one_line_text(min_size=1))
+    t.optional("mlflow_experiment", one_line_text(min_size=1))
     t.field("samples", 1, ints(0))
     t.field("sample_tokens", 200, ints(1))
     return t.raw

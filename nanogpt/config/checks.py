@@ -114,6 +114,21 @@ class Length:
         return {"minItems": self.n, "maxItems": self.n}
 
 
+@attrs.frozen
+class Unique:
+    """A tuple that names each item once."""
+
+    def __call__(self, inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+        seen: set[Any] = set()
+        for i, item in enumerate(value or ()):
+            if item in seen:
+                raise ItemError(i, f"names {show_value(item)} a second time (each item once)")
+            seen.add(item)
+
+    def schema(self) -> dict[str, Any]:
+        return {"uniqueItems": True}
+
+
 # A name that becomes one directory level: no separators, no "..", no hidden names.
 SAFE_NAME = Pattern(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,127}", "a plain name of letters, digits and _.+=- (one directory level)")
 SHA256 = Pattern(r"[0-9a-f]{64}", "64 lowercase hex digits (a sha256)")

@@ -16,7 +16,7 @@ from typing import ClassVar, Literal, Optional
 
 import attrs
 
-from nanogpt.config.checks import MODULE, SAFE_NAME, SHA256, Each, Length, Pattern, above, at_least, at_most, below
+from nanogpt.config.checks import MODULE, SAFE_NAME, SHA256, Each, Length, Pattern, Unique, above, at_least, at_most, below
 from nanogpt.config.problems import Problem
 
 # The pretrained names `model.init_from` understands besides paths.
@@ -520,11 +520,28 @@ class LoggingSpec:
     run_id: Optional[str] = attrs.field(default=None, validator=SAFE_NAME)
     """Name of the run's directory; left out, a timestamp with a random suffix."""
     tensorboard: bool = True
-    """Write TensorBoard event files into the run directory."""
+    """Write TensorBoard event files into the run directory; false turns TensorBoard off whatever `trackers` names."""
+    trackers: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = attrs.field(default=("tensorboard",), validator=Unique())
+    """Where rank 0 also sends the metrics (metrics.jsonl is always written): "tensorboard" (event files in the run directory), "wandb" (Weights & Biases, `pip install 'nanogpt[wandb]'`), "mlflow" (`pip install 'nanogpt[mlflow]'`). A tracker that cannot start or fails is reported once and the run goes on; the manifest's `trackers` says which ran."""
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    """Weights & Biases' mode: "offline" writes the run under the run directory (`wandb sync` uploads it later), "online" logs to the server as the run goes."""
+    wandb_project: Optional[str] = attrs.field(default=None, validator=Pattern(r".+", "a non-empty name"))
+    """Weights & Biases project; left out, the experiment's name."""
+    wandb_entity: Optional[str] = attrs.field(default=None, validator=Pattern(r".+", "a non-empty name"))
+    """Weights & Biases entity (user or team); left out, W&B's default for the logged-in user."""
+    mlflow_uri: Optional[str] = attrs.field(default=None, validator=Pattern(r".+", "a non-empty URI or path"))
+    """MLflow tracking URI (a server, `sqlite:///path.db`, a directory); left out, `sqlite:///<out_dir>/mlflow.db`: one store for every run under out_dir, as `tensorboard --logdir <out_dir>` shows them all."""
+    mlflow_experiment: Optional[str] = attrs.field(default=None, validator=Pattern(r".+", "a non-empty name"))
+    """MLflow experiment; left out, the experiment's name."""
     samples: int = attrs.field(default=1, validator=at_least(0))
     """Text samples generated at each evaluation (text datasets only), shown in TensorBoard. In a job of several processes only at the last evaluation: the others would wait for rank 0's generation."""
     sample_tokens: int = attrs.field(default=200, validator=at_least(1))
     """Length of each such sample, in tokens."""
+
+    @property
+    def writes_tensorboard(self) -> bool:
+        """Whether the run writes TensorBoard's event files: named in `trackers`, and `tensorboard` not false."""
+        return self.tensorboard and "tensorboard" in self.trackers
 
 
 @attrs.frozen(kw_only=True)

@@ -199,6 +199,12 @@ class RunDir:
         with self._writing:
             atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=2, allow_nan=True) + "\n")
 
+    def set(self, key: str, value: Any) -> None:
+        """One key of the manifest, saved."""
+        with self._writing:
+            self.manifest[key] = value
+        self.save()
+
     def record_checkpoint(self, entry: dict[str, Any], keep: int) -> None:
         """List a checkpoint that is complete on disk, prune the ones no longer kept, and save."""
         from nanogpt.checkpoints.catalog import prune
@@ -301,6 +307,14 @@ class RunRecord:
             "wall_seconds": wall_seconds,
         }
         self.run.save()
+
+    def trackers(self, records: dict[str, dict[str, Any]]) -> None:
+        """The manifest's `trackers`: for each tracker this session started, its `status` ("ok" or
+        "failed"), `error` and its own run id, which a resumed run continues. A tracker an earlier
+        session had, and this one does not name, keeps its entry."""
+        if self.run is not None:
+            before = self.run.manifest.get("trackers")
+            self.run.set("trackers", {**(before if isinstance(before, dict) else {}), **records})
 
     def finish(self, status: str, error: str | None = None, failure: str | None = None) -> None:
         """How the run ended; `failure` says what kind ("nonfinite", "error", "lost_peer")."""

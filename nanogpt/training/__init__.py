@@ -6,7 +6,9 @@
 - optimizers.py, schedules.py: the registry's optimizer and schedule builders (Muon with AdamW as one optimizer).
 - dist.py: the process's place in a torchrun job, its device and precision; parallel.py:
   `system.parallel` (DDP, or FSDP2 sharding); hardware.py: the peak FLOP/s behind MFU;
-  tracking.py: metrics.jsonl, the console's progress lines, TensorBoard.
+  tracking.py: metrics.jsonl, the console's progress lines, TensorBoard; trackers.py: `logging.trackers`
+  (TensorBoard, Weights & Biases, MLflow), each kept from ever stopping a run; sync.py: `sync`, a run
+  replayed into a tracker after the fact.
 
 May import: runs (the manifest it writes), models, data, checkpoints, config, registry and the
 foundation; never the verbs above it."""

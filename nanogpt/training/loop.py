@@ -31,7 +31,8 @@ from nanogpt.signals import EXIT_INTERRUPTED, StopSignals
 from nanogpt.config.tables import Experiment
 from nanogpt.config.canonical import to_toml
 from nanogpt.training.step import Interrupted, NonFiniteLoss, TrainStep, _lost_peer
-from nanogpt.training.tracking import Reports, ThroughputAverage, build_tracker, log_spec, run_hparams
+from nanogpt.training.trackers import build_trackers
+from nanogpt.training.tracking import Reports, ThroughputAverage, log_spec, run_hparams
 
 
 # ------------------------------------------------------------------------------- the step
@@ -116,7 +117,7 @@ class Trainer:
         if restored is not None and restored.scaler:
             self.step.scaler.load_state_dict(restored.scaler)
         # a resumed run hides what it logged after its checkpoint (or everything, when it starts over)
-        tracker = build_tracker(record.path, enabled=exp.logging.tensorboard, is_main=env.is_main, purge_step=self.iter if resumed else None)
+        tracker = build_trackers(record, exp.logging, is_main=env.is_main, purge_step=self.iter if resumed else None)
         self.reports = Reports(record.path, tracker, is_main=env.is_main, wall_seconds=self._wall_seconds)
         self.reports.metrics.truncate(self.iter)
         if checkpoint is not None:
@@ -179,6 +180,7 @@ class Trainer:
                 self.checkpoints.wait()  # a checkpoint already being written is a good one: keep it listed
             self.record.fail(message.strip(), lost_peer=self.env.distributed and _lost_peer(e), distributed=self.env.distributed,
                              progress=self._progress(self.iter))
+            self.reports.tracker.ended("failed")
             return _report_failure(e)
         finally:
             self.reports.tracker.close()
@@ -209,7 +211,7 @@ class Trainer:
         n = self.exp.logging.samples
         # under fsdp every rank generates (the same text): each forward gathers the weights from all of them
         generates = self.env.is_main or self.step.sharded
-        if not generates or n == 0 or not self.exp.logging.tensorboard or self.data.tokenizer is None:
+        if not generates or n == 0 or not self.exp.logging.writes_tensorboard or self.data.tokenizer is None:
             return
         if self.env.distributed and it < self.train_cfg.max_iters and not self.train_cfg.eval_only:
             return  # every other GPU would wait for rank 0's generation: in a job, only at the end
@@ -270,6 +272,7 @@ class Trainer:
         self.record.progress(**self._progress(self.iter))
         if self.record.run is None:
             return
+        self.reports.tracker.ended(status)
         self.reports.tracker.hparams(
             run_hparams(self.record.run.manifest),
             {"loss/val": self.metrics.get("val_loss"), "loss/train": self.metrics.get("train_loss")},

@@ -1,4 +1,5 @@
-"""What a run reports as it goes, all from rank 0: metrics.jsonl, the console, and TensorBoard.
+"""What a run reports as it goes, all from rank 0: metrics.jsonl, the console, and TensorBoard
+(and the other trackers of nanogpt.training.trackers, which get the same scalars).
 
 `MetricsLog` appends one JSON object per logged step and per evaluation to metrics.jsonl (and
 cuts off what a killed run logged past its checkpoint); `Console` prints the run's progress
@@ -29,7 +30,8 @@ from nanogpt.runs.manifest import METRICS
 
 
 class Tracker:
-    """Does nothing: what every rank but 0 has, and what rank 0 has when tensorboard = false."""
+    """Does nothing: what every rank but 0 has. Each tracker (nanogpt.training.trackers) overrides
+    what it records."""
 
     def scalars(self, step: int, values: dict[str, float | None]) -> None:
         pass
@@ -42,6 +44,9 @@ class Tracker:
 
     def flush(self) -> None:
         pass
+
+    def ended(self, status: str) -> None:
+        """How the run ended ("completed", "failed", "interrupted"), told before `close`."""
 
     def close(self) -> None:
         pass
@@ -78,12 +83,6 @@ class TensorBoardTracker(Tracker):
 
     def close(self) -> None:
         self.writer.close()
-
-
-def build_tracker(run_dir: Path, *, enabled: bool, is_main: bool, purge_step: int | None = None) -> Tracker:
-    if enabled and is_main:
-        return TensorBoardTracker(run_dir, purge_step)
-    return Tracker()
 
 
 def markdown_code(text: str) -> str:
