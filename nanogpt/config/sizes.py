@@ -276,7 +276,8 @@ class LlamaConfig:
 
 
 def chinchilla_flops(
-    *, n_layer: int, n_head: int, n_embd: int, block_size: int, vocab_size: int, ffw_size: int = 4
+    *, n_layer: int, n_head: int, n_embd: int, block_size: int, vocab_size: int, ffw_size: int = 4,
+    mlp_matrices: int = 2,
 ) -> int:
     """Training FLOPs of one sequence of `block_size` tokens (forward + backward), Chinchilla Appendix F.
 
@@ -289,6 +290,7 @@ def chinchilla_flops(
     multiplier 4, so its MLP term is d_model times too small, which is one reason its numbers sit
     "off by a bit" from the paper's. The default keeps the notebook's figures; pass
     `ffw_size=4 * n_embd` to count the MLP at its real width (GPT-2 124M: 1,113,446,154,240).
+    `mlp_matrices=3` counts a SwiGLU MLP (gate, up, down), 2·T·3·d·ffw_size.
     """
     _check_sizes(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size)
     T, d, V, H = block_size, n_embd, vocab_size, n_head
@@ -300,7 +302,7 @@ def chinchilla_flops(
     attvalue = 2 * T * T * (key_size * H)  # softmax @ value
     attlinear = 2 * T * (key_size * H) * d
     att = attention + attlogits + attsoftmax + attvalue + attlinear
-    dense = 2 * T * (d * ffw_size + d * ffw_size)
+    dense = 2 * T * mlp_matrices * d * ffw_size
     logits = 2 * T * d * V
     forward = embeddings + n_layer * (att + dense) + logits
     return 3 * forward  # forward + backward (2 x forward)

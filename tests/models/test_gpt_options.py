@@ -294,3 +294,80 @@ def test_spec_refuses_bad_options_naming_field_and_value(tmp_path, model, proble
 def test_config_refuses_an_odd_head_size_for_rope():
     with pytest.raises(ValueError, match=r"position = 'rope' needs an even head size n_embd / n_head \(got 3\)"):
         GPTConfig(n_layer=1, n_head=2, n_embd=6, block_size=4, vocab_size=5, position="rope")
+
+
+# ------------------------------------------------------------------------------------ counts
+
+
+@pytest.mark.parametrize("options", combos()[::5] + [dict(position="rope", norm="rmsnorm", mlp="swiglu")],
+                         ids=lambda o: "-".join(map(str, o.values())))
+@pytest.mark.parametrize("bias, tie", [(True, True), (False, False)])
+def test_counts_are_the_models_tensors(options, bias, tie):
+    """sizes' params / model_params / role counts equal the model's real tensors for every option."""
+    cfg = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=12, vocab_size=37, bias=bias, tie_weights=tie, **options)
+    with torch.device("meta"):
+        model = GPT(cfg)
+    named = dict(model.named_parameters())
+    total = sum(p.numel() for p in named.values())
+    shape = dict(n_layer=2, n_head=2, n_embd=16, block_size=12, vocab_size=37)
+    assert total == model.num_params(non_embedding=False) == sizes.model_params(
+        **shape, bias=bias, tie_weights=tie, **options)
+    table = named.get("transformer.wpe.weight")
+    untied = 0 if tie else named["transformer.wte.weight"].numel()
+    assert model.num_params() == total - (table.numel() if table is not None else 0) - untied
+    by_role: dict[str, int] = {}
+    for name, role in model.param_roles().items():
+        by_role[role] = by_role.get(role, 0) + named[name].numel()
+    counted = sizes.gpt_role_params(**shape, padded_vocab_size=37, bias=bias, tie_weights=tie, **options)
+    assert {k: v for k, v in counted.items() if v} == by_role
+
+
+def test_chinchilla_mlp_term_is_the_mlps_matmuls():
+    """The SwiGLU MLP's FLOPs (real width) are 2 * 3 (fwd+bwd) * T * its weight elements, per layer."""
+    model = tiny(mlp="swiglu")
+    mlp_weights = sum(m.weight.numel() for m in model.transformer.h[0].mlp.modules() if isinstance(m, torch.nn.Linear))
+    shape = dict(n_layer=2, n_head=2, n_embd=16, block_size=12, vocab_size=37)
+    h = sizes.gpt_mlp_hidden(16, "swiglu")
+    with_mlp = sizes.chinchilla_flops(**shape, ffw_size=h, mlp_matrices=3)
+    assert with_mlp - sizes.chinchilla_flops(**shape, ffw_size=0) == 2 * 3 * 12 * 2 * mlp_weights
+
+
+MODERN = 'n_layer = 2\nn_head = 2\nn_embd = 32\nblock_size = 16\nposition = "rope"\nmlp = "swiglu"\nnorm = "rmsnorm"\nqk_norm = true'
+
+
+def test_scaling_params_counts_the_options(tmp_path, capsys):
+    import json
+
+    from nanogpt.cli import main
+
+    path = _spec(tmp_path, MODERN)
+    assert main(["scaling", "params", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cfg = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, position="rope", mlp="swiglu",
+                    norm="rmsnorm", qk_norm=True)
+    with torch.device("meta"):
+        model = GPT(cfg)
+    assert report["params_model_total"] == sum(p.numel() for p in model.parameters())
+    assert report["params_model_non_embedding"] == model.num_params()
+    assert report["flops_per_token_mfu"] == model.flops_per_token()
+
+
+def test_scaling_memory_refuses_options_it_cannot_plan_naming_them(tmp_path, capsys):
+    from nanogpt.cli import main
+
+    assert main(["scaling", "memory", str(_spec(tmp_path, MODERN))]) == 2
+    err = capsys.readouterr().err
+    assert 'model.position = "rope"' in err and 'model.mlp = "swiglu"' in err and "memory planner" in err
+    assert "Traceback" not in err
+
+
+def test_checks_fit_warning_is_silent_on_options_it_cannot_plan(tmp_path, monkeypatch):
+    """On a machine with a (tiny) GPU the fit warning would plan the model: it says nothing rather than crash."""
+    from nanogpt.config.load import load_spec
+    from nanogpt.perf import memory, scaling
+
+    monkeypatch.setattr(memory, "local_gpus", lambda: [("tiny GPU", 1)])
+    exp, _ = load_spec(_spec(tmp_path, MODERN))
+    assert scaling.fit_warning(exp, "s.toml") is None
+    plain, _ = load_spec(_spec(tmp_path, "n_layer = 2\nn_head = 2\nn_embd = 32\nblock_size = 16"))
+    assert "needs about" in scaling.fit_warning(plain, "s.toml")  # the same spec without the options is planned
