@@ -371,3 +371,44 @@ def test_checks_fit_warning_is_silent_on_options_it_cannot_plan(tmp_path, monkey
     assert scaling.fit_warning(exp, "s.toml") is None
     plain, _ = load_spec(_spec(tmp_path, "n_layer = 2\nn_head = 2\nn_embd = 32\nblock_size = 16"))
     assert "needs about" in scaling.fit_warning(plain, "s.toml")  # the same spec without the options is planned
+
+
+# ------------------------------------------------------------------------------------ export
+
+
+def test_export_takes_relu2_and_zero_init_as_gpt2(tmp_path):
+    """relu2 is transformers' "relu2" activation and zero init only a start: GPT2LMHeadModel gives the same logits."""
+    from nanogpt.models.export import export_hf
+
+    model = _perturbed(tiny(padded=37, mlp="relu2", zero_init_residual=True))
+    export_hf(model, None, tmp_path / "out")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    idx = torch.randint(0, 37, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits, model(idx, all_logits=True)[0], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("options, named", [
+    (dict(position="rope"), 'model.position = "rope"'),
+    (dict(norm="rmsnorm"), 'model.norm = "rmsnorm"'),
+    (dict(qk_norm=True), "model.qk_norm = true"),
+    (dict(mlp="swiglu"), 'model.mlp = "swiglu"'),
+    (dict(logit_softcap=15.0), "model.logit_softcap = 15.0"),
+])
+def test_export_refuses_what_gpt2_cannot_compute_naming_the_option(tmp_path, options, named):
+    from nanogpt.errors import InputError
+    from nanogpt.models.export import export_hf
+
+    with pytest.raises(InputError, match="GPT2LMHeadModel") as e:
+        export_hf(tiny(padded=37, **options), None, tmp_path / "out")
+    assert named in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_names_every_option_it_refuses(tmp_path):
+    from nanogpt.errors import InputError
+    from nanogpt.models.export import export_hf
+
+    with pytest.raises(InputError) as e:
+        export_hf(tiny(padded=37, position="rope", mlp="swiglu"), None, tmp_path / "out")
+    assert 'model.position = "rope"' in str(e.value) and 'model.mlp = "swiglu"' in str(e.value)
