@@ -17,7 +17,7 @@ a KV cache (nanogpt/models/generation.py samples from any model). Parameter and 
 
 The GPT-2 speedrun's (modded-nanogpt) architecture changes are options of the config, each off by
 default so that GPT-2 (and every checkpoint of it) is unchanged bit for bit: rotary positions
-instead of the learned table (`position`, `rope_theta`; Llama's RoPE code, nanogpt/models/llama.py),
+instead of the learned table (`position`, `rope_theta`; the Llama model's RoPE, nanogpt/models/rope.py),
 RMSNorm instead of LayerNorm (`norm`), queries and keys RMS-normalised per head (`qk_norm`), a ReLU²
 or SwiGLU MLP (`mlp`), logits soft-capped as cap·tanh(logits/cap) (`logit_softcap`), and output
 projections that start at zero (`zero_init_residual`).
@@ -36,6 +36,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from nanogpt.models import generation
+from nanogpt.models.rope import apply_rope, rope_tables
 from nanogpt.config import sizes
 from nanogpt.config.tables import GPTSpec
 
@@ -244,8 +245,6 @@ class CausalSelfAttention(nn.Module):
             q = F.rms_norm(q, (q.size(-1),), eps=NORM_EPS)  # (B, nh, T, hs)
             k = F.rms_norm(k, (k.size(-1),), eps=NORM_EPS)
         if rope is not None:
-            from nanogpt.models.llama import apply_rope  # llama imports this module: import at call time
-
             # positions enter here; rope's (T, hs) tables start at the cache's position, and the cache keeps keys rotated
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # (B, nh, T, hs)
 
@@ -324,11 +323,9 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
 
-        modules = dict(wte=nn.Embedding(config.padded_vocab_size, config.n_embd))
-        if config.position == "learned":
-            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         self.transformer = nn.ModuleDict(dict(
-            **modules,
+            wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
+            **({"wpe": nn.Embedding(config.block_size, config.n_embd)} if config.position == "learned" else {}),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=make_norm(config),
@@ -345,13 +342,14 @@ class GPT(nn.Module):
         if config.init == "gpt2":
             self._init_gpt2()
         if config.zero_init_residual:
-            self._zero_residual_projections()
+            zero_residual_projections(self)
 
     def tie_weights_and_buffers(self) -> None:
         """Tie the head to the token table and compute the buffers that are not weights: at
         construction, and again after `to_empty` gives every module a tensor of its own."""
         self._reset_vocab_mask()
-        self._reset_rope()
+        if self.config.position == "rope":  # RoPE's angles, (block_size, hs) each
+            self.rope_cos, self.rope_sin = rope_tables(self.config, device=self.lm_head.weight.device)
         if self.config.tie_weights:
             # GPT-2 reads tokens in and writes them out with one matrix: fewer parameters, and
             # what the model learns about a token from either end lands in the same row
@@ -364,20 +362,6 @@ class GPT(nn.Module):
         mask = torch.zeros(c.padded_vocab_size, device=self.lm_head.weight.device)
         mask[c.vocab_size:] = float("-inf")
         self.vocab_mask = mask
-
-    def _reset_rope(self) -> None:
-        if self.config.position == "rope":
-            from nanogpt.models.llama import rope_tables  # llama imports this module: import at call time
-
-            self.rope_cos, self.rope_sin = rope_tables(self.config, device=self.lm_head.weight.device)  # (block_size, hs)
-
-    def _zero_residual_projections(self) -> None:
-        # the speedrun's zero init: every block adds nothing to the residual stream at step 0
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear) and name.endswith(".c_proj"):
-                nn.init.zeros_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
 
     def _init_gpt2(self) -> None:
         # GPT-2's init: N(0, 0.02) everywhere, zero biases, and the projections that write into the
@@ -436,14 +420,7 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         # under fsdp's bfloat16 weights there is no autocast to match the mask's dtype to x's
         mask = self.vocab_mask.to(x.dtype) if self.vocab_mask is not None else None
-        cap = self.config.logit_softcap
-        if cap is None:
-            logits = F.linear(x, self.lm_head.weight, mask)  # (b, t, padded_vocab)
-        else:
-            # the cap first, the mask after: tanh would turn the padding's -inf into -cap
-            logits = cap * torch.tanh(F.linear(x, self.lm_head.weight) / cap)  # (b, t, padded_vocab), in (-cap, cap)
-            if mask is not None:
-                logits = logits + mask
+        logits = head_logits(x, self.lm_head.weight, mask, self.config.logit_softcap)  # (b, t, padded_vocab)
 
         loss = None
         if targets is not None:
@@ -524,7 +501,7 @@ class GPT(nn.Module):
             wpe.weight = nn.Parameter(wpe.weight.detach()[:block_size].clone())
             wpe.num_embeddings = block_size
         self.config = attrs.evolve(self.config, block_size=block_size)
-        self._reset_rope()  # rope has no table of weights to cut, only its angles to recompute
+        self.tie_weights_and_buffers()  # rope has no table of weights to cut, only its angles to recompute
 
 
     # ------------------------------------------------------------------------- generation
@@ -540,6 +517,25 @@ class GPT(nn.Module):
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
         """`idx` (B, T) continued by up to `max_new_tokens` tokens; see `nanogpt.models.generation.generate`."""
         return generation.generate(self, idx, max_new_tokens, **sampling)
+
+
+def head_logits(x: torch.Tensor, weight: torch.Tensor, mask: Optional[torch.Tensor], cap: Optional[float]) -> torch.Tensor:
+    """(B, T, n_embd) -> (B, T, rows) logits, the padding rows at -inf through `mask`; with `cap`,
+    soft-capped to cap * tanh(logits / cap) first (tanh would turn the padding's -inf into -cap)."""
+    if cap is None:
+        return F.linear(x, weight, mask)
+    logits = cap * torch.tanh(F.linear(x, weight) / cap)  # in (-cap, cap)
+    return logits if mask is None else logits + mask
+
+
+def zero_residual_projections(model: nn.Module) -> None:
+    """The speedrun's zero init (`zero_init_residual`): every output projection (`.c_proj`) zero, weight
+    and bias, so each block adds nothing to the residual stream at step 0."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and name.endswith(".c_proj"):
+            nn.init.zeros_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def roles_by_structure(model: nn.Module, *, blocks: nn.Module, head: nn.Linear | None) -> dict[str, str]:

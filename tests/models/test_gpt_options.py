@@ -412,3 +412,27 @@ def test_export_names_every_option_it_refuses(tmp_path):
     with pytest.raises(InputError) as e:
         export_hf(tiny(padded=37, position="rope", mlp="swiglu"), None, tmp_path / "out")
     assert 'model.position = "rope"' in str(e.value) and 'model.mlp = "swiglu"' in str(e.value)
+
+
+def test_scaling_memory_plans_options_that_change_no_tensor(tmp_path, capsys):
+    """zero_init_residual (a start) and rope_theta (angles) save the same tensors: planned, same figures as without."""
+    from nanogpt.cli import main
+
+    plain = "n_layer = 2\nn_head = 2\nn_embd = 32\nblock_size = 16"
+    assert main(["scaling", "memory", str(_spec(tmp_path, plain)), "--json"]) == 0
+    expected = capsys.readouterr().out
+    assert main(["scaling", "memory", str(_spec(tmp_path, plain + "\nzero_init_residual = true\nrope_theta = 500.0")),
+                 "--json"]) == 0
+    assert capsys.readouterr().out == expected
+
+
+def test_crop_block_size_with_rope_keeps_the_logits():
+    """RoPE has no table to cut: a model cropped to 6 positions gives the uncropped logits on 6 tokens."""
+    model = _perturbed(tiny(position="rope", qk_norm=True))
+    idx = torch.randint(0, 37, (2, 6))
+    with torch.no_grad():
+        before, _ = model(idx, all_logits=True)
+        model.crop_block_size(6)
+        after, _ = model(idx, all_logits=True)
+    assert model.rope_cos.shape == (6, 8) and model.config.block_size == 6
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
