@@ -23,6 +23,35 @@ import attrs
 GPT2_VOCAB = 50257
 """GPT-2's BPE vocabulary (50,000 merges + 256 bytes + <|endoftext|>)."""
 
+GPT_POSITIONS = ("learned", "rope")
+GPT_NORMS = ("layernorm", "rmsnorm")
+GPT_MLPS = ("gelu", "relu2", "swiglu")
+"""The GPT kind's architecture options (GPT-2's first); nanogpt/models/gpt.py says what each one is."""
+
+
+def gpt_mlp_hidden(n_embd: int, mlp: str = "gelu", ffw_size: int = 4) -> int:
+    """Hidden width of a GPT's MLP: ffw_size·n_embd (GPT-2's 4·d) for "gelu" and "relu2"; for "swiglu"
+    Llama's rule (`llama_intermediate_size`: 2/3 of 4·d rounded up to a multiple of 256), so that its
+    three matrices hold about as many weights as GPT-2's two (768 -> 2048; 384 -> 1024)."""
+    return llama_intermediate_size(n_embd) if mlp == "swiglu" else ffw_size * n_embd
+
+
+def _gpt_block_parts(d: int, bias: bool, norm: str, mlp: str, ffw_size: int = 4) -> dict[str, int]:
+    """One GPT block's parameters by what holds them: "matrices" (attention's and the MLP's), "biases", "norms"."""
+    b = 1 if bias else 0
+    h = gpt_mlp_hidden(d, mlp, ffw_size)
+    up = 2 if mlp == "swiglu" else 1  # c_fc, and SwiGLU's c_gate
+    return {
+        "matrices": 3 * d * d + d * d + up * d * h + h * d,  # c_attn, attn.c_proj, c_fc (+ c_gate), mlp.c_proj
+        "biases": b * (3 * d + d + up * h + d),
+        "norms": 2 * _norm_params(d, bias, norm),  # ln_1, ln_2
+    }
+
+
+def _norm_params(d: int, bias: bool, norm: str) -> int:
+    """A LayerNorm's weight (and bias); an RMSNorm has a weight only. qk_norm has no parameters."""
+    return (2 if bias and norm == "layernorm" else 1) * d
+
 
 # ------------------------------------------------------------------------------ parameters
 
@@ -36,6 +65,9 @@ def params(
     vocab_size: int,
     bias: bool = True,
     ffw_size: int = 4,
+    norm: str = "layernorm",
+    mlp: str = "gelu",
+    **_options: Any,
 ) -> int:
     """The notebook's parameter count: every parameter except the token and position embeddings.
 
@@ -46,23 +78,26 @@ def params(
     "all parameters minus the position table" equals this count. `bias=False` drops every Linear
     and LayerNorm bias. GPT-2 124M gives 123,653,376. `block_size` and `n_head` do not enter (they
     are taken so that every function here accepts the same sizes).
+
+    The speedrun's options: `norm="rmsnorm"` norms hold a weight only (never a bias); `mlp="swiglu"`
+    has a third matrix (c_gate) and the hidden width of `gpt_mlp_hidden`; "relu2", `position`,
+    `qk_norm` (no gain), `logit_softcap` and `zero_init_residual` add no parameters here (the other
+    options are accepted and ignored, so a config's `options()` can be passed whole).
     """
     _check_sizes(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size)
     d = n_embd
-    b = 1 if bias else 0
-    attention = 3 * d * d + b * 3 * d  # c_attn: q, k, v
-    attproj = d * d + b * d  # attn.c_proj
-    ffw = d * (ffw_size * d) + b * ffw_size * d  # mlp.c_fc
-    ffwproj = ffw_size * d * d + b * d  # mlp.c_proj
-    layernorms = 2 * (1 + b) * d  # ln_1, ln_2: weight (and bias)
-    ln_f = (1 + b) * d
+    block = sum(_gpt_block_parts(d, bias, norm, mlp, ffw_size).values())
+    ln_f = _norm_params(d, bias, norm)
     dense = d * vocab_size  # lm_head; no bias
-    return n_layer * (attention + attproj + ffw + ffwproj + layernorms) + ln_f + dense
+    return n_layer * block + ln_f + dense
 
 
-def embedding_params(*, n_embd: int, block_size: int, vocab_size: int, tie_weights: bool = True) -> int:
-    """Parameters `params` leaves out: the position table, and the token table when it is not tied to the head."""
-    return n_embd * block_size + (0 if tie_weights else n_embd * vocab_size)
+def embedding_params(
+    *, n_embd: int, block_size: int, vocab_size: int, tie_weights: bool = True, position: str = "learned"
+) -> int:
+    """Parameters `params` leaves out: the position table (none with RoPE), and the token table when it is not tied to the head."""
+    table = n_embd * block_size if position == "learned" else 0
+    return table + (0 if tie_weights else n_embd * vocab_size)
 
 
 def model_params(
@@ -74,11 +109,14 @@ def model_params(
     vocab_size: int,
     bias: bool = True,
     tie_weights: bool = True,
+    position: str = "learned",
+    **options: Any,
 ) -> int:
-    """Every parameter the model holds, each shared tensor once (GPT-2 124M, tied: 124,439,808)."""
+    """Every parameter the model holds, each shared tensor once (GPT-2 124M, tied: 124,439,808);
+    `position` and `options` (norm, mlp, ...) as `params` and `embedding_params` take them."""
     return params(
-        n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size, bias=bias
-    ) + embedding_params(n_embd=n_embd, block_size=block_size, vocab_size=vocab_size, tie_weights=tie_weights)
+        n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size, bias=bias, **options
+    ) + embedding_params(n_embd=n_embd, block_size=block_size, vocab_size=vocab_size, tie_weights=tie_weights, position=position)
 
 
 def padded_vocab(vocab_size: int, multiple: int) -> int:
@@ -120,18 +158,21 @@ def llama_params(
 
 def gpt_role_params(
     *, n_layer: int, n_embd: int, block_size: int, padded_vocab_size: int | None, bias: bool = True,
-    tie_weights: bool = True, **_: Any,
+    tie_weights: bool = True, position: str = "learned", norm: str = "layernorm", mlp: str = "gelu", **_: Any,
 ) -> dict[str, int | None]:
-    """A GPT's parameters by their part (nanogpt.contracts.ROLES): "hidden", the blocks' four matrices;
-    "embedding", the token and position tables; "head", an untied lm_head; "other", the biases and
-    LayerNorms. Without a vocabulary (None), the parts that hold it are None."""
-    d, b = n_embd, 1 if bias else 0
+    """A GPT's parameters by their part (nanogpt.contracts.ROLES): "hidden", the blocks' matrices
+    (four, five with SwiGLU); "embedding", the token and position tables (no position table with
+    RoPE); "head", an untied lm_head; "other", the biases and norms' gains. Without a vocabulary
+    (None), the parts that hold it are None."""
+    d = n_embd
     rows = padded_vocab_size
+    block = _gpt_block_parts(d, bias, norm, mlp)
+    positions = block_size * d if position == "learned" else 0
     return {
-        "hidden": n_layer * 12 * d * d,
-        "embedding": None if rows is None else rows * d + block_size * d,
+        "hidden": n_layer * block["matrices"],
+        "embedding": None if rows is None else rows * d + positions,
         "head": 0 if tie_weights else None if rows is None else rows * d,
-        "other": n_layer * (b * 9 * d + 2 * (1 + b) * d) + (1 + b) * d,
+        "other": n_layer * (block["biases"] + block["norms"]) + _norm_params(d, bias, norm),
     }
 
 
@@ -235,7 +276,8 @@ class LlamaConfig:
 
 
 def chinchilla_flops(
-    *, n_layer: int, n_head: int, n_embd: int, block_size: int, vocab_size: int, ffw_size: int = 4
+    *, n_layer: int, n_head: int, n_embd: int, block_size: int, vocab_size: int, ffw_size: int = 4,
+    mlp_matrices: int = 2,
 ) -> int:
     """Training FLOPs of one sequence of `block_size` tokens (forward + backward), Chinchilla Appendix F.
 
@@ -248,6 +290,7 @@ def chinchilla_flops(
     multiplier 4, so its MLP term is d_model times too small, which is one reason its numbers sit
     "off by a bit" from the paper's. The default keeps the notebook's figures; pass
     `ffw_size=4 * n_embd` to count the MLP at its real width (GPT-2 124M: 1,113,446,154,240).
+    `mlp_matrices=3` counts a SwiGLU MLP (gate, up, down), 2·T·3·d·ffw_size.
     """
     _check_sizes(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size)
     T, d, V, H = block_size, n_embd, vocab_size, n_head
@@ -259,7 +302,7 @@ def chinchilla_flops(
     attvalue = 2 * T * T * (key_size * H)  # softmax @ value
     attlinear = 2 * T * (key_size * H) * d
     att = attention + attlogits + attsoftmax + attvalue + attlinear
-    dense = 2 * T * (d * ffw_size + d * ffw_size)
+    dense = 2 * T * mlp_matrices * d * ffw_size
     logits = 2 * T * d * V
     forward = embeddings + n_layer * (att + dense) + logits
     return 3 * forward  # forward + backward (2 x forward)

@@ -134,16 +134,34 @@ class GPTSpec(ModelSpec):
     """Share the token embedding with the output head, as GPT-2 does."""
     init: Literal["gpt2", "pytorch"] = "gpt2"
     """Weight initialisation: "gpt2" (normal std 0.02, residual projections scaled by 1/sqrt(2*n_layer)) or "pytorch" (each layer's default)."""
+    position: Literal["learned", "rope"] = "learned"
+    """Positions: "learned" (GPT-2's table of block_size x n_embd) or "rope" (rotary positions on queries and keys, no weights; needs an even head size n_embd / n_head)."""
+    rope_theta: float = attrs.field(default=10000.0, validator=above(0.0))
+    """Base of RoPE's rotation frequencies, with `position = "rope"`."""
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    """The blocks' and the final norm: "layernorm" (GPT-2) or "rmsnorm" (a gain, no bias, no mean subtracted)."""
+    qk_norm: bool = False
+    """RMS-normalise each head's queries and keys (no gain) before attention, as the GPT-2 speedrun does."""
+    mlp: Literal["gelu", "relu2", "swiglu"] = "gelu"
+    """The MLP: "gelu" (GPT-2), "relu2" (ReLU squared, the speedrun's; 4 * n_embd wide) or "swiglu" (SiLU-gated, three matrices, Llama's width: 2/3 of 4 * n_embd rounded up to a multiple of 256)."""
+    logit_softcap: Optional[float] = attrs.field(default=None, validator=above(0.0))
+    """Cap the logits smoothly, cap * tanh(logits / cap) (the speedrun uses 15 to 30); left out, no cap."""
+    zero_init_residual: bool = False
+    """Every output projection (attn.c_proj, mlp.c_proj) starts at zero, so each block starts as the identity."""
     init_from: str = attrs.field(default="scratch", validator=Pattern(r".+", "a non-empty string"))
     """Where the weights start: "scratch", "gpt2" | "gpt2-medium" | "gpt2-large" | "gpt2-xl", a local Hugging Face GPT-2 model directory, or a run directory or checkpoint file (this product's or nanoGPT's)."""
 
     def cross_checks(self) -> Iterator[Problem]:
         yield from _divisible("n_embd", self.n_embd, "model.n_head", self.n_head)
+        if self.position == "rope" and self.n_embd % self.n_head == 0 and (self.n_embd // self.n_head) % 2:
+            yield Problem("position", f"'rope' needs an even head size, but model.n_embd / model.n_head = "
+                                      f"{self.n_embd} / {self.n_head} = {self.n_embd // self.n_head}: RoPE rotates pairs")
         from nanogpt.config import sizes
 
         n = sizes.params(n_layer=self.n_layer, n_head=1, n_embd=self.n_embd, block_size=self.block_size,
-                           vocab_size=self.vocab_size or 1, bias=self.bias) + self.block_size * self.n_embd
-        yield from _fits_one_machine(n)
+                           vocab_size=self.vocab_size or 1, bias=self.bias, norm=self.norm, mlp=self.mlp)
+        yield from _fits_one_machine(n + sizes.embedding_params(n_embd=self.n_embd, block_size=self.block_size,
+                                                                vocab_size=1, position=self.position))
 
 
 @attrs.frozen(kw_only=True)

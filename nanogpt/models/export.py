@@ -6,7 +6,10 @@ same logits as this product, and lm-eval-harness, vLLM or the Hub take it as it 
 
 - a GPT becomes a GPT2LMHeadModel: nn.Linear weights transposed into GPT-2's Conv1D layout, the
   vocabulary's padding rows cut off, and zero biases where the model was trained without them
-  (GPT-2 has no switch for that; a zero bias adds nothing);
+  (GPT-2 has no switch for that; a zero bias adds nothing); of the speedrun's options it takes
+  `mlp = "relu2"` (transformers' "relu2" activation) and `zero_init_residual` (only the start
+  differs), and refuses, by name, those GPT-2's blocks cannot compute (rope, rmsnorm, qk_norm,
+  swiglu, logit_softcap);
 - a Llama becomes a LlamaForCausalLM: the parameter names are already transformers'.
 
 Tokenizers: GPT-2's BPE is rebuilt from the files the gpt2 tokenizer reads (offline); an hf:
@@ -113,17 +116,44 @@ def _to_llama(model: Any) -> Any:
     return hf.eval()
 
 
+GPT2_CANNOT = (
+    ("position", "learned", "GPT-2 learns a table of positions"),
+    ("norm", "layernorm", "GPT-2's norms are LayerNorms"),
+    ("qk_norm", False, "GPT-2 has no norm on queries and keys"),
+    ("logit_softcap", None, "GPT-2's logits are not capped"),
+)
+"""(option, the only value GPT2LMHeadModel computes, why) for the GPT kind's options; `mlp` is checked apart."""
+
+
+def _gpt2_refusals(c: Any) -> list[str]:
+    """The options of a GPT's config that GPT2LMHeadModel cannot compute, each with why; [] when it can."""
+    import json
+
+    problems = [f"model.{name} = {json.dumps(getattr(c, name))} ({why})"
+                for name, plain, why in GPT2_CANNOT if getattr(c, name, plain) != plain]
+    if getattr(c, "mlp", "gelu") not in ("gelu", "relu2"):
+        problems.append(f"model.mlp = {json.dumps(c.mlp)} (GPT-2's MLP has two matrices and one activation)")
+    return problems
+
+
 def _to_gpt2(model: Any) -> Any:
     import transformers
 
     c = model.config
+    refused = _gpt2_refusals(c)
+    if refused:
+        raise InputError(
+            f"cannot export this GPT as a Hugging Face GPT2LMHeadModel, which cannot compute {'; '.join(refused)}; "
+            "a model with these options has no Hugging Face form here (it samples and evaluates with `nanogpt sample` "
+            "and `nanogpt perplexity`)"
+        )
     config = transformers.GPT2Config(
         vocab_size=c.vocab_size,
         n_positions=c.block_size,
         n_embd=c.n_embd,
         n_layer=c.n_layer,
         n_head=c.n_head,
-        activation_function="gelu_new",
+        activation_function="relu2" if getattr(c, "mlp", "gelu") == "relu2" else "gelu_new",
         layer_norm_epsilon=1e-5,
         resid_pdrop=0.0,
         embd_pdrop=0.0,

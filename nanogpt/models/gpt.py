@@ -14,6 +14,13 @@ CPU, no T x T mask buffer), GELU is PyTorch's fused tanh approximation, the outp
 its matrix with the token embedding (GPT-2 does), biases are optional, the vocabulary can be padded
 to a friendlier multiple, inference computes only the last position's logits, and generation keeps
 a KV cache (nanogpt/models/generation.py samples from any model). Parameter and FLOP counts come from nanogpt/config/sizes.py, the one place that counts them.
+
+The GPT-2 speedrun's (modded-nanogpt) architecture changes are options of the config, each off by
+default so that GPT-2 (and every checkpoint of it) is unchanged bit for bit: rotary positions
+instead of the learned table (`position`, `rope_theta`; the Llama model's RoPE, nanogpt/models/rope.py),
+RMSNorm instead of LayerNorm (`norm`), queries and keys RMS-normalised per head (`qk_norm`), a ReLU²
+or SwiGLU MLP (`mlp`), logits soft-capped as cap·tanh(logits/cap) (`logit_softcap`), and output
+projections that start at zero (`zero_init_residual`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from nanogpt.models import generation
+from nanogpt.models.rope import apply_rope, rope_tables
 from nanogpt.config import sizes
 from nanogpt.config.tables import GPTSpec
 
@@ -51,6 +59,19 @@ class GPTConfig:
     bias: bool = True
     tie_weights: bool = True
     init: str = "gpt2"
+    position: str = "learned"
+    """"learned": GPT-2's position table (wpe); "rope": rotary positions on queries and keys, no table."""
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"
+    """"layernorm" (GPT-2) or "rmsnorm" (a gain, no bias, no mean subtracted)."""
+    qk_norm: bool = False
+    """RMS-normalise each head's queries and keys (no gain) before attention (and before RoPE)."""
+    mlp: str = "gelu"
+    """"gelu" (GPT-2), "relu2" (ReLU squared) or "swiglu" (SiLU-gated, hidden width sizes.gpt_mlp_hidden)."""
+    logit_softcap: Optional[float] = None
+    """None, or the cap of cap * tanh(logits / cap)."""
+    zero_init_residual: bool = False
+    """Output projections (every c_proj) start at zero, so each block starts as the identity."""
 
     def __attrs_post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
@@ -65,6 +86,31 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1) (got {self.dropout!r})")
         if self.init not in ("gpt2", "pytorch"):
             raise ValueError(f"init must be 'gpt2' or 'pytorch' (got {self.init!r})")
+        for name, choices in (("position", sizes.GPT_POSITIONS), ("norm", sizes.GPT_NORMS), ("mlp", sizes.GPT_MLPS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))} (got {getattr(self, name)!r})")
+        if self.position == "rope" and self.head_size % 2:
+            raise ValueError(f"position = 'rope' needs an even head size n_embd / n_head (got {self.head_size}): RoPE rotates pairs")
+        if not self.rope_theta > 0:
+            raise ValueError(f"rope_theta must be positive (got {self.rope_theta!r})")
+        if self.logit_softcap is not None and not self.logit_softcap > 0:
+            raise ValueError(f"logit_softcap must be positive or None (got {self.logit_softcap!r})")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        """Hidden width of the MLP (sizes.gpt_mlp_hidden): 4 * n_embd, or Llama's rule for SwiGLU."""
+        return sizes.gpt_mlp_hidden(self.n_embd, self.mlp)
+
+    def options(self) -> dict[str, Any]:
+        """The architecture options (all but GPT-2's own sizes and switches), as `arch()` records them."""
+        return dict(
+            position=self.position, rope_theta=self.rope_theta, norm=self.norm, qk_norm=self.qk_norm,
+            mlp=self.mlp, logit_softcap=self.logit_softcap, zero_init_residual=self.zero_init_residual,
+        )
 
     @classmethod
     def from_spec(cls, spec: GPTSpec, vocab_size: int) -> GPTConfig:
@@ -80,6 +126,13 @@ class GPTConfig:
             bias=spec.bias,
             tie_weights=spec.tie_weights,
             init=spec.init,
+            position=spec.position,
+            rope_theta=spec.rope_theta,
+            norm=spec.norm,
+            qk_norm=spec.qk_norm,
+            mlp=spec.mlp,
+            logit_softcap=spec.logit_softcap,
+            zero_init_residual=spec.zero_init_residual,
         )
 
     def sizes(self, padded: bool = True) -> dict[str, int]:
@@ -97,8 +150,9 @@ class KVCache:
     """Keys and values of every layer for the tokens seen so far, so each new token costs one position.
 
     Preallocated to the block size on first use, in the dtype the attention produces (bf16 under
-    autocast). Positions are absolute (learned position embeddings), so a cache is only good while
-    the sequence fits in the block; `generation.generate_stream` drops it once the window has to slide.
+    autocast). Positions are absolute (learned position embeddings, or keys cached already rotated
+    by RoPE), so a cache is only good while the sequence fits in the block; `generation.generate_stream`
+    drops it once the window has to slide.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int):
@@ -173,8 +227,12 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
+        self.qk_norm = config.qk_norm
 
-    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kv_cache: Optional[KVCache] = None, layer: int = 0,
+        rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> torch.Tensor:
         B, T, C = x.size()  # batch size, sequence length, embedding dimensionality (n_embd)
 
         # calculate query, key, values for all heads in batch and move head forward to be the batch dim
@@ -182,6 +240,13 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if self.qk_norm:
+            # each head's query and key at unit RMS: attention logits stay bounded however the weights grow
+            q = F.rms_norm(q, (q.size(-1),), eps=NORM_EPS)  # (B, nh, T, hs)
+            k = F.rms_norm(k, (k.size(-1),), eps=NORM_EPS)
+        if rope is not None:
+            # positions enter here; rope's (T, hs) tables start at the cache's position, and the cache keeps keys rotated
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # (B, nh, T, hs)
 
         past = None
         if kv_cache is not None:
@@ -203,28 +268,51 @@ class MLP(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        hidden = config.mlp_hidden
+        self.kind = config.mlp
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        if self.kind == "swiglu":
+            self.c_gate = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.c_fc(x)
-        x = F.gelu(x, approximate="tanh")  # GPT-2's GELU ("gelu_new"), one fused kernel instead of five ops
+        if self.kind == "swiglu":
+            x = F.silu(self.c_gate(x)) * self.c_fc(x)  # (B, T, hidden): Llama's SwiGLU, c_fc its up_proj
+        elif self.kind == "relu2":
+            x = F.relu(self.c_fc(x)).square()  # (B, T, 4 * n_embd): the speedrun's ReLU squared
+        else:
+            x = self.c_fc(x)
+            x = F.gelu(x, approximate="tanh")  # GPT-2's GELU ("gelu_new"), one fused kernel instead of five ops
         x = self.c_proj(x)
         return self.dropout(x)
+
+
+NORM_EPS = 1e-5
+"""Epsilon of every norm: LayerNorm's default, and the RMSNorms' (model.norm, qk_norm) too."""
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    """A norm over n_embd: GPT-2's LayerNorm, or an RMSNorm (a gain, never a bias) with `norm = "rmsnorm"`."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=NORM_EPS)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 class Block(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), kv_cache, layer)
+    def forward(
+        self, x: torch.Tensor, kv_cache: Optional[KVCache] = None, layer: int = 0,
+        rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache, layer, rope)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -237,24 +325,31 @@ class GPT(nn.Module):
 
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
+            **({"wpe": nn.Embedding(config.block_size, config.n_embd)} if config.position == "learned" else {}),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=make_norm(config),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         # padding rows get a logit of -inf through this (non-learned) bias: out of every softmax and
         # without gradient, and no (B, T, V) copy is needed to cut them off before the loss
         self.register_buffer("vocab_mask", None, persistent=False)
+        # RoPE's angles (position = "rope"): computed, not learned, so never saved
+        self.register_buffer("rope_cos", None, persistent=False)
+        self.register_buffer("rope_sin", None, persistent=False)
         self.checkpoint_blocks = False  # system.activation_checkpointing = "blocks" sets it
         self.tie_weights_and_buffers()
         if config.init == "gpt2":
             self._init_gpt2()
+        if config.zero_init_residual:
+            zero_residual_projections(self)
 
     def tie_weights_and_buffers(self) -> None:
         """Tie the head to the token table and compute the buffers that are not weights: at
         construction, and again after `to_empty` gives every module a tensor of its own."""
         self._reset_vocab_mask()
+        if self.config.position == "rope":  # RoPE's angles, (block_size, hs) each
+            self.rope_cos, self.rope_sin = rope_tables(self.config, device=self.lm_head.weight.device)
         if self.config.tie_weights:
             # GPT-2 reads tokens in and writes them out with one matrix: fewer parameters, and
             # what the model learns about a token from either end lands in the same row
@@ -300,18 +395,22 @@ class GPT(nn.Module):
             raise ValueError(
                 f"cannot forward a sequence of length {start + t}, the block size is only {self.config.block_size}"
             )
-        pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)  # shape (t)
-
         # forward the GPT model itself
         tok_emb = self.transformer.wte(idx)  # token embeddings of shape (b, t, n_embd)
-        pos_emb = self.transformer.wpe(pos)  # position embeddings of shape (t, n_embd)
-        x = self.transformer.drop(tok_emb + pos_emb)
+        rope = None
+        if self.config.position == "rope":
+            rope = (self.rope_cos[start:start + t], self.rope_sin[start:start + t])  # (t, hs) each, from the cache's position
+            x = self.transformer.drop(tok_emb)
+        else:
+            pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)  # shape (t)
+            pos_emb = self.transformer.wpe(pos)  # position embeddings of shape (t, n_embd)
+            x = self.transformer.drop(tok_emb + pos_emb)
         for layer, block in enumerate(self.transformer.h):
             if self.checkpoint_blocks and torch.is_grad_enabled():
                 # keep only the block's input; the backward runs the block again to get the rest
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, None, 0, rope, use_reentrant=False) if rope else checkpoint(block, x, use_reentrant=False)
             else:
-                x = block(x, kv_cache, layer)
+                x = block(x, kv_cache, layer, rope)
         if kv_cache is not None:
             kv_cache.advance(t)
 
@@ -321,7 +420,7 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         # under fsdp's bfloat16 weights there is no autocast to match the mask's dtype to x's
         mask = self.vocab_mask.to(x.dtype) if self.vocab_mask is not None else None
-        logits = F.linear(x, self.lm_head.weight, mask)  # (b, t, padded_vocab)
+        logits = head_logits(x, self.lm_head.weight, mask, self.config.logit_softcap)  # (b, t, padded_vocab)
 
         loss = None
         if targets is not None:
@@ -368,6 +467,8 @@ class GPT(nn.Module):
             pad_vocab_multiple=c.padded_vocab_size if c.padded_vocab_size != c.vocab_size else 1,
             vocab_size=c.vocab_size,
             padded_vocab_size=c.padded_vocab_size,
+            # the speedrun's options; a record without them (older checkpoints) rebuilds GPT-2's defaults
+            **c.options(),
         )
 
     def num_params(self, non_embedding: bool = True) -> int:
@@ -379,8 +480,8 @@ class GPT(nn.Module):
         """
         c = self.config
         if non_embedding:
-            return sizes.params(**c.sizes(), bias=c.bias)
-        return sizes.model_params(**c.sizes(), bias=c.bias, tie_weights=c.tie_weights)
+            return sizes.params(**c.sizes(), bias=c.bias, **c.options())
+        return sizes.model_params(**c.sizes(), bias=c.bias, tie_weights=c.tie_weights, **c.options())
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token, 6N + 12·L·H·Q·T (nanoGPT / PaLM; see sizes.mfu_flops_per_token)."""
@@ -395,10 +496,12 @@ class GPT(nn.Module):
             raise ValueError(f"block_size must be in 1..{self.config.block_size} (got {block_size})")
         if block_size == self.config.block_size:
             return
-        wpe = self.transformer.wpe
-        wpe.weight = nn.Parameter(wpe.weight.detach()[:block_size].clone())
-        wpe.num_embeddings = block_size
+        if self.config.position == "learned":
+            wpe = self.transformer.wpe
+            wpe.weight = nn.Parameter(wpe.weight.detach()[:block_size].clone())
+            wpe.num_embeddings = block_size
         self.config = attrs.evolve(self.config, block_size=block_size)
+        self.tie_weights_and_buffers()  # rope has no table of weights to cut, only its angles to recompute
 
 
     # ------------------------------------------------------------------------- generation
@@ -414,6 +517,25 @@ class GPT(nn.Module):
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
         """`idx` (B, T) continued by up to `max_new_tokens` tokens; see `nanogpt.models.generation.generate`."""
         return generation.generate(self, idx, max_new_tokens, **sampling)
+
+
+def head_logits(x: torch.Tensor, weight: torch.Tensor, mask: Optional[torch.Tensor], cap: Optional[float]) -> torch.Tensor:
+    """(B, T, n_embd) -> (B, T, rows) logits, the padding rows at -inf through `mask`; with `cap`,
+    soft-capped to cap * tanh(logits / cap) first (tanh would turn the padding's -inf into -cap)."""
+    if cap is None:
+        return F.linear(x, weight, mask)
+    logits = cap * torch.tanh(F.linear(x, weight) / cap)  # in (-cap, cap)
+    return logits if mask is None else logits + mask
+
+
+def zero_residual_projections(model: nn.Module) -> None:
+    """The speedrun's zero init (`zero_init_residual`): every output projection (`.c_proj`) zero, weight
+    and bias, so each block adds nothing to the residual stream at step 0."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and name.endswith(".c_proj"):
+            nn.init.zeros_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def roles_by_structure(model: nn.Module, *, blocks: nn.Module, head: nn.Linear | None) -> dict[str, str]:

@@ -24,6 +24,7 @@ from nanogpt.config.sizes import (
     LlamaConfig,
     chinchilla_flops,
     flops_6nd,
+    gpt_mlp_hidden,
     llama_chinchilla_flops,
     llama_params,
     mfu_flops_per_token,
@@ -247,6 +248,8 @@ def fit_warning(exp: Any, path: str) -> str | None:
         arch = _arch_of(exp, path)
     except InputError:  # a plugin kind, or a vocabulary that is not known before prepare: nothing to say
         return None
+    if isinstance(arch, Arch) and _unplanned_options(arch):  # options the planner does not count: no figure rather than a wrong one
+        return None
     parallel = exp.system.parallel
     world = len(gpus) if parallel == "fsdp" else 1
     usage = memory.plan(
@@ -315,10 +318,31 @@ def _memory_sizes(arch: Arch | LlamaArch, dropout: float) -> Any:
 
     if isinstance(arch, LlamaArch):
         return memory.LlamaSizes(**{**arch.shape(), "dropout": dropout})
+    unplanned = _unplanned_options(arch)
+    if unplanned:
+        # the planner counts GPT-2's saved tensors; a wrong figure would be worse than none
+        named = ", ".join(f"model.{name} = {json.dumps(value)}" for name, value in unplanned)
+        raise InputError(
+            f"the memory planner counts GPT-2's blocks only; it cannot plan {named} yet "
+            "(`scaling params` and `scaling flops` count these options)"
+        )
     return memory.GPTSizes(
         n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, block_size=arch.block_size,
         vocab_size=arch.padded_vocab_size, bias=arch.bias, tie_weights=arch.tie_weights, dropout=dropout,
     )
+
+
+def _non_embedding_note(arch: Arch) -> str:
+    tables = [] if arch.option("position", "learned") == "rope" else ["position table"]
+    tables += [] if arch.tie_weights else ["token table"]
+    rope = " (RoPE has no position table)" if arch.option("position", "learned") == "rope" else ""
+    return (f"the model minus its {' and '.join(tables)}" if tables else "every tensor of the model") + rope
+
+
+def _unplanned_options(arch: Arch) -> list[tuple[str, Any]]:
+    """The options the memory planner cannot count: all but those that change no tensor's shape
+    (zero_init_residual is only the start; rope_theta only the angles)."""
+    return [(name, value) for name, value in arch.options if name not in ("zero_init_residual", "rope_theta")]
 
 
 def _arch_from_args(args: argparse.Namespace, parser: _Parser) -> tuple[Arch | LlamaArch, Optional[Training], str]:
@@ -372,11 +396,17 @@ def _arch_of(exp: Any, path: str) -> Arch | LlamaArch:
         vocab, note = _dataset_vocab(exp.data, path)
     if isinstance(model, LlamaSpec):
         return LlamaArch.from_spec(model, vocab, vocab_note=note)
+    defaults = GPTSpec()
+    options = tuple((name, getattr(model, name)) for name in GPT_OPTIONS if getattr(model, name) != getattr(defaults, name))
     return Arch(
         n_layer=model.n_layer, n_head=model.n_head, n_embd=model.n_embd, block_size=model.block_size,
         vocab_size=vocab, bias=model.bias, tie_weights=model.tie_weights,
-        pad_vocab_multiple=model.pad_vocab_multiple, vocab_note=note,
+        pad_vocab_multiple=model.pad_vocab_multiple, vocab_note=note, options=options,
     )
+
+
+GPT_OPTIONS = ("position", "rope_theta", "norm", "qk_norm", "mlp", "logit_softcap", "zero_init_residual")
+"""The GPT kind's speedrun options (nanogpt/models/gpt.py), as `[model]` names them."""
 
 
 def _dataset_vocab(data: Any, spec_path: str) -> tuple[int, str]:
@@ -411,12 +441,18 @@ def _model_report(arch: Arch | LlamaArch, training: Optional[Training]) -> dict[
         switches = {"tie_embeddings": arch.tie_embeddings}
     else:
         padded = arch.sizes(arch.padded_vocab_size)
-        n = params(**real, bias=arch.bias)
-        n_model = params(**padded, bias=arch.bias)
-        total = model_params(**padded, bias=arch.bias, tie_weights=arch.tie_weights)
-        per_seq = chinchilla_flops(**real)
-        per_seq_full_mlp = chinchilla_flops(**real, ffw_size=4 * arch.n_embd)
-        switches = {"bias": arch.bias, "tie_weights": arch.tie_weights}
+        options = dict(arch.options)
+        mlp = options.get("mlp", "gelu")
+        n = params(**real, bias=arch.bias, **options)
+        n_model = params(**padded, bias=arch.bias, **options)
+        total = model_params(**padded, bias=arch.bias, tie_weights=arch.tie_weights, **options)
+        matrices = 3 if mlp == "swiglu" else 2  # SwiGLU's MLP has a third matrix (c_gate)
+        if mlp == "swiglu":  # its width is not 4·d: there is no notebook figure to keep, only the real one
+            per_seq = chinchilla_flops(**real, ffw_size=gpt_mlp_hidden(arch.n_embd, mlp), mlp_matrices=matrices)
+        else:
+            per_seq = chinchilla_flops(**real)
+        per_seq_full_mlp = chinchilla_flops(**real, ffw_size=gpt_mlp_hidden(arch.n_embd, mlp), mlp_matrices=matrices)
+        switches = {"bias": arch.bias, "tie_weights": arch.tie_weights, **options}
     mfu_per_token = mfu_flops_per_token(
         n_params=n_model, n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, block_size=arch.block_size
     )
@@ -468,7 +504,8 @@ def _model_table(what: str, arch: Arch | LlamaArch, training: Optional[Training]
                  f"{' tie_embeddings=true' if arch.tie_embeddings else ''}")
     else:
         model = (f"n_layer={arch.n_layer} n_head={arch.n_head} n_embd={arch.n_embd} block_size={arch.block_size}"
-                 f"{'' if arch.bias else ' bias=false'}{'' if arch.tie_weights else ' tie_weights=false'}")
+                 f"{'' if arch.bias else ' bias=false'}{'' if arch.tie_weights else ' tie_weights=false'}"
+                 + "".join(f" {name}={json.dumps(value)}" for name, value in arch.options))
     rows: list[tuple[str, str]] = [("model", model), ("vocab_size", vocab)]
     if what == "params" and llama:
         rows += [
@@ -480,8 +517,7 @@ def _model_table(what: str, arch: Arch | LlamaArch, training: Optional[Training]
         rows += [
             ("params (N)", f"{_count(r['params'])}  all but the token and position embeddings (the notebook's, Chinchilla's N)"),
             ("params in the model", f"{_count(r['params_model_total'])}  every tensor once, padded vocab"),
-            ("non-embedding (MFU)", f"{_count(r['params_model_non_embedding'])}  the model minus its position table"
-                                    f"{'' if arch.tie_weights else ' and token table'}"),
+            ("non-embedding (MFU)", f"{_count(r['params_model_non_embedding'])}  " + _non_embedding_note(arch)),
         ]
     else:
         if llama:
@@ -582,6 +618,11 @@ class Arch:
     tie_weights: bool = True
     pad_vocab_multiple: int = 1
     vocab_note: str = ""
+    options: tuple[tuple[str, Any], ...] = ()
+    """The GPT kind's architecture options the spec sets away from GPT-2's (name, value), e.g. (("mlp", "swiglu"),)."""
+
+    def option(self, name: str, default: Any) -> Any:
+        return dict(self.options).get(name, default)
 
     def sizes(self, vocab_size: Optional[int] = None) -> dict[str, int]:
         return dict(

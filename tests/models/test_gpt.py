@@ -231,10 +231,13 @@ def test_gpt2_124m_counts_and_flops():
 
 def test_arch_is_what_a_checkpoint_records():
     """GPT.arch() gives exactly the model_arch keys the runner stores: the [model] fields that fix the
-    shapes (a padded table as the multiple that gives it), the kind and the real vocabulary."""
+    shapes (a padded table as the multiple that gives it), the architecture options, the kind and the real vocabulary."""
     m = tiny(vocab_size=50257, padded_vocab_size=50304, block_size=8)
     assert m.arch() == dict(kind="gpt", n_layer=2, n_head=2, n_embd=32, block_size=8, vocab_size=50257, bias=True,
-                            tie_weights=True, padded_vocab_size=50304, pad_vocab_multiple=50304)
+                            tie_weights=True, padded_vocab_size=50304, pad_vocab_multiple=50304,
+                            # the speedrun's options, at GPT-2's values (tests/models/test_gpt_options.py)
+                            position="learned", rope_theta=10000.0, norm="layernorm", qk_norm=False, mlp="gelu",
+                            logit_softcap=None, zero_init_residual=False)
 
 
 def test_crop_block_size():
