@@ -455,19 +455,23 @@ def _fill_from_pretrained(raw: dict[str, Any], provenance: dict[str, str], check
             continue
         theirs = arch[field]
         if field not in model:
+            if theirs is None:
+                continue  # unset in the weights is unset here (TOML has no null to write)
             model[field] = theirs
             provenance[f"model.{field}"] = f"pretrained {init_from}"
             continue
         ours = model[field]
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (ours, theirs))
-        if type(ours) is not type(theirs) and not numbers:  # rope_theta = 10000 is 10000.0
+        unset = ours is None or theirs is None  # logit_softcap = 30.0 against weights without a cap
+        if type(ours) is not type(theirs) and not numbers and not unset:  # rope_theta = 10000 is 10000.0
             continue  # a wrong type is reported by structuring, not as a disagreement
         if field == "block_size":
             if ours > theirs:
                 problems.append(Problem("model.block_size", f"{ours} must not exceed the pretrained model's ({theirs})"))
         elif ours != theirs:
             problems.append(
-                Problem(f"model.{field}", f"{show_value(ours)} must equal the pretrained model's ({show_value(theirs)}), or be left out")
+                Problem(f"model.{field}", f"{show_value(ours)} must equal the pretrained model's "
+                                          f"({'unset' if theirs is None else show_value(theirs)}), or be left out")
             )
     return problems
 

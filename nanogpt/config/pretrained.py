@@ -108,8 +108,17 @@ def arch_of(init_from: str, model: type[ModelSpec] = GPTSpec) -> dict[str, Any]:
 
     A Hugging Face model is read by the reader of the kind's HF_MODEL_TYPE (HF_ARCHS); a run,
     or a checkpoint inside one, by its manifest; any other checkpoint by its pickle header. Weights
-    of another kind are NotPretrained, naming the kind they hold.
+    of another kind are NotPretrained, naming the kind they hold. A field of the kind's
+    UNRECORDED_ARCH_DEFAULTS the weights do not record is its default: GPT-2's weights compute
+    learned positions and LayerNorm, so a spec stating rope for them is a disagreement, not a
+    model silently built without it.
     """
+    arch = _recorded_arch(init_from, model)
+    defaults = {f.name: f.default for f in attrs.fields(model)}
+    return {**{name: defaults[name] for name in model.UNRECORDED_ARCH_DEFAULTS}, **arch}
+
+
+def _recorded_arch(init_from: str, model: type[ModelSpec]) -> dict[str, Any]:
     hf = HF_ARCHS.get(model.HF_MODEL_TYPE or "")
     weights = locate_weights(init_from, hub_ids=hf is not None and hf.hub_names is None)
     path = weights.path

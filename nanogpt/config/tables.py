@@ -49,6 +49,9 @@ class ModelSpec(ComponentSpec):
     """Fields that are properties of the weights, not of the training. Left out of a spec whose
     `init_from` names weights (a run, a checkpoint, a Hugging Face model), they come from those
     weights; stated, they must agree (`block_size` may be smaller). Empty: nothing is read."""
+    UNRECORDED_ARCH_DEFAULTS: ClassVar[tuple[str, ...]] = ()
+    """ARCH_FIELDS that weights written before the field existed (or by another program: Hugging Face's,
+    nanoGPT's) do not record: read from such weights, each is its default (what those weights compute)."""
     HF_MODEL_TYPE: ClassVar[Optional[str]] = None
     """The Hugging Face `model_type` (config.json) this kind imports, whose reader in
     `nanogpt.config.pretrained.HF_ARCHS` gives its ARCH_FIELDS; None: it takes no Hugging Face model."""
@@ -109,7 +112,9 @@ def _fits_one_machine(n_params: int) -> Iterator[Problem]:
 class GPTSpec(ModelSpec):
     """GPT-2's decoder-only transformer: pre-LayerNorm blocks, learned positions, GELU MLP."""
 
-    ARCH_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
+    ARCH_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias",
+                   "position", "rope_theta", "norm", "qk_norm", "mlp", "logit_softcap")
+    UNRECORDED_ARCH_DEFAULTS = ("position", "rope_theta", "norm", "qk_norm", "mlp", "logit_softcap")
     HF_MODEL_TYPE = "gpt2"
 
     kind: str = "gpt"

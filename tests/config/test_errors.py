@@ -476,6 +476,43 @@ def test_pretrained_architecture_fills_what_the_spec_leaves_out():
     assert origin.source_of("model.n_head") == "s.toml"
 
 
+def test_architecture_options_stated_against_weights_that_lack_them():
+    """GPT-2's weights compute learned positions, LayerNorm, GELU and uncapped logits: a spec that states
+    otherwise for them is refused, not built as plain GPT-2 with its options dropped."""
+    got = report(
+        "s.toml",
+        'name = "s"\n[model]\ninit_from = "gpt2"\nposition = "rope"\nnorm = "rmsnorm"\nmlp = "relu2"\n'
+        "qk_norm = true\nlogit_softcap = 30.0\nzero_init_residual = true\n",
+    )
+    assert got == lines(
+        """
+        s.toml: 5 problems
+          model.position: 'rope' must equal the pretrained model's ('learned'), or be left out
+          model.norm: 'rmsnorm' must equal the pretrained model's ('layernorm'), or be left out
+          model.qk_norm: true must equal the pretrained model's (false), or be left out
+          model.mlp: 'relu2' must equal the pretrained model's ('gelu'), or be left out
+          model.logit_softcap: 30.0 must equal the pretrained model's (unset), or be left out
+        """
+    )  # zero_init_residual is how weights start, and these start from GPT-2's: nothing to disagree with
+
+
+def test_architecture_options_come_from_a_run_that_has_them(tmp_path, monkeypatch):
+    """A run's recorded options fill a spec that leaves them out, and a stated default disagrees."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "m" / "1"
+    run.mkdir(parents=True)
+    model = {"kind": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "bias": False,
+             "position": "rope", "rope_theta": 500.0, "norm": "rmsnorm", "qk_norm": True, "mlp": "swiglu",
+             "logit_softcap": 15.0}
+    (run / "manifest.json").write_text(json.dumps({"spec": {"model": model}, "model": {"vocab_size": 65}}), encoding="utf-8")
+    exp, origin = load_spec(write("s.toml", f'name = "s"\n[model]\ninit_from = "{run}"\n'))
+    m = exp.model
+    assert (m.position, m.rope_theta, m.norm, m.qk_norm, m.mlp, m.logit_softcap) == ("rope", 500.0, "rmsnorm", True, "swiglu", 15.0)
+    assert origin.source_of("model.position") == f"pretrained {run}"
+    got = report("t.toml", f'name = "t"\n[model]\ninit_from = "{run}"\nposition = "learned"\n')
+    assert "model.position: 'learned' must equal the pretrained model's ('rope'), or be left out" in got
+
+
 def test_init_from_a_missing_path():
     """An init_from that is neither a known name nor an existing path says what it accepts."""
     got = report("s.toml", 'name = "s"\n[model]\ninit_from = "checkpoints/none.pt"\n')
