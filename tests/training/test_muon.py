@@ -24,7 +24,7 @@ from nanogpt.errors import InputError
 from nanogpt.models.gpt import GPT, GPTConfig, roles_by_structure
 from nanogpt.models.llama import Llama
 from nanogpt.config.sizes import LlamaConfig, gpt_role_params, llama_role_params
-from nanogpt.training.optimizers import MuonWithAdamW, build_muon, group_record
+from nanogpt.training.optimizers import MuonWithAdamW, StackedMuon, build_muon, group_record
 from tests.tinyrun import env_with_plugins, final_weights, losses, nanogpt, only_run_dir, same_weights, tiny_spec
 
 MUON = {"kind": "muon", "lr": 0.02, "adam_lr": 3e-3, "embed_lr": 6e-3}
@@ -144,6 +144,38 @@ def test_its_state_dict_round_trips_and_an_adamw_state_is_refused():
     adamw = torch.optim.AdamW(model.parameters())
     with pytest.raises(ValueError, match="has no roles: another optimizer.kind saved it"):
         fresh.load_state_dict(adamw.state_dict())
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    shapes=st.lists(st.sampled_from([(8, 8), (24, 8), (8, 32), (32, 8), (5, 3)]), min_size=1, max_size=6),
+    nesterov=st.booleans(),
+    adjust=st.sampled_from(["original", "match_rms_adamw"]),
+    decay=st.sampled_from([0.0, 0.1]),
+    ns_steps=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_stacked_muon_takes_torchs_steps(shapes, nesterov, adjust, decay, ns_steps, seed):
+    """StackedMuon orthogonalises every matrix of one shape in one batched product: its parameters and
+    momentum buffers after several steps are torch.optim.Muon's, for any mix of shapes and settings
+    (to bfloat16's rounding of the update, the precision both compute it in)."""
+    generator = torch.Generator().manual_seed(seed)
+    start = [torch.randn(shape, generator=generator) for shape in shapes]
+    grads = [[torch.randn(shape, generator=generator) for shape in shapes] for _ in range(3)]
+    settings_ = dict(lr=0.02, momentum=0.95, nesterov=nesterov, ns_steps=ns_steps, adjust_lr_fn=adjust, weight_decay=decay)
+    results = []
+    for kind in (torch.optim.Muon, StackedMuon):
+        params = [nn.Parameter(t.clone()) for t in start]
+        optimizer = kind(params, **settings_)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            optimizer.step()
+        results.append((params, [optimizer.state[p]["momentum_buffer"] for p in params]))
+    (torch_params, torch_buffers), (ours, our_buffers) = results
+    for theirs, mine, buffer, our_buffer in zip(torch_params, ours, torch_buffers, our_buffers):
+        assert torch.equal(buffer, our_buffer)  # float32 arithmetic, the same in both
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=3 * 0.02 * 2**-7)
 
 
 def test_muon_spec_errors_name_the_field_and_the_value():
