@@ -82,6 +82,7 @@ from common import REPO, load_average, machine_line, median
 from seed_model import SeedConfig, SeedGPT
 
 SPEC = REPO / "experiments" / "bench.toml"
+SPEEDRUN = REPO / "experiments" / "speedrun_gpt2.toml"
 GPT2_VOCAB = 50257
 MFU_TARGET = 0.50
 DETERMINISTIC_WORKSPACE = ":4096:8"
@@ -231,6 +232,23 @@ def product_step(s: Settings, overrides: list[str], batch: int, accum: int):
     optimizer = OPTIMIZERS.build(exp.optimizer, model=model)
     lr_at = SCHEDULES.build(exp.schedule, lr=exp.optimizer.lr)
     return TrainStep(exp, env, data, model, optimizer, lr_at), model.flops_per_token(), exp, env
+
+
+def speedrun_overrides() -> list[str]:
+    """experiments/speedrun_gpt2.toml as overrides of bench.toml: every model field it sets otherwise, but
+    the sizes (the check's own), and its whole optimizer table (Muon with AdamW, the speedrun's rates)."""
+    import attrs
+
+    from nanogpt.config.canonical import toml_value
+    from nanogpt.config.load import load_spec
+
+    bench, _ = load_spec(SPEC, check_files=False)
+    speedrun, _ = load_spec(SPEEDRUN, check_files=False)
+    ours, theirs = attrs.asdict(bench.model), attrs.asdict(speedrun.model)
+    sized = {"n_layer", "n_head", "n_embd", "block_size"}
+    model = [f"model.{k}={toml_value(v)}" for k, v in theirs.items() if k not in sized and v != ours.get(k) and v is not None]
+    optimizer = [f"optimizer.{k}={toml_value(v)}" for k, v in attrs.asdict(speedrun.optimizer).items() if v is not None]
+    return model + optimizer
 
 
 class SeedLoop:
@@ -432,6 +450,15 @@ class Check:
                                              *(f"model.{k}={v}" for k, v in s.model.items())], batch, accum)
         measure(s, self.row("llama/synthetic", f"llama {'compile' if s.compile else 'eager'} bf16", "synthetic", batch, accum),
                 step, flops, self.peak.flops)
+
+    def speedrun(self, batch: int, accum: int) -> None:
+        """The product's step with the speedrun spec's recipe (Muon, rotary, RMSNorm, qk-norm, ReLU², soft-cap, untied
+        head) at GPT-2 124M's size, synthetic batches: its tokens/s and MFU (the model's FLOPs; Muon's Newton-Schulz
+        is the optimizer's, outside MFU as AdamW's is)."""
+        s = self.s
+        step, flops, _, _ = product_step(s, speedrun_overrides(), batch, accum)
+        label = f"speedrun recipe {'compile' if s.compile else 'eager'} bf16"
+        measure(s, self.row("speedrun/synthetic", label, "synthetic", batch, accum), step, flops, self.peak.flops)
 
     def seed(self, tag: str, batch: int) -> None:
         s = self.s
@@ -700,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         check.section(f"nanoGPT-today rewrite {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.today(s.busy_batch, s.busy_accum), timeout=c, needs=need)
         check.section(f"ours {s.seed_batch}x{s.block_size}", lambda: check.ours("-seedbatch", s.seed_batch, 1, extras=False), timeout=c, needs=need)
         check.section(f"llama {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.llama(s.busy_batch, s.busy_accum), timeout=c, needs=need)
+        check.section(f"speedrun recipe {s.busy_batch}x{s.block_size} x{s.busy_accum}", lambda: check.speedrun(s.busy_batch, s.busy_accum), timeout=c, needs=need)
         check.section("checkpoint stall", check.checkpoint_stall, timeout=90.0, needs=30.0 if s.compile else 0.0)
         check.section("memory: ddp and fsdp against the plan", check.memory, timeout=120.0 if s.compile else 60.0, needs=40.0 if s.compile else 0.0)
         check.section("fast paths (eager)", check.eager, timeout=120.0 if s.compile else 60.0, needs=40.0 if s.compile else 0.0)

@@ -40,8 +40,8 @@ from pathlib import Path
 from common import REPO, load_average, machine_line, median
 
 RECIPES = {
-    "adamw": ("experiments/shakespeare_char.toml", (1e-3, 2e-3, 4e-3)),
-    "modern": ("experiments/modern_shakespeare_char.toml", (0.01, 0.02, 0.04)),
+    "adamw": ("experiments/shakespeare_char.toml", (1e-3, 2e-3, 4e-3, 8e-3)),
+    "modern": ("experiments/modern_shakespeare_char.toml", (0.01, 0.02, 0.04, 0.08)),
 }
 
 

@@ -117,7 +117,8 @@ def test_gpu_check_dry_run():
     header = next(line for line in out.splitlines() if line.startswith("configuration"))
     for column in ("ms/iter", "tokens/s", "MFU", "peak mem"):
         assert column in header
-    for row in ("ours eager bf16", "seed rewrite eager bf16", "nanoGPT-today rewrite eager bf16", "llama eager bf16", "no .item() per step", "math SDPA",
+    for row in ("ours eager bf16", "seed rewrite eager bf16", "nanoGPT-today rewrite eager bf16", "llama eager bf16", "speedrun recipe eager bf16",
+                "no .item() per step", "math SDPA",
                 "AdamW foreach", "TF32 off", "not padded"):
         assert row in out, row
     assert "ours / seed, tokens/s:" in out and "fast paths" in out
