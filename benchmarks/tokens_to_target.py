@@ -41,7 +41,7 @@ from common import REPO, load_average, machine_line, median
 
 RECIPES = {
     "adamw": ("experiments/shakespeare_char.toml", (1e-3, 2e-3, 4e-3, 8e-3)),
-    "modern": ("experiments/modern_shakespeare_char.toml", (0.01, 0.02, 0.04, 0.08)),
+    "modern": ("experiments/modern_shakespeare_char.toml", (0.005, 0.01, 0.02, 0.04)),
 }
 
 
@@ -92,6 +92,7 @@ def train(recipe: str, lr: float, seed: int, args: argparse.Namespace, work: Pat
     overrides = [
         f"seed={seed}", f"optimizer.lr={lr}", f"schedule.min_lr={lr / 10}",
         f"train.max_iters={args.iters}", f"schedule.decay_iters={args.iters}",
+        f"schedule.warmup_iters={min(100, args.iters // 10)}",  # both specs warm up for 100 of their 2,000
         f"train.eval_interval={args.eval_interval}", f"train.eval_iters={args.eval_iters}",
         f"train.log_interval={args.log_interval}", 'system.device="cpu"', "logging.tensorboard=false",
         "logging.samples=0", f'data.data_dir="{work / "data"}"', f'logging.out_dir="{out}"',
@@ -105,6 +106,23 @@ def train(recipe: str, lr: float, seed: int, args: argparse.Namespace, work: Pat
     print(f"  {recipe:<6} lr {lr:<6g} seed {seed}: final val loss {run.final:.4f}, "
           f"{run.ms_per_iter:.1f} ms/iter, {run.wall:.0f} s (load {load_average():.1f})", flush=True)
     return run
+
+
+def step_flops(vocab_size: int, tokens_per_step: int) -> tuple[float, float]:
+    """(the modern model's forward and backward FLOPs a step, Muon's Newton-Schulz FLOPs a step): an m x n
+    matrix (m <= n) costs 2 (2 m^2 n + m^3) a Newton-Schulz iteration (X X^T, its square, then times X)."""
+    from nanogpt.config.load import load_spec
+    from nanogpt.registry import MODELS
+
+    exp, _ = load_spec(REPO / RECIPES["modern"][0], check_files=False)
+    model = MODELS.build(exp.model, vocab_size=vocab_size)
+    roles = model.param_roles()
+    newton_schulz = 0.0
+    for name, p in model.named_parameters():
+        if roles[name] == "hidden":
+            m, n = sorted(p.shape)
+            newton_schulz += exp.optimizer.ns_steps * 2 * (2 * m * m * n + m ** 3)
+    return model.flops_per_token() * tokens_per_step, newton_schulz
 
 
 def mean_sd(values: list[float]) -> str:
@@ -142,6 +160,7 @@ def main() -> None:
             order = list(RECIPES) if seed % 2 else list(RECIPES)[::-1]
             for recipe in order:
                 seeds[recipe].append(train(recipe, best[recipe].lr, seed, args, work))
+        vocab_size = json.loads((work / "data" / "shakespeare_char" / "meta.json").read_text())["vocab_size"]
 
     adamw, modern = seeds["adamw"], seeds["modern"]
     target = statistics.mean(run.final for run in adamw)
@@ -174,6 +193,11 @@ def main() -> None:
     print(f"   ms per step (median over seeds of each run's median window): adamw {step_cost['adamw']:.1f}, "
           f"modern {step_cost['modern']:.1f}; modern / adamw = {step_cost['modern'] / step_cost['adamw']:.2f}x"
           "   (target: <= 1.3x)")
+    model_flops, newton_schulz = step_flops(vocab_size, tokens_per_step)
+    print(f"   why: Muon's Newton-Schulz is {newton_schulz / 1e9:.2f} GFLOP a step whatever the batch, "
+          f"{newton_schulz / model_flops:.2f}x the model's forward and backward at {tokens_per_step} tokens a step "
+          f"({model_flops / 1e9:.2f} GFLOP); for this model at the speedrun's 524,288 tokens a step it would be "
+          f"{newton_schulz / (model_flops / tokens_per_step * 524288):.4f}x")
     print(machine_line())
 
 

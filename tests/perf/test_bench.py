@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,21 @@ def test_gpu_check_fixes_the_cublas_workspace_before_any_tensor_work(tmp_path: P
     assert line is not None, proc.stdout + proc.stderr
     op, workspace = line.split()[1:]
     assert workspace == ":4096:8", f"the first tensor operation ({op}) ran with CUBLAS_WORKSPACE_CONFIG unset"
+
+
+@pytest.mark.slow
+def test_tokens_to_target_runs():
+    """benchmarks/tokens_to_target.py tunes both recipes, trains the seeds and prints steps to the target, the
+    losses at equal steps, the step cost and where it goes, all from real runs (tiny ones here)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "tokens_to_target.py"), "--iters", "30", "--eval-interval", "10",
+         "--eval-iters", "2", "--log-interval", "10", "--seeds", "2"],
+        capture_output=True, text=True, timeout=900, env=env_with_plugins(), check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert out.count("seed 1: final val loss") == 8 and out.count("seed 2: final val loss") == 2
+    assert "best adamw: lr" in out and "best modern: lr" in out
+    assert re.search(r"target: the AdamW recipe's final validation loss, \d\.\d{4} \(mean of 2 seeds\)", out)
+    assert re.search(r"modern / adamw: (steps \(and tokens\) \d\.\d\dx|not every modern seed)", out)
+    assert re.search(r"modern / adamw = \d\.\d\dx", out) and "Newton-Schulz is 2.35 GFLOP a step" in out
