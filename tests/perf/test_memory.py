@@ -259,15 +259,18 @@ def test_shards_cover_every_row_once_as_torch_chunk_cuts_them(rows, world):
 FSDP_SIZES = {
     "gpt": dict(n_layer=2, n_head=2, n_embd=48, block_size=40, vocab_size=203, tie_weights=True),
     "llama": dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=48, intermediate_size=70, block_size=40, vocab_size=203),
+    # the options that change shapes: no position table, gain-only norms, SwiGLU's third matrix, an untied head
+    "gpt_options": dict(n_layer=2, n_head=2, n_embd=48, block_size=40, vocab_size=203, tie_weights=False, bias=False,
+                        position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, world", [("gpt", 2), ("gpt", 3), ("llama", 3)])
+@pytest.mark.parametrize("kind, world", [("gpt", 2), ("gpt", 3), ("llama", 3), ("gpt_options", 3)])
 def test_fsdp_shard_estimate_equals_what_fully_shard_holds(kind, world):
     """Under torchrun with FSDP2's fully_shard on every block and the root, each rank's parameter,
     gradient and AdamW shards hold exactly the elements the planner counts for that rank (a GPT's,
-    and a grouped-query, untied Llama's)."""
+    one with the architecture options, and a grouped-query, untied Llama's)."""
     sizes = FSDP_SIZES[kind]
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
