@@ -14,8 +14,8 @@ Shards follow `torch.chunk` on dim 0, as FSDP2's `fully_shard` cuts them: with N
 tensor of R rows gives each of the first ranks ceil(R / N) rows and the last ones what is left,
 so rank 0 holds the most and is the one reported. The activation count is per transformer block,
 from the tensors the GPT of models/gpt.py (GPTSizes, with each of its architecture options) or the
-Llama of models/llama.py (LlamaSizes) saves for its backward, in one of three profiles: float32; 16-bit autocast (ddp: float32 weights, the
-residual stream and the norms in float32, matmuls in 16 bits); and `pure` 16 bits (fsdp: FSDP's
+Llama of models/llama.py (LlamaSizes) saves for its backward, in one of three profiles: float32;
+16-bit autocast (ddp: float32 weights, the residual stream and the norms in float32, matmuls in 16 bits); and `pure` 16 bits (fsdp: FSDP's
 MixedPrecisionPolicy hands every block 16-bit weights and 16-bit inputs and there is no autocast,
 so the residual stream and everything computed from it is 16-bit). tests/perf/test_memory.py checks
 every profile of both kinds against PyTorch's own saved-tensor hooks, byte for byte. No torch
