@@ -13,9 +13,9 @@ Four parts, per process, as PRODUCT.md names them:
 Shards follow `torch.chunk` on dim 0, as FSDP2's `fully_shard` cuts them: with N processes a
 tensor of R rows gives each of the first ranks ceil(R / N) rows and the last ones what is left,
 so rank 0 holds the most and is the one reported. The activation count is per transformer block,
-from the tensors the GPT of models/gpt.py (GPTSizes) or the Llama of models/llama.py (LlamaSizes) saves for
-its backward, in one of three profiles: float32; 16-bit autocast (ddp: float32 weights, the
-residual stream and the norms in float32, matmuls in 16 bits); and `pure` 16 bits (fsdp: FSDP's
+from the tensors the GPT of models/gpt.py (GPTSizes, with each of its architecture options) or the
+Llama of models/llama.py (LlamaSizes) saves for its backward, in one of three profiles: float32;
+16-bit autocast (ddp: float32 weights, the residual stream and the norms in float32, matmuls in 16 bits); and `pure` 16 bits (fsdp: FSDP's
 MixedPrecisionPolicy hands every block 16-bit weights and 16-bit inputs and there is no autocast,
 so the residual stream and everything computed from it is 16-bit). tests/perf/test_memory.py checks
 every profile of both kinds against PyTorch's own saved-tensor hooks, byte for byte. No torch
@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Union
+from typing import Optional, Union
 
 import attrs
 
-from nanogpt.config.sizes import LlamaConfig
+from nanogpt.config.sizes import LlamaConfig, gpt_mlp_hidden
 
 FLOAT32 = 4
 HALF = 2  # bf16 and float16
@@ -42,7 +42,9 @@ Shape = tuple[int, ...]
 
 @attrs.frozen(kw_only=True)
 class GPTSizes:
-    """The sizes of a GPT that memory depends on (model.py's GPTConfig, without torch)."""
+    """The sizes of a GPT that memory depends on (models/gpt.py's GPTConfig, without torch), with
+    the GPT kind's architecture options (docs/architecture-options.md). `rope_theta` and
+    `zero_init_residual` change no tensor: they are here so that a config's options pass as they are."""
 
     n_layer: int
     n_head: int
@@ -53,68 +55,137 @@ class GPTSizes:
     bias: bool = True
     tie_weights: bool = True
     dropout: float = 0.0
+    position: str = "learned"
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"
+    qk_norm: bool = False
+    mlp: str = "gelu"
+    logit_softcap: Optional[float] = None
+    zero_init_residual: bool = False
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        return gpt_mlp_hidden(self.n_embd, self.mlp)
+
+    def norm_shapes(self) -> list[Shape]:
+        """A norm's parameters: a LayerNorm's gain and (with `bias`) bias; an RMSNorm's gain only."""
+        c = self.n_embd
+        return [(c,)] + ([(c,)] if self.bias and self.norm == "layernorm" else [])
 
     def block_shapes(self) -> list[Shape]:
-        """The parameter shapes of one transformer block, in model.py's order."""
-        c, b = self.n_embd, self.bias
+        """The parameter shapes of one transformer block, in gpt.py's order."""
+        c, h, b = self.n_embd, self.mlp_hidden, self.bias
         shapes: list[Shape] = []
-        shapes += [(c,)] + ([(c,)] if b else [])  # ln_1
+        shapes += self.norm_shapes()  # ln_1
         shapes += [(3 * c, c)] + ([(3 * c,)] if b else [])  # attn.c_attn
         shapes += [(c, c)] + ([(c,)] if b else [])  # attn.c_proj
-        shapes += [(c,)] + ([(c,)] if b else [])  # ln_2
-        shapes += [(4 * c, c)] + ([(4 * c,)] if b else [])  # mlp.c_fc
-        shapes += [(c, 4 * c)] + ([(c,)] if b else [])  # mlp.c_proj
+        shapes += self.norm_shapes()  # ln_2
+        shapes += [(h, c)] + ([(h,)] if b else [])  # mlp.c_fc
+        if self.mlp == "swiglu":
+            shapes += [(h, c)] + ([(h,)] if b else [])  # mlp.c_gate
+        shapes += [(c, h)] + ([(c,)] if b else [])  # mlp.c_proj
         return shapes
 
     def root_shapes(self) -> list[Shape]:
-        """The parameters outside the blocks: token and position tables, ln_f, the head when untied."""
+        """The parameters outside the blocks: the token table, the position table (not with RoPE),
+        ln_f, the head when untied."""
         c = self.n_embd
-        shapes: list[Shape] = [(self.vocab_size, c), (self.block_size, c), (c,)]
-        if self.bias:
-            shapes.append((c,))
+        shapes: list[Shape] = [(self.vocab_size, c)]
+        if self.position == "learned":
+            shapes.append((self.block_size, c))
+        shapes += self.norm_shapes()
         if not self.tie_weights:
             shapes.append((self.vocab_size, c))
         return shapes
 
     def block_matmul_weight_elements(self) -> int:
         """Elements of one block's weights that go through a matmul (what autocast copies to 16 bits)."""
-        return 12 * self.n_embd * self.n_embd
+        c = self.n_embd
+        return 4 * c * c + (3 if self.mlp == "swiglu" else 2) * c * self.mlp_hidden
 
     def matmul_weight_elements(self) -> int:
         """Elements of the weights that go through a matmul (what autocast copies to 16 bits)."""
         return self.n_layer * self.block_matmul_weight_elements() + self.vocab_size * self.n_embd
 
+    def norm_saved_bytes(self, tokens: int, stream: int) -> int:
+        """What one norm over the residual stream keeps: a LayerNorm its input (in the stream's
+        precision), mean and rstd (float32 per position: CUDA's layer_norm keeps them in float32 for
+        16-bit inputs; a CPU keeps them in the input's dtype). Eager PyTorch's RMSNorm is composite
+        (as in LlamaSizes): its input upcast to float32, the normalised input before the gain, and
+        rstd, all float32 whatever the input's precision."""
+        c = self.n_embd
+        if self.norm == "rmsnorm":
+            return 2 * tokens * c * FLOAT32 + tokens * FLOAT32
+        return tokens * c * stream + 2 * tokens * FLOAT32
+
     def block_saved_bytes(self, tokens: int, half: bool, batch: int, pure: bool = False) -> int:
         """What one block keeps for its backward, for `tokens` = batch x block_size positions.
 
-        The residual stream stays float32 under autocast: LayerNorm inputs are float32; every matmul
-        input, the q/k/v projection, the attention output and the MLP's two hidden tensors are in the
-        compute precision; attention keeps one float32 log-sum-exp per head and position instead of
-        a T x T matrix (flash / fused SDPA). In `pure` 16 bits (fsdp) the LayerNorm inputs are 16-bit
-        too. LayerNorm's mean and rstd are float32 per position either way: CUDA's layer_norm keeps
-        them in float32 for 16-bit inputs (a CPU keeps them in the input's dtype).
-        """
-        c, act = self.n_embd, HALF if half else FLOAT32
-        stream = HALF if half and pure else FLOAT32
-        layernorms = 2 * (tokens * c * stream + 2 * tokens * FLOAT32)  # input, mean, rstd
-        attention = tokens * c * act + 3 * tokens * c * act + batch * self.n_head * self.block_size * FLOAT32 + tokens * c * act
-        mlp = tokens * c * act + 4 * tokens * c * act + 4 * tokens * c * act  # c_fc input, its output (GELU's input), GELU's output
-        dropout = 2 * tokens * c if self.dropout > 0 else 0  # two residual dropout masks, a byte an element
-        return layernorms + attention + mlp + dropout
+        The residual stream stays float32 under autocast: the norms' inputs are float32 (in `pure`
+        16 bits, under fsdp, 16-bit); every matmul input, the q/k/v projection, the attention output
+        and the MLP's hidden tensors are in the compute precision; attention keeps one float32
+        log-sum-exp per head and position instead of a T x T matrix (flash / fused SDPA).
 
-    def outer_saved_bytes(self, tokens: int, half: bool, pure: bool = False) -> int:
-        """What the embedding, ln_f, head and loss keep: ids, targets, positions, ln_f (its input in
-        the residual stream's precision, 16-bit when `pure`) and the log-softmax."""
+        The options: qk-norm keeps per head and position a float32 rstd for q and for k and, in 16
+        bits, their float32 upcasts (the composite RMSNorm); the normalised (or, with RoPE, rotated)
+        q and k are new tensors that SDPA keeps beside the q/k/v projection (v is still a view of it).
+        SDPA's output takes its query's layout: a view of the projection's (B, T, nh, hs) rows
+        already is one, but a normalised query is (B, nh, T, hs), so the transpose before c_proj
+        copies it. RoPE's products keep only the angles (their other factors need no gradient): in
+        float32 the model's tables, once (`outer_saved_bytes`); under autocast a 16-bit copy of cos
+        and sin for q and for k; in `pure` 16 bits the one copy of each FSDP's policy casts as the
+        block's inputs. ReLU² keeps ReLU's output (which squaring keeps too) and the square, as GELU
+        keeps its input and output. SwiGLU keeps c_gate's output, SiLU's, c_fc's and their product,
+        of its own hidden width, and under autocast c_gate and c_fc each cast the float32 norm
+        output to 16 bits.
+        """
+        c, act, nh = self.n_embd, HALF if half else FLOAT32, self.n_head
+        pure = pure and half
+        stream = HALF if pure else FLOAT32
+        norms = 2 * self.norm_saved_bytes(tokens, stream)
+        attention = tokens * c * act + 3 * tokens * c * act + batch * nh * self.block_size * FLOAT32 + tokens * c * act
+        if self.qk_norm or self.position == "rope":
+            attention += 2 * tokens * c * act  # the q and k SDPA attends with, new tensors
+        if self.qk_norm:
+            upcasts = 2 * tokens * c * FLOAT32 if half else 0
+            attention += upcasts + 2 * tokens * nh * FLOAT32 + tokens * c * act  # rstd of q and k; the output's copy
+        if self.position == "rope" and half:
+            attention += (2 if pure else 4) * self.block_size * self.head_size * HALF
+        h = self.mlp_hidden
+        if self.mlp == "swiglu":
+            inputs = 2 if half and not pure else 1
+            mlp = inputs * tokens * c * act + 4 * tokens * h * act
+        else:
+            mlp = tokens * c * act + 2 * tokens * h * act  # c_fc's input, the activation's input and output
+        dropout = 2 * tokens * c if self.dropout > 0 else 0  # two residual dropout masks, a byte an element
+        return norms + attention + mlp + dropout
+
+    def outer_saved_bytes(self, tokens: int, half: bool, pure: bool = False, checkpointing: bool = False) -> int:
+        """What the embedding, ln_f, head and loss keep: ids, targets, positions, ln_f (as the
+        blocks' norms), the head's input, the soft cap's tanh (`logit_softcap`) and the float32
+        log-softmax. With RoPE in float32, its tables, once: the blocks' products keep slices of
+        them (not when the blocks are checkpointed: the checkpoint holds its inputs itself, where
+        autograd's hooks do not see them, and keeps nothing else)."""
         c, act = self.n_embd, HALF if half else FLOAT32
         stream = HALF if half and pure else FLOAT32
-        ids = 2 * tokens * INDEX + self.block_size * INDEX  # input ids, targets, positions
-        ln_f = tokens * c * stream + 2 * tokens * FLOAT32 + tokens * c * act  # input, mean, rstd; head input
+        ids = 2 * tokens * INDEX  # input ids, targets
+        if self.position == "learned":
+            ids += self.block_size * INDEX  # positions
+        tables = self.position == "rope" and not half and not checkpointing
+        rope = 2 * self.block_size * self.head_size * FLOAT32 if tables else 0
+        ln_f = self.norm_saved_bytes(tokens, stream) + tokens * c * act  # and the head's input
+        softcap = tokens * self.vocab_size * act if self.logit_softcap is not None else 0
         log_softmax = tokens * self.vocab_size * FLOAT32  # the loss is computed in float32
         dropout = tokens * c if self.dropout > 0 else 0
-        return ids + ln_f + log_softmax + dropout + FLOAT32
+        return ids + rope + ln_f + softcap + log_softmax + dropout + FLOAT32
 
     def checkpointed_extra_bytes(self, half: bool) -> int:
-        """What checkpointed blocks keep besides their inputs: nothing (positions enter before the blocks)."""
+        """What checkpointed blocks keep besides their inputs: nothing (RoPE's tables go in as
+        inputs of the checkpoint, which keeps them out of autograd's sight; they are buffers)."""
         return 0
 
 
@@ -170,10 +241,10 @@ class LlamaSizes(LlamaConfig):
         dropout = 2 * tokens * c if self.dropout > 0 else 0  # two residual dropout masks, a byte an element
         return norms + projection_inputs + rope + attention + mlp + dropout
 
-    def outer_saved_bytes(self, tokens: int, half: bool, pure: bool = False) -> int:
+    def outer_saved_bytes(self, tokens: int, half: bool, pure: bool = False, checkpointing: bool = False) -> int:
         """What the embedding, final norm, head and loss keep: ids, targets, RoPE's float32 tables
-        (in float32 only), the norm (float32 as in the blocks, `pure` or not), the head's input and
-        the float32 log-softmax."""
+        (in float32 only, checkpointed or not), the norm (float32 as in the blocks, `pure` or not),
+        the head's input and the float32 log-softmax."""
         c, act = self.n_embd, HALF if half else FLOAT32
         ids = 2 * tokens * INDEX  # input ids, targets
         rope = 0 if half else 2 * self.block_size * (c // self.n_head) * FLOAT32
@@ -273,7 +344,7 @@ def saved_bytes(s: Sizes, batch: int, half: bool, checkpointing: bool = False, p
         blocks = s.n_layer * tokens * s.n_embd * stream + s.checkpointed_extra_bytes(half)
     else:
         blocks = s.n_layer * s.block_saved_bytes(tokens, half, batch, pure)
-    return blocks + s.outer_saved_bytes(tokens, half, pure)
+    return blocks + s.outer_saved_bytes(tokens, half, pure, checkpointing)
 
 
 def activation_bytes(

@@ -248,8 +248,6 @@ def fit_warning(exp: Any, path: str) -> str | None:
         arch = _arch_of(exp, path)
     except InputError:  # a plugin kind, or a vocabulary that is not known before prepare: nothing to say
         return None
-    if isinstance(arch, Arch) and _unplanned_options(arch):  # options the planner does not count: no figure rather than a wrong one
-        return None
     parallel = exp.system.parallel
     world = len(gpus) if parallel == "fsdp" else 1
     usage = memory.plan(
@@ -318,17 +316,10 @@ def _memory_sizes(arch: Arch | LlamaArch, dropout: float) -> Any:
 
     if isinstance(arch, LlamaArch):
         return memory.LlamaSizes(**{**arch.shape(), "dropout": dropout})
-    unplanned = _unplanned_options(arch)
-    if unplanned:
-        # the planner counts GPT-2's saved tensors; a wrong figure would be worse than none
-        named = ", ".join(f"model.{name} = {json.dumps(value)}" for name, value in unplanned)
-        raise InputError(
-            f"the memory planner counts GPT-2's blocks only; it cannot plan {named} yet "
-            "(`scaling params` and `scaling flops` count these options)"
-        )
     return memory.GPTSizes(
         n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, block_size=arch.block_size,
         vocab_size=arch.padded_vocab_size, bias=arch.bias, tie_weights=arch.tie_weights, dropout=dropout,
+        **dict(arch.options),  # the architecture options the spec sets; the planner counts each one
     )
 
 
@@ -337,12 +328,6 @@ def _non_embedding_note(arch: Arch) -> str:
     tables += [] if arch.tie_weights else ["token table"]
     rope = " (RoPE has no position table)" if arch.option("position", "learned") == "rope" else ""
     return (f"the model minus its {' and '.join(tables)}" if tables else "every tensor of the model") + rope
-
-
-def _unplanned_options(arch: Arch) -> list[tuple[str, Any]]:
-    """The options the memory planner cannot count: all but those that change no tensor's shape
-    (zero_init_residual is only the start; rope_theta only the angles)."""
-    return [(name, value) for name, value in arch.options if name not in ("zero_init_residual", "rope_theta")]
 
 
 def _arch_from_args(args: argparse.Namespace, parser: _Parser) -> tuple[Arch | LlamaArch, Optional[Training], str]:

@@ -352,25 +352,41 @@ def test_scaling_params_counts_the_options(tmp_path, capsys):
     assert report["flops_per_token_mfu"] == model.flops_per_token()
 
 
-def test_scaling_memory_refuses_options_it_cannot_plan_naming_them(tmp_path, capsys):
+def test_scaling_memory_plans_the_options(tmp_path, capsys):
+    """`scaling memory` plans a spec with the options (once refused): the ddp row's state is the
+    model's own tensors, and its activations are the planner's count for these options (which
+    tests/perf/test_memory.py checks against autograd), not GPT-2's."""
+    import json
+
     from nanogpt.cli import main
+    from nanogpt.perf import memory
 
-    assert main(["scaling", "memory", str(_spec(tmp_path, MODERN))]) == 2
-    err = capsys.readouterr().err
-    assert 'model.position = "rope"' in err and 'model.mlp = "swiglu"' in err and "memory planner" in err
-    assert "Traceback" not in err
+    assert main(["scaling", "memory", str(_spec(tmp_path, MODERN)), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    ddp, batch, half = report["rows"][0], report["micro_batch"], report["precision"] == "16-bit"
+    cfg = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, position="rope", mlp="swiglu",
+                    norm="rmsnorm", qk_norm=True)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in GPT(cfg).parameters())
+    assert (ddp["parallel"], ddp["params"], ddp["grads"], ddp["optimizer"]) == ("ddp", 4 * n, 8 * n, 8 * n)
+    s = memory.GPTSizes(**cfg.sizes(), bias=cfg.bias, tie_weights=cfg.tie_weights, **cfg.options())
+    plain = memory.GPTSizes(**cfg.sizes())
+    expected = memory.activation_bytes(s, batch, half, checkpointing=False, weight_copies=True)
+    assert ddp["activations"] == expected != memory.activation_bytes(plain, batch, half, checkpointing=False, weight_copies=True)
 
 
-def test_checks_fit_warning_is_silent_on_options_it_cannot_plan(tmp_path, monkeypatch):
-    """On a machine with a (tiny) GPU the fit warning would plan the model: it says nothing rather than crash."""
+def test_checks_fit_warning_plans_the_options(tmp_path, monkeypatch):
+    """On a machine with a (tiny) GPU the fit warning plans a model with the options as it plans
+    GPT-2's, each with its own figure."""
     from nanogpt.config.load import load_spec
     from nanogpt.perf import memory, scaling
 
     monkeypatch.setattr(memory, "local_gpus", lambda: [("tiny GPU", 1)])
     exp, _ = load_spec(_spec(tmp_path, MODERN))
-    assert scaling.fit_warning(exp, "s.toml") is None
+    modern = scaling.fit_warning(exp, "s.toml")
     plain, _ = load_spec(_spec(tmp_path, "n_layer = 2\nn_head = 2\nn_embd = 32\nblock_size = 16"))
-    assert "needs about" in scaling.fit_warning(plain, "s.toml")  # the same spec without the options is planned
+    gpt2 = scaling.fit_warning(plain, "s.toml")
+    assert "needs about" in modern and "needs about" in gpt2 and modern != gpt2
 
 
 # ------------------------------------------------------------------------------------ export

@@ -55,25 +55,44 @@ def gpt_sizes(draw, min_block: int = 1) -> dict:
         vocab_size=draw(st.integers(2, 400)),
         bias=draw(st.booleans()),
         tie_weights=draw(st.booleans()),
+        **draw(gpt_options()),
+    )
+
+
+@st.composite
+def gpt_options(draw) -> dict:
+    """The GPT kind's architecture options (docs/architecture-options.md), each drawn on its own:
+    every head size gpt_sizes draws is even, as RoPE needs."""
+    return dict(
+        position=draw(st.sampled_from(["learned", "rope"])),
+        rope_theta=draw(st.sampled_from([10000.0, 500.0])),
+        norm=draw(st.sampled_from(["layernorm", "rmsnorm"])),
+        qk_norm=draw(st.booleans()),
+        mlp=draw(st.sampled_from(["gelu", "relu2", "swiglu"])),
+        logit_softcap=draw(st.sampled_from([None, 15.0])),
+        zero_init_residual=draw(st.booleans()),
     )
 
 
 @settings(max_examples=12, deadline=None)
-@given(gpt_sizes(), st.integers(1, 3))
-def test_saved_activations_are_counted_byte_for_byte_in_float32(sizes, batch):
-    """In float32 the planner's activation count is exactly what autograd keeps (PyTorch's own hooks)."""
-    planned = memory.saved_bytes(memory.GPTSizes(**sizes), batch, half=False)
-    assert planned == measured_saved_bytes(GPTConfig(**sizes), batch, half=False)
+@given(gpt_sizes(), st.integers(1, 3), st.booleans())
+def test_saved_activations_are_counted_byte_for_byte_in_float32(sizes, batch, checkpointing):
+    """In float32 the planner's activation count is exactly what autograd keeps (PyTorch's own
+    hooks), for every architecture option, with the blocks checkpointed or not."""
+    planned = memory.saved_bytes(memory.GPTSizes(**sizes), batch, half=False, checkpointing=checkpointing)
+    assert planned == measured_saved_bytes(GPTConfig(**sizes), batch, half=False, checkpoint_blocks=checkpointing)
 
 
 @settings(max_examples=12, deadline=None)
-@given(gpt_sizes(min_block=129), st.integers(1, 2))
-def test_saved_activations_are_counted_byte_for_byte_under_bf16_autocast(sizes, batch):
+@given(gpt_sizes(min_block=129), st.integers(1, 2), st.booleans())
+def test_saved_activations_are_counted_byte_for_byte_under_bf16_autocast(sizes, batch, checkpointing):
     """Under bf16 autocast too, with autocast's 16-bit copies of the weights on top (past 128
-    positions, where a CPU computes bf16 attention as a GPU does, in 16 bits)."""
+    positions, where a CPU computes bf16 attention as a GPU does, in 16 bits): every matmul's copy,
+    or with checkpointed blocks only the head's (the checkpoint keeps the blocks' out of sight)."""
     s = memory.GPTSizes(**sizes)
-    planned = memory.saved_bytes(s, batch, half=True) + s.matmul_weight_elements() * memory.HALF
-    assert planned == measured_saved_bytes(GPTConfig(**sizes), batch, half=True)
+    copies = s.vocab_size * s.n_embd if checkpointing else s.matmul_weight_elements()
+    planned = memory.saved_bytes(s, batch, half=True, checkpointing=checkpointing) + copies * memory.HALF
+    assert planned == measured_saved_bytes(GPTConfig(**sizes), batch, half=True, checkpoint_blocks=checkpointing)
 
 
 @st.composite
@@ -152,6 +171,8 @@ def measured_fsdp_saved_bytes(config: GPTConfig | LlamaConfig, batch: int, env, 
 def cpu_layernorm_statistics(s: memory.GPTSizes, batch: int, checkpointing: bool) -> int:
     """Bytes by which a CPU's 16-bit LayerNorms keep less than a GPU's: CPU's layer_norm keeps mean
     and rstd in the input's dtype, CUDA's (which the planner counts) in float32."""
+    if s.norm != "layernorm":
+        return 0  # an RMSNorm keeps its statistics in float32 everywhere
     layernorms = 1 if checkpointing else 2 * s.n_layer + 1  # with checkpointing only ln_f's are kept
     return layernorms * 2 * batch * s.block_size * (memory.FLOAT32 - memory.HALF)
 
@@ -210,6 +231,22 @@ def test_parameter_shapes_are_the_models(bias, tie):
     assert planned == sorted(tuple(p.shape) for p in GPT(GPTConfig(**sizes)).parameters())
 
 
+@settings(max_examples=25, deadline=None)
+@given(gpt_sizes())
+def test_parameter_shapes_follow_the_architecture_options(sizes):
+    """With the options too (no position table with RoPE, gain-only RMSNorms, SwiGLU's third matrix
+    at its own width), the planner's shapes are the GPT's, its bytes follow them, and its matmul
+    weights (autocast's 16-bit copies) are the GPT's nn.Linear weights and the head."""
+    s = memory.GPTSizes(**sizes)
+    model = GPT(GPTConfig(**sizes))
+    assert sorted(s.root_shapes() + s.block_shapes() * s.n_layer) == sorted(tuple(p.shape) for p in model.parameters())
+    n = sum(p.numel() for p in model.parameters())
+    ddp = memory.plan(s, batch=1, world_size=1, half=True, checkpointing=False)["ddp"]
+    assert (ddp.params, ddp.grads, ddp.optimizer) == (4 * n, 8 * n, 8 * n)
+    linears = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    assert s.matmul_weight_elements() == sum(linears.values())
+
+
 @given(st.integers(1, 10_000), st.integers(1, 16))
 def test_shards_cover_every_row_once_as_torch_chunk_cuts_them(rows, world):
     """Rank by rank the shards are torch.chunk's pieces, and together they are the whole tensor."""
@@ -222,15 +259,18 @@ def test_shards_cover_every_row_once_as_torch_chunk_cuts_them(rows, world):
 FSDP_SIZES = {
     "gpt": dict(n_layer=2, n_head=2, n_embd=48, block_size=40, vocab_size=203, tie_weights=True),
     "llama": dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=48, intermediate_size=70, block_size=40, vocab_size=203),
+    # the options that change shapes: no position table, gain-only norms, SwiGLU's third matrix, an untied head
+    "gpt_options": dict(n_layer=2, n_head=2, n_embd=48, block_size=40, vocab_size=203, tie_weights=False, bias=False,
+                        position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, world", [("gpt", 2), ("gpt", 3), ("llama", 3)])
+@pytest.mark.parametrize("kind, world", [("gpt", 2), ("gpt", 3), ("llama", 3), ("gpt_options", 3)])
 def test_fsdp_shard_estimate_equals_what_fully_shard_holds(kind, world):
     """Under torchrun with FSDP2's fully_shard on every block and the root, each rank's parameter,
     gradient and AdamW shards hold exactly the elements the planner counts for that rank (a GPT's,
-    and a grouped-query, untied Llama's)."""
+    one with the architecture options, and a grouped-query, untied Llama's)."""
     sizes = FSDP_SIZES[kind]
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
