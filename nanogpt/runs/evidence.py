@@ -194,14 +194,16 @@ def pick_step(a: Side, b: Side, at: int | None, final: bool) -> tuple[int | None
     labels = [r.label for r in (*a.runs, *b.runs)]
     grids = {tuple(c) for c in curves}
     if at is not None:
-        lacking = [f"{label} (nearest: {min(c, key=lambda s: abs(s - at))})" for label, c in zip(labels, curves) if at not in c]
+        lacking = [f"{label} (nearest: {_neighbours(c, at)})" for label, c in zip(labels, curves) if at not in c]
         if lacking:
             raise InputError(f"--at {at}: not an evaluated step of {', '.join(lacking[:6])}{', ...' if len(lacking) > 6 else ''}")
         return at, f"step {at}", []
     if final:
         lasts = sorted({max(c) for c in curves})
         notes = [] if len(lasts) == 1 else [f"--final compares each run's last evaluation, at different steps ({', '.join(map(str, lasts))})"]
-        return None, "each run's last evaluation" if len(lasts) > 1 else f"step {lasts[0]}, every run's last evaluation", notes
+        if len(lasts) == 1:
+            return lasts[0], f"step {lasts[0]}, every run's last evaluation", notes
+        return None, "each run's last evaluation", notes
     common = set(curves[0]).intersection(*curves[1:])
     if not common:
         raise InputError("the runs have no evaluated step in common: compare them with --final or --target L")
@@ -211,6 +213,13 @@ def pick_step(a: Side, b: Side, at: int | None, final: bool) -> tuple[int | None
         notes.append(f"the runs' step grids differ: compared at step {step}, the last step all {len(curves)} runs evaluated")
     last = all(max(c) == step for c in curves)
     return step, f"step {step}" + (", every run's last evaluation" if last else f", the last step every run evaluated"), notes
+
+
+def _neighbours(curve: dict[int, float], step: int) -> str:
+    """The evaluated steps either side of `step`: "20, 40", or one of them at an end."""
+    below = [s for s in curve if s < step]
+    above = [s for s in curve if s > step]
+    return ", ".join(str(s) for s in ([max(below)] if below else []) + ([min(above)] if above else []))
 
 
 def compare_at(a: Side, b: Side, step: int | None, how: str) -> dict[str, Any]:

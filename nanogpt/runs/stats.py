@@ -81,14 +81,17 @@ def t_ppf(p: float, df: float) -> float:
         return 0.0
     if p < 0.5:
         return -t_ppf(1.0 - p, df)
+    # bisection on the upper tail, which t_sf computes without cancellation: 1 - p keeps the digits
+    # a quantile near 1 needs, where P(T <= t) ~ 1 would have lost them
+    tail = 1.0 - p
     lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:  # (df = 1, p = 1 - 1e-12 needs hi ~ 3e11: the doubling gets there in ~40 steps)
+    while t_sf(hi, df) > tail:  # (df = 1, p = 1 - 1e-12 needs hi ~ 3e11: the doubling gets there in ~40 steps)
         lo, hi = hi, hi * 2.0
-    for _ in range(200):
+    for _ in range(400):
         mid = 0.5 * (lo + hi)
         if mid in (lo, hi):
             break
-        if t_cdf(mid, df) < p:
+        if t_sf(mid, df) > tail:
             lo = mid
         else:
             hi = mid
@@ -148,7 +151,7 @@ def welch(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
         # no spread at all (identical replicates): a difference is certain, none is no evidence of one
         p = 1.0 if diff == 0.0 else 0.0
         return Welch(len(a), len(b), ma, mb, diff, 0.0, math.inf, 0.0 if diff == 0 else math.copysign(math.inf, diff), p, diff, diff)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    df = welch_df(va, vb, len(a), len(b))
     t = diff / se
     p = min(1.0, 2.0 * t_sf(abs(t), df))
     q = t_ppf(0.5 + confidence / 2.0, df)
@@ -184,7 +187,15 @@ def _equal_n_df(sd_a: float, sd_b: float, n: int) -> float:
     va, vb = sd_a**2 / n, sd_b**2 / n
     if va + vb == 0:
         return float(2 * n - 2)
-    return (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1))
+    return welch_df(va, vb, n, n)
+
+
+def welch_df(va: float, vb: float, n_a: int, n_b: int) -> float:
+    """Welch–Satterthwaite: (va + vb)² / (va²/(n_a-1) + vb²/(n_b-1)), va and vb the squared standard
+    errors; computed from their shares of va + vb, so that tiny variances do not underflow to 0/0."""
+    total = va + vb
+    ra, rb = va / total, vb / total
+    return 1.0 / (ra**2 / (n_a - 1) + rb**2 / (n_b - 1))
 
 
 def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float] | None:
@@ -201,6 +212,6 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = C
     ratio = mb / ma
     if va + vb == 0:
         return ratio, ratio, ratio
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    df = welch_df(va, vb, len(a), len(b))
     half = t_ppf(0.5 + confidence / 2.0, df) * math.sqrt(va + vb)
     return ratio, ratio * math.exp(-half), ratio * math.exp(half)
