@@ -219,6 +219,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return plot_command(args.paths, output=args.output, metrics=args.metric, x=args.x)
 
 
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from nanogpt.perf.ladder import ladder_command
+
+    return ladder_command(args)
+
+
 def cmd_scaling(args: argparse.Namespace) -> int:
     from nanogpt.perf.scaling import scaling_command
 
@@ -272,7 +278,7 @@ class _Parser(Parser):
     verb_parsers: dict[str, argparse.ArgumentParser]
 
 
-WORD_VERBS = ("run", "check", "show", "prepare", "bench", "sweep")
+WORD_VERBS = ("run", "check", "show", "prepare", "bench", "sweep", "ladder")
 """The verbs that take a SPEC and overrides (parsed by `parse_words`)."""
 
 
@@ -404,6 +410,14 @@ def _add_spec_verbs(verbs: Any) -> None:
     v = verbs.add_parser("schema", help="print the JSON Schema of specs")
     v.add_argument("-o", "--output", metavar="FILE", help="write it to FILE")
     v.set_defaults(fn=cmd_schema)
+
+    v = verbs.add_parser("ladder", help="compute-matched rungs of a spec at several sizes; fit L(C) to their losses")
+    v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
+    v.add_argument("--sizes", metavar="KEY=v1,v2,...", help="the model key that grows and its values, e.g. n_layer=2,4,6")
+    v.add_argument("--tokens-per-param", type=float, default=20.0, metavar="R", help="tokens each rung trains on, per parameter (default 20)")
+    v.add_argument("--fit", nargs="+", metavar="RUN_OR_DIR", help="fit L(C) = E + A*C^-alpha to these runs' final val losses")
+    v.add_argument("--baseline", nargs="+", metavar="RUN_OR_DIR", help="with --fit: a second ladder, and the compute multiplier at each rung")
+    v.set_defaults(fn=cmd_ladder)
 
     v = verbs.add_parser("scaling", help="params, FLOPs, Chinchilla loss and compute-optimal sizes", add_help=False)
     v.add_argument("rest", nargs=argparse.REMAINDER)

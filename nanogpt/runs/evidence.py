@@ -340,16 +340,21 @@ def format_result(r: dict[str, Any]) -> str:
         lines.append(f"to reach {r['metric']} <= {_g(t['loss'])} (interpolated {t['interpolated']}):")
         for name in ("a", "b"):
             s = t[name]
-            cells = [f"{k.replace('_', ' ')} {_ms(s[k], k)}" for k in ("steps", "tokens", "wall_seconds") if s[k] is not None]
+            cells = [f"{k} {_ms(s[k], k)}" for k in ("steps", "tokens") if s[k] is not None]
             never = [f"{len(s['never'])} of {len(s['never']) + (s['steps'] or {'n': 0})['n']} runs never reach it"] if s["never"] else []
             lines.append(f"  {name.upper()}  " + ", ".join(cells + never))
         ratio = t.get("ratio")
         if ratio is None:
             lines.append(f"  B/A: none: {t['why_no_ratio']}")
+        elif ratio["value"] is None:
+            lines.append(f"  B/A: none: A reaches it at its first evaluation")
         elif ratio["low"] is None:
             lines.append(f"  B/A {t['ratio_of']}: {ratio['value']:.3f} (no interval without replicates)")
         else:
             lines.append(f"  B/A {t['ratio_of']}: {ratio['value']:.3f}, {ratio['confidence']:.0%} CI [{ratio['low']:.3f}, {ratio['high']:.3f}]")
+        walls = [f"{name.upper()} {_ms(t[name]['wall_seconds'], 'wall_seconds')}" for name in ("a", "b") if t[name]["wall_seconds"] is not None]
+        if walls:  # (last, on a line of its own: a timing of this machine, as busy as it was)
+            lines.append(f"  wall seconds: {', '.join(walls)}")
     lines += [f"note: {n}" for n in r["notes"]]
     return "\n".join(lines)
 

@@ -277,3 +277,10 @@ def test_a_real_sweep_of_three_seeds_by_two_learning_rates_gets_the_verdict_its_
     assert r["difference"] > 0 and r["welch"]["p"] < 0.05
     assert r["verdict"].startswith(f"B is higher by {r['difference']:.3g} ± ") and r["verdict"].endswith("n = 3 and 3")
     assert r["notes"] == []
+
+
+def test_a_target_reached_at_the_first_evaluation_has_no_ratio_but_no_crash(tmp_path, spec, capsys):
+    out = tmp_path / "out"
+    two_configurations(out, spec, [2.0, 2.1], [1.0, 1.1])
+    assert main(["compare", str(out), "--target", "4.5"]) == 0
+    assert "B/A: none: A reaches it at its first evaluation" in capsys.readouterr().out
