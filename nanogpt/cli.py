@@ -200,13 +200,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from nanogpt.runs.compare import compare_command
 
-    return compare_command(args.paths, fmt="json" if args.json else "csv" if args.csv else "table", sort=args.sort, reverse=args.reverse)
+    if args.metric is not None or args.at is not None or args.final or args.target is not None:
+        from nanogpt.runs.evidence import verdict_command
+
+        if args.csv:
+            raise _usage("compare: a verdict (--metric, --at, --final, --target) prints text or --json, not --csv")
+        return verdict_command(args.paths, metric=args.metric, at=args.at, final=args.final, target=args.target,
+                               allow_unlike=args.allow_unlike, as_json=args.json)
+    if args.allow_unlike:
+        raise _usage("compare: --allow-unlike goes with a verdict (--final, --at STEP or --target L)")
+    return compare_command(args.paths, fmt="json" if args.json else "csv" if args.csv else "table", sort=args.sort,
+                           reverse=args.reverse, each_run=args.runs)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from nanogpt.runs.plot import plot_command
 
     return plot_command(args.paths, output=args.output, metrics=args.metric, x=args.x)
+
+
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from nanogpt.perf.ladder import ladder_command
+
+    return ladder_command(args)
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
@@ -262,7 +278,7 @@ class _Parser(Parser):
     verb_parsers: dict[str, argparse.ArgumentParser]
 
 
-WORD_VERBS = ("run", "check", "show", "prepare", "bench", "sweep")
+WORD_VERBS = ("run", "check", "show", "prepare", "bench", "sweep", "ladder")
 """The verbs that take a SPEC and overrides (parsed by `parse_words`)."""
 
 
@@ -313,6 +329,7 @@ def _add_training_verbs(verbs: Any) -> None:
     v.add_argument("--rerun", action="store_true", help="train a member even when a completed run of its name has its spec")
     v.add_argument("--sweep-id", metavar="ID", help="name the sweep dir (<out_dir>/<name>/sweeps/ID); an existing one is continued")
     v.add_argument("--index", type=int, metavar="I", help="run member I only, into the sweep --sweep-id names (one task of a job array)")
+    v.add_argument("--seeds", type=int, metavar="N", help="run every configuration N times, seeds S..S+N-1 (S: the spec's seed): replicates `compare` groups")
     v.set_defaults(fn=cmd_sweep)
 
     v = verbs.add_parser("bench", help="time training steps: ms/iter, tokens/s, MFU", epilog=EPILOG)
@@ -334,6 +351,14 @@ def _add_run_reading_verbs(verbs: Any) -> None:
     fmt.add_argument("--csv", action="store_true", help="print CSV")
     v.add_argument("--sort", default="best_val_loss", metavar="COLUMN", help="sort by this column: a metric or a spec key (default best_val_loss; missing values last)")
     v.add_argument("--reverse", action="store_true", help="sort descending")
+    v.add_argument("--runs", action="store_true", help="one row per run even where runs are replicates (by default: one row per configuration, mean ± sd)")
+    verdict = v.add_argument_group("verdict: is B better than A (see docs/evidence.md)")
+    verdict.add_argument("--metric", metavar="TAG", help="the evaluated metric to compare: loss/val (default; also val/loss) or loss/train")
+    when = verdict.add_mutually_exclusive_group()
+    when.add_argument("--at", type=int, metavar="STEP", help="compare at this evaluated step (default: the last step every run evaluated)")
+    when.add_argument("--final", action="store_true", help="compare each run's last evaluation")
+    verdict.add_argument("--target", type=float, metavar="LOSS", help="steps, tokens and seconds to first reach LOSS, and B/A")
+    verdict.add_argument("--allow-unlike", action="store_true", help="compare runs evaluated on different data or eval_iters anyway, saying so")
     v.set_defaults(fn=cmd_compare)
 
     v = verbs.add_parser("plot", help="loss curves of runs overlaid, to a PNG, SVG or PDF file")
@@ -385,6 +410,14 @@ def _add_spec_verbs(verbs: Any) -> None:
     v = verbs.add_parser("schema", help="print the JSON Schema of specs")
     v.add_argument("-o", "--output", metavar="FILE", help="write it to FILE")
     v.set_defaults(fn=cmd_schema)
+
+    v = verbs.add_parser("ladder", help="compute-matched rungs of a spec at several sizes; fit L(C) to their losses")
+    v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
+    v.add_argument("--sizes", metavar="KEY=v1,v2,...", help="the model key that grows and its values, e.g. n_layer=2,4,6")
+    v.add_argument("--tokens-per-param", type=float, default=20.0, metavar="R", help="tokens each rung trains on, per parameter (default 20)")
+    v.add_argument("--fit", nargs="+", metavar="RUN_OR_DIR", help="fit L(C) = E + A*C^-alpha to these runs' final val losses")
+    v.add_argument("--baseline", nargs="+", metavar="RUN_OR_DIR", help="with --fit: a second ladder, and the compute multiplier at each rung")
+    v.set_defaults(fn=cmd_ladder)
 
     v = verbs.add_parser("scaling", help="params, FLOPs, Chinchilla loss and compute-optimal sizes", add_help=False)
     v.add_argument("rest", nargs=argparse.REMAINDER)

@@ -6,7 +6,7 @@ them is nanogpt/perf/scaling.py. No torch, no numpy: `nanogpt scaling` answers i
 from __future__ import annotations
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from nanogpt.config.sizes import GPT2_VOCAB
 
@@ -128,3 +128,90 @@ def sweep_line(opt: Optimum) -> str:
         f"compute budget {opt.compute:e}: best model size: {opt.n_params / 1e6:.2f}M, "
         f"best dataset size: {opt.tokens / 1e9:.2f}B"
     )
+
+
+# ------------------------------------------------------------------ a ladder's loss against compute
+
+
+@dataclass(frozen=True)
+class ComputeFit:
+    """L(C) = E + A·C^-alpha, fitted to (compute, loss) points, with the standard errors of log A and
+    alpha (from the straight line log(L - E) = log A - alpha·log C at the fitted E)."""
+
+    E: float
+    A: float
+    alpha: float
+    se_log_A: float
+    se_alpha: float
+    rms_log_error: float
+    """The root-mean-square residual of log(L - E): the fit's error, in log space."""
+
+    def loss(self, compute: float) -> float:
+        return self.E + self.A * compute ** -self.alpha
+
+    def compute_for(self, loss: float) -> float:
+        """The compute at which the fit reaches `loss` (inf at or below E)."""
+        return math.inf if loss <= self.E else (self.A / (loss - self.E)) ** (1 / self.alpha)
+
+
+def fit_compute_law(compute: list[float], loss: list[float], E: Optional[float] = None) -> ComputeFit:
+    """Fit L(C) = E + A·C^-alpha in log space: for each E the best A and alpha are a least-squares line
+    through (log C, log(L - E)); E (unless given) minimizes that line's residual, by golden-section
+    search on [0, min L). Needs three points (four for the errors with E fitted); ValueError otherwise."""
+    if len(compute) != len(loss) or len(compute) < (2 if E is not None else 3):
+        raise ValueError(f"a fit of L(C) needs at least {2 if E is not None else 3} (compute, loss) points (got {len(compute)})")
+    if any(c <= 0 for c in compute) or any(not math.isfinite(x) for x in [*compute, *loss]):
+        raise ValueError("compute must be above 0 and every value finite")
+    if len(set(compute)) < 2:
+        raise ValueError("a fit of L(C) needs at least two different computes")
+    xs = [math.log(c) for c in compute]
+    fitted_E = E is None
+
+    def line(e: float) -> tuple[float, float, float]:
+        """(log A, alpha, sum of squared residuals) for this E."""
+        ys = [math.log(x - e) for x in loss]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+        intercept = my - slope * mx
+        return intercept, -slope, sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys))
+
+    if E is None:
+        # the residual is not unimodal in E (a near-straight log L at E = 0 is a local minimum), so a
+        # scan first: E = least - gap, the gap from the whole least loss down to 1e-12 of it, log-spaced
+        least = min(loss)
+        grid = [least - least * 10 ** (-12 * i / 400) for i in range(401)]
+        errors = [line(e)[2] for e in grid]
+        # refine every local minimum of the scan (the grid is coarse: the true E may lie between two
+        # points whose residuals are both larger than a spurious minimum's), and keep the best
+        minima = [i for i in range(len(grid)) if errors[i] <= errors[max(i - 1, 0)] and errors[i] <= errors[min(i + 1, len(grid) - 1)]]
+        refined = [_golden_minimum(lambda e: line(e)[2], grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]) for i in minima]
+        E = min(refined, key=lambda e: line(e)[2])
+    elif E >= min(loss):
+        raise ValueError(f"E = {E} must be below every loss (the least is {min(loss)})")
+    log_a, alpha, sse = line(E)
+    free = len(xs) - 2 - (1 if fitted_E else 0)
+    mx = sum(xs) / len(xs)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    s2 = sse / free if free > 0 else math.nan
+    return ComputeFit(E, math.exp(log_a), alpha, math.sqrt(s2 * (1 / len(xs) + mx**2 / sxx)), math.sqrt(s2 / sxx),
+                      math.sqrt(sse / len(xs)))
+
+
+def _golden_minimum(f: Any, lo: float, hi: float) -> float:
+    """The x in [lo, hi] where f is least, by golden-section search (f unimodal there)."""
+    golden = (math.sqrt(5) - 1) / 2
+    a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+    fa, fb = f(a), f(b)
+    for _ in range(200):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - golden * (hi - lo)
+            fa = f(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + golden * (hi - lo)
+            fb = f(b)
+        if hi - lo < 1e-15 * max(1.0, abs(hi)):
+            break
+    return (lo + hi) / 2

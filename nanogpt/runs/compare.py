@@ -22,7 +22,7 @@ import attrs
 from nanogpt.errors import InputError
 from nanogpt.runs.manifest import MANIFEST, ManifestError, read_manifest
 from nanogpt.config.canonical import as_read_today
-from nanogpt.config.dotted import flatten
+from nanogpt.config.dotted import INERT_FIELDS, flatten, under
 from nanogpt.runs.sweeps.record import SWEEP_JSON, SweepRecord
 
 RESULTS = ("status", "iter", "best_val_loss", "val_loss", "tokens_per_sec", "wall_seconds")
@@ -30,6 +30,10 @@ RESULTS = ("status", "iter", "best_val_loss", "val_loss", "tokens_per_sec", "wal
 
 NOT_COMPARED = ("logging.run_id",)
 """Spec keys that differ by design and are in the `run` column already."""
+
+REPLICATE_KEYS = ("seed",)
+"""Spec keys whose values make replicates, not configurations: runs that differ only in these (and in
+fields that cannot change results) are one configuration, measured several times."""
 
 
 @attrs.frozen
@@ -100,6 +104,103 @@ def _run_dirs(path: Path) -> list[Path]:
         m.parent for pattern in (f"*/{MANIFEST}", f"*/*/{MANIFEST}") for m in path.glob(pattern)
         if not any(part.startswith(".") for part in m.relative_to(path).parts)
     )
+
+
+# ------------------------------------------------------------------------------- replicates
+
+
+@attrs.frozen
+class Group:
+    """Runs of one configuration: the same resolved spec up to the seed (and fields that cannot change results)."""
+
+    runs: tuple[RunRecord, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def label(self) -> str:
+        return self.runs[0].label if self.n == 1 else f"{self.runs[0].label} +{self.n - 1}"
+
+    def seeds(self) -> list[Any]:
+        return [r.spec.get("seed") for r in self.runs]
+
+    def values(self, key: str) -> list[float]:
+        """The finite values of a manifest metric over the group's runs."""
+        return [v for v in (r.metric(key) for r in self.runs) if v is not None]
+
+
+def configuration_key(run: RunRecord) -> str:
+    """What replicates share: the flat spec without the seed and the fields that cannot change results."""
+    kept = {k: v for k, v in run.spec.items() if k not in REPLICATE_KEYS and not under(k, INERT_FIELDS)}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
+    """Runs grouped into configurations, in the order each configuration first appears."""
+    groups: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        groups.setdefault(configuration_key(r), []).append(r)
+    return [Group(tuple(g)) for g in groups.values()]
+
+
+GROUP_RESULTS = ("best_val_loss", "val_loss", "tokens_per_sec", "wall_seconds")
+"""The metrics a table of groups shows as mean ± sd."""
+
+
+def group_rows(runs: Sequence[RunRecord], sort: str = "best_val_loss", reverse: bool = False) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, rows), one row per configuration: `group`, the keys that differ among the groups, `n`,
+    `seeds`, then each of GROUP_RESULTS as {"mean", "sd", "n"} (sd None below two values)."""
+    from nanogpt.runs.stats import mean, sd
+
+    groups = group_runs(runs)
+    keys = [k for k in differing_keys(runs) if k not in REPLICATE_KEYS]
+    keys = [k for k in keys if _differs([g.runs[0].spec.get(k, _ABSENT) for g in groups])]
+    columns = ["group", *keys, "n", "seeds", *GROUP_RESULTS]
+    if sort not in columns:
+        raise InputError(f"--sort {sort!r}: not a column of the groups here (columns: {', '.join(columns)})")
+    rows = []
+    for g in groups:
+        row: dict[str, Any] = {"group": g.label, **{k: g.runs[0].spec.get(k) for k in keys}, "n": g.n, "seeds": g.seeds()}
+        for metric in GROUP_RESULTS:
+            xs = g.values(metric)
+            row[metric] = {"mean": mean(xs), "sd": sd(xs), "n": len(xs)} if xs else None
+        row["runs"] = [r.label for r in g.runs]
+        rows.append(row)
+
+    def key(row: dict[str, Any]) -> Any:
+        value = row[sort]
+        return value["mean"] if isinstance(value, dict) else value
+
+    present = [row for row in rows if key(row) is not None]
+    present.sort(key=lambda row: _sort_key(key(row)), reverse=reverse)
+    return columns, present + [row for row in rows if key(row) is None]
+
+
+def _mean_sd_cell(column: str, value: Any) -> str:
+    if not isinstance(value, dict):
+        return _cell(column, value)
+    shown = _cell(column, value["mean"])
+    return f"{shown} ± {_cell(column, value['sd'])}" if value["sd"] is not None else f"{shown} (n={value['n']})"
+
+
+def format_group_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    """The groups' table; a group of fewer than two runs is marked `*` and explained below it."""
+    def cell(c: str, row: dict[str, Any]) -> str:
+        if c == "group":
+            return row["group"] + (" *" if row["n"] < 2 else "")
+        if c == "seeds":
+            return ",".join("-" if s is None else str(s) for s in row["seeds"])
+        return _mean_sd_cell(c, row[c])
+
+    table = [columns] + [[cell(c, row) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    left = {"group", "seeds"} | {c for c in columns if rows and all(isinstance(row[c], str) for row in rows)}
+    lines = ["  ".join(x.ljust(w) if c in left else x.rjust(w) for c, x, w in zip(columns, line, widths)).rstrip() for line in table]
+    if any(row["n"] < 2 for row in rows):
+        lines.append("* one run: no spread, and no verdict against it (replicates: nanogpt sweep SPEC --seeds N)")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------- the table
@@ -191,10 +292,21 @@ def format_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def compare_command(paths: Sequence[str], *, fmt: str = "table", sort: str = "best_val_loss", reverse: bool = False) -> int:
+def compare_command(paths: Sequence[str], *, fmt: str = "table", sort: str = "best_val_loss", reverse: bool = False,
+                    each_run: bool = False) -> int:
     runs = collect_runs(paths)
     if not runs:
         print(f"no runs in {' '.join(paths)}", file=sys.stderr)
+        return 0
+    groups = group_runs(runs)
+    if not each_run and len(groups) < len(runs):  # some configuration ran more than once: replicates
+        columns, rows = group_rows(runs, sort, reverse)
+        if fmt == "json":
+            print(json.dumps(rows, indent=2, allow_nan=True))
+        elif fmt == "csv":
+            _group_csv(columns, rows)
+        else:
+            print(format_group_table(columns, rows))
         return 0
     columns, rows = compare_rows(runs, sort, reverse)
     if fmt == "json":
@@ -207,3 +319,17 @@ def compare_command(paths: Sequence[str], *, fmt: str = "table", sort: str = "be
     else:
         print(format_table(columns, rows))
     return 0
+
+
+def _group_csv(columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """One column per scalar: a metric's mean and sd as `<metric>_mean`, `<metric>_sd`."""
+    flat = [c for c in columns if c not in GROUP_RESULTS] + [f"{m}_{s}" for m in GROUP_RESULTS for s in ("mean", "sd")]
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(flat)
+    for row in rows:
+        out = []
+        for c in flat:
+            metric, _, stat = c.rpartition("_")
+            value = (row[metric] or {}).get(stat) if metric in GROUP_RESULTS else row[c]
+            out.append("" if value is None else value if isinstance(value, (str, int, float)) else json.dumps(value))
+        writer.writerow(out)

@@ -49,7 +49,20 @@ def sweep_command(paths: list[str], words: list[str], args: argparse.Namespace) 
                 raise InputError(f"{str(record.path)!r}: the sweep ran in {cwd!r}, which is not a directory here")
             with _working_dir(cwd):  # its spec, data and runs are where they were
                 return _sweep(str(data["spec"]), [str(w) for w in data["overrides"]], args, record, str(data["id"]))
+        if getattr(args, "seeds", None) is not None:
+            words = [*words, seeds_word(read_spec(paths[0]), words, args.seeds)]
         return _sweep(paths[0], words, args, None, args.sweep_id)
+
+
+def seeds_word(tree: SpecTree, words: list[str], n: int) -> str:
+    """`--seeds N` as the axis it stands for: `seed=S,S+1,...,S+N-1`, S the seed the spec and the plain
+    overrides give. It is the last axis, so each configuration's replicates are neighbours; it is kept
+    in sweep.json's overrides like any word, so `--resume` runs the same seeds."""
+    from nanogpt.config.sweep import axis_of
+
+    plain = [w for w in words if axis_of(w) is None and not w.partition("=")[0].strip().startswith("sweep")]
+    exp, _ = resolve_spec(tree, plain, sweep_member=True)
+    return "seed=" + ",".join(str(exp.seed + i) for i in range(n))
 
 
 def _check_flags(paths: list[str], words: list[str], args: argparse.Namespace) -> None:
@@ -63,6 +76,14 @@ def _check_flags(paths: list[str], words: list[str], args: argparse.Namespace) -
             raise usage("--resume SWEEP_DIR already names the sweep; leave out --sweep-id")
     elif len(paths) != 1:
         raise usage("takes exactly one SPEC (or --resume SWEEP_DIR)")
+    seeds = getattr(args, "seeds", None)
+    if seeds is not None:
+        if args.resume is not None:
+            raise usage("--resume SWEEP_DIR continues the seeds its sweep.json has; leave out --seeds")
+        if seeds < 1:
+            raise usage(f"--seeds must be at least 1 (got {seeds})")
+        if any(w.partition("=")[0].strip() == "seed" for w in words):
+            raise usage("--seeds N sets the seed axis: leave out the seed= word (or give seed=a,b,c alone)")
     if args.jobs < 1:
         raise usage(f"--jobs must be at least 1 (got {args.jobs})")
     if args.gpus_per_run is not None and args.gpus_per_run < 1:
