@@ -135,7 +135,7 @@ class GPTSizes:
         q and k are new tensors that SDPA keeps beside the q/k/v projection (v is still a view of it).
         SDPA's output takes its query's layout: a view of the projection's (B, T, nh, hs) rows
         already is one, but a normalised query is (B, nh, T, hs), so the transpose before c_proj
-        copies it. RoPE's products keep only the angles (their other factors need no gradient): in
+        copies it (when neither nh nor T is 1). RoPE's products keep only the angles (their other factors need no gradient): in
         float32 the model's tables, once (`outer_saved_bytes`); under autocast a 16-bit copy of cos
         and sin for q and for k; in `pure` 16 bits the one copy of each FSDP's policy casts as the
         block's inputs. ReLU² keeps ReLU's output (which squaring keeps too) and the square, as GELU
@@ -152,7 +152,9 @@ class GPTSizes:
             attention += 2 * tokens * c * act  # the q and k SDPA attends with, new tensors
         if self.qk_norm:
             upcasts = 2 * tokens * c * FLOAT32 if half else 0
-            attention += upcasts + 2 * tokens * nh * FLOAT32 + tokens * c * act  # rstd of q and k; the output's copy
+            # the transpose copies unless one of its dims is 1 (then it is already contiguous)
+            copy = tokens * c * act if nh > 1 and self.block_size > 1 else 0
+            attention += upcasts + 2 * tokens * nh * FLOAT32 + copy  # rstd of q and k; the output's copy
         if self.position == "rope" and half:
             attention += (2 if pure else 4) * self.block_size * self.head_size * HALF
         h = self.mlp_hidden
