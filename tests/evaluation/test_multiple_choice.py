@@ -12,12 +12,12 @@ import torch
 from nanogpt.cli import main
 from nanogpt.data.tokenizers import CharTokenizer, gpt2_tokenizer
 from nanogpt.errors import DataError, InputError
-from nanogpt.evaluation.multiple_choice import (
+from nanogpt.models.multiple_choice import (
     encode_pair,
     evaluate_tasks,
     score_examples,
 )
-from nanogpt.evaluation.tasks import TASKS, Example, hellaswag_preprocess, load_examples
+from nanogpt.data.tasks import TASKS, Example, hellaswag_preprocess, load_examples
 from nanogpt.models.gpt import GPT, GPTConfig
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "tasks"

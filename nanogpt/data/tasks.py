@@ -22,7 +22,7 @@ Rows come from the task's Hugging Face dataset (id, config, split and revision i
 read through `datasets` into its cache, so later runs work offline), or from a local JSONL file
 in the same fields (`--data PATH`). A plugin adds a task from its own module::
 
-    from nanogpt.evaluation.tasks import TASKS, Example, Task, text_field
+    from nanogpt.data.tasks import TASKS, Example, Task, text_field
 
     @TASKS.register(Task(name="yesno", hf_id="me/yesno", split="validation", revision="main"))
     def yesno_example(row):
