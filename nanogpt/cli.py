@@ -478,7 +478,8 @@ def _add_evaluate_verb(verbs: Any) -> None:
         ),
     )
     v.add_argument("model", metavar="MODEL", help="what `sample` takes: a run dir, a checkpoint, a HF model dir or gpt2, ...")
-    v.add_argument("--tasks", required=True, help="comma-separated task names (hellaswag,arc_easy,piqa,winogrande, ...)")
+    v.add_argument("--tasks", help="comma-separated task names (hellaswag,arc_easy,piqa,winogrande, ...)")
+    v.add_argument("--harness", metavar="TASKS", help="run lm-evaluation-harness's tasks instead, on a temporary HF export (pip install 'nanogpt[eval]')")
     v.add_argument("--limit", type=int, help="the first N examples of each task (default: all)")
     v.add_argument("--data", action="append", metavar="[TASK=]PATH", help="a JSONL file of the task's rows in its dataset's fields, instead of the hub")
     v.add_argument("--batch-size", type=int, default=32, help="choices per forward (default 32)")

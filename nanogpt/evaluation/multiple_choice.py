@@ -54,6 +54,10 @@ def evaluate_command(args: Any) -> int:
     from nanogpt.models.loading import load_model
     from nanogpt.training.dist import pick_device_and_autocast
 
+    if (args.tasks is None) == (args.harness is None):
+        raise InputError("give --tasks (scored here) or --harness (lm-evaluation-harness's tasks), one of them")
+    if args.harness is not None:
+        return harness_command(args)
     tasks = parse_tasks(args.tasks)
     data = parse_data(args.data, tasks)
     if args.limit is not None and args.limit < 1:
@@ -116,3 +120,30 @@ def _rank_device(device: str, rank: int, world_size: int) -> str:
     if world_size > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     return device
+
+
+def harness_command(args: Any) -> int:
+    """`evaluate MODEL --harness TASKS`: the harness's figures of each task, on stdout."""
+    from nanogpt.evaluation.harness import exported, harness_figures, import_lm_eval, run_harness
+    from nanogpt.evaluation.sample import say
+    from nanogpt.models.loading import load_model
+
+    import_lm_eval()  # before the model is loaded: a missing extra is said at once
+    tasks = [t.strip() for t in args.harness.split(",") if t.strip()]
+    if not tasks:
+        raise InputError("--harness names no task")
+    if args.data:
+        raise InputError("--data is for --tasks; the harness reads its own datasets")
+    loaded = load_model(args.model, which=args.checkpoint, tokenizer_meta=args.tokenizer_meta)
+    say(f"exporting {loaded.description} for lm-evaluation-harness: {', '.join(tasks)}")
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    with exported(loaded.model, loaded.tokenizer) as model_dir:
+        results = run_harness(model_dir, tasks, limit=args.limit, batch_size=args.batch_size, device=device)
+    figures = harness_figures(results)
+    if args.json:
+        sys.stdout.write(json.dumps({"model": loaded.description, "harness": figures}, indent=2) + "\n")
+    else:
+        lines = [f"model: {loaded.description} (lm-evaluation-harness)"]
+        lines += [f"{task:<20} " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())) for task, metrics in figures.items()]
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 0

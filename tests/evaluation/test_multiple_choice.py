@@ -254,3 +254,13 @@ def test_the_verb_prints_each_task_s_accuracies(capsys, hf_dir, tokenizer):
 def test_the_verb_refuses_bad_arguments_with_exit_2(capsys, hf_dir, args, message):
     code, out, err = run_cli(capsys, str(hf_dir), *args, "--device", "cpu")
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_the_harness_missing_is_said_with_the_install_line(capsys, hf_dir, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # an import of it now fails, as where it is not installed
+    code, _, err = run_cli(capsys, str(hf_dir), "--harness", "hellaswag", "--device", "cpu")
+    assert code == 2 and "pip install 'nanogpt[eval]'" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, str(hf_dir), "--device", "cpu")
+    assert code == 2 and "give --tasks (scored here) or --harness" in err
