@@ -13,8 +13,10 @@ truncation); a continuation that alone does not fit is an error.
 
 Batching: the choices of an example go in one forward together, with other examples' up to
 `batch_size` rows, right-padded (a causal model's positions before the padding do not see it).
-Batches are fixed by example order, so on a torchrun job each rank scores every world_size-th
-batch and the per-example results, gathered, are those of one process with the same batch size.
+Batches are fixed by the examples alone (longest first, so little of a forward is padding), so on a
+torchrun job each rank scores every world_size-th batch and the per-example results, gathered, are
+those of one process with the same batch size. The vocabulary's softmax is taken only at the
+continuations' positions.
 """
 
 from __future__ import annotations
@@ -72,20 +74,21 @@ def score_rows(model: torch.nn.Module, rows: Sequence[Row], *, device: Any = "cp
     """Summed log-likelihood of each row's scored targets, from one forward of all rows, right-padded."""
     width = max(len(r.tokens) - 1 for r in rows)
     x = np.zeros((len(rows), width), dtype=np.int64)
-    y = np.full((len(rows), width), -1, dtype=np.int64)
+    which_row, position, target = [], [], []
     for i, r in enumerate(rows):
         n = len(r.tokens) - 1
         x[i, :n] = r.tokens[:-1]
-        y[i, n - r.scored:n] = r.tokens[n - r.scored + 1:]  # only the continuation's targets
-    xt = torch.from_numpy(x).to(device)
-    yt = torch.from_numpy(y).to(device)
+        which_row += [i] * r.scored
+        position += range(n - r.scored, n)
+        target += r.tokens[n - r.scored + 1:].tolist()  # only the continuation's targets
     with autocast or contextlib.nullcontext():
-        logits, _ = model(xt, all_logits=True)  # (B, T, vocab)
-    logprobs = F.log_softmax(logits.float(), dim=-1)
-    picked = logprobs.gather(-1, yt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    picked = torch.where(yt >= 0, picked, torch.zeros_like(picked))
+        logits, _ = model(torch.from_numpy(x).to(device), all_logits=True)  # (B, T, vocab)
+    rows_t = torch.tensor(which_row, device=device)
+    # the softmax over the vocabulary only where a target is scored: most positions are context
+    logprobs = F.log_softmax(logits[rows_t, torch.tensor(position, device=device)].float(), dim=-1)
+    picked = logprobs.gather(-1, torch.tensor(target, device=device).unsqueeze(-1)).squeeze(-1)
     dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
-    return picked.to(dtype).sum(dim=1).cpu().tolist()
+    return torch.zeros(len(rows), dtype=dtype, device=device).index_add_(0, rows_t, picked.to(dtype)).cpu().tolist()
 
 
 @attrs.frozen
@@ -100,11 +103,16 @@ class Scored:
 
 
 def batches_of(examples: Sequence[Example], batch_size: int) -> list[list[int]]:
-    """Example indices in batches of about `batch_size` rows; an example's choices never split (a batch has at least one)."""
+    """Example indices in batches of about `batch_size` rows; an example's choices never split (a batch has at least one).
+
+    Longest examples first (by characters, a stand-in for tokens), so a batch's rows are of like
+    length and little of a forward is padding; the order depends on the examples alone."""
     out: list[list[int]] = []
     current: list[int] = []
     rows = 0
-    for i, ex in enumerate(examples):
+    order = sorted(range(len(examples)), key=lambda i: -max(len(c) + len(k) for c, k in zip(examples[i].contexts, examples[i].continuations)))
+    for i in order:
+        ex = examples[i]
         if current and rows + len(ex) > batch_size:
             out.append(current)
             current, rows = [], 0
@@ -155,7 +163,7 @@ def score_examples(
     finally:
         model.train(was_training)
     if world_size == 1:
-        return mine
+        return sorted(mine, key=lambda s: s.index)
     if gather is None:
         raise ValueError("scoring on several ranks needs `gather`")
     everyone = [s for part in gather(mine) for s in part]
