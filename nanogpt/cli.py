@@ -157,6 +157,12 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     return perplexity_command(args)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nanogpt.evaluation.multiple_choice import evaluate_command
+
+    return evaluate_command(args)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from nanogpt.models.export import export_command
 
@@ -476,6 +482,8 @@ def _add_model_verbs(verbs: Any) -> None:
     v.add_argument("--json", action="store_true", help="print the figures as a JSON object")
     v.set_defaults(fn=cmd_perplexity)
 
+    _add_evaluate_verb(verbs)
+
     v = verbs.add_parser(
         "export",
         help="write a run's model as a Hugging Face model directory",
@@ -490,6 +498,30 @@ def _add_model_verbs(verbs: Any) -> None:
     v.add_argument("-o", "--output", required=True, metavar="DIR", help="the directory to write (new or empty)")
     v.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which checkpoint of a run dir")
     v.set_defaults(fn=cmd_export)
+
+
+def _add_evaluate_verb(verbs: Any) -> None:
+    v = verbs.add_parser(
+        "evaluate",
+        help="multiple-choice accuracy (hellaswag, arc_easy, piqa, winogrande, ...) as lm-evaluation-harness scores it",
+        description=(
+            "Score each choice of each example by the log-likelihood of its continuation given its context; "
+            "print acc (by the sum) and acc_norm (by the sum over the choice's length) per task on stdout. "
+            "Under torchrun, each rank scores a share and rank 0 prints."
+        ),
+    )
+    v.add_argument("model", metavar="MODEL", help="what `sample` takes: a run dir, a checkpoint, a HF model dir or gpt2, ...")
+    v.add_argument("--tasks", help="comma-separated task names (hellaswag,arc_easy,piqa,winogrande, ...)")
+    v.add_argument("--harness", metavar="TASKS", help="run lm-evaluation-harness's tasks instead, on a temporary HF export (pip install 'nanogpt[eval]')")
+    v.add_argument("--limit", type=int, help="the first N examples of each task (default: all)")
+    v.add_argument("--data", action="append", metavar="[TASK=]PATH", help="a JSONL file of the task's rows in its dataset's fields, instead of the hub")
+    v.add_argument("--batch-size", type=int, default=32, help="choices per forward (default 32)")
+    v.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which checkpoint of a run dir")
+    v.add_argument("--tokenizer-meta", metavar="PATH", help="a dataset's meta.json (or its folder) whose tokenizer to use")
+    v.add_argument("--device", default="auto")
+    v.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    v.add_argument("--json", action="store_true", help="print the figures as a JSON object")
+    v.set_defaults(fn=cmd_evaluate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

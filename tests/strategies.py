@@ -369,6 +369,17 @@ def loggings(draw) -> Spec:
     return t.raw
 
 
+@st.composite
+def evaluations(draw) -> Spec:
+    """An `[evaluation]` table."""
+    t = _Table(draw)
+    t.field("tasks", [], st.lists(st.sampled_from(["hellaswag", "arc_easy", "piqa", "winogrande"]), unique=True))
+    t.field("interval", 0, ints(0))
+    t.field("limit", 500, ints(1))
+    t.field("data_dir", "", one_line_text())
+    return t.raw
+
+
 # ------------------------------------------------------------------------------ whole specs
 
 MODEL_KINDS = {"gpt": gpt_models, "llama": llama_models}
@@ -402,6 +413,7 @@ def specs(draw) -> Spec:
         "train": draw(trains(model.get("block_size", 1024))),
         "system": draw(systems()),
         "logging": draw(loggings()),
+        "evaluation": draw(evaluations()),
     }
     for name in TABLES:
         # An empty table and a table left out mean the same: every default (and the defaults

@@ -15,7 +15,7 @@ INERT_FIELDS = (
 
 RESUMABLE_FIELDS = INERT_FIELDS + (
     "train.max_iters", "train.eval_interval", "train.eval_iters", "system.compile", "system.device",
-    "system.activation_checkpointing", "system.parallel",
+    "system.activation_checkpointing", "system.parallel", "evaluation.",
 )
 """Spec paths a resume may change: they cannot change the weights the run arrives at."""
 

@@ -568,6 +568,20 @@ class LoggingSpec:
 
 
 @attrs.frozen(kw_only=True)
+class EvaluationSpec:
+    """Multiple-choice tasks scored while training (`nanogpt evaluate`'s scoring, on a fixed subset of each)."""
+
+    tasks: tuple[str, ...] = attrs.field(default=(), validator=[Unique(), Each((Pattern(r"[A-Za-z0-9_.-]+", "a task name"),))])
+    """Tasks to score (`nanogpt evaluate`'s names: "hellaswag", "arc_easy", "piqa", "winogrande", a plugin's); each rank scores its share. Logged as eval/<task>/acc and eval/<task>/acc_norm; the last figures go to the manifest's metrics."""
+    interval: int = attrs.field(default=0, validator=at_least(0))
+    """Score them every this many iterations and at the end; 0: at every evaluation (train.eval_interval)."""
+    limit: int = attrs.field(default=500, validator=at_least(1))
+    """Examples per task, drawn once with a fixed seed (the same in every run, so curves compare across runs)."""
+    data_dir: str = ""
+    """A folder of <task>.jsonl files holding each task's rows in its dataset's fields; empty: each task's Hugging Face dataset (cached after the first read)."""
+
+
+@attrs.frozen(kw_only=True)
 class Experiment:
     """One experiment: what to train, on what, how, and where its record goes."""
 
@@ -593,6 +607,8 @@ class Experiment:
     """Device, precision and compilation."""
     logging: LoggingSpec = attrs.field(factory=LoggingSpec)
     """Outputs."""
+    evaluation: EvaluationSpec = attrs.field(factory=EvaluationSpec)
+    """Downstream tasks scored during training."""
 
     def cross_checks(self) -> Iterator[Problem]:
         min_lr = getattr(self.schedule, "min_lr", None)
@@ -617,5 +633,5 @@ class Experiment:
         return self.train.batch_size * self.train.grad_accum * getattr(self.model, "block_size", 0)
 
 
-TABLES = ("model", "data", "optimizer", "schedule", "train", "system", "logging")
+TABLES = ("model", "data", "optimizer", "schedule", "train", "system", "logging", "evaluation")
 """The tables of an experiment, in the order they are written."""

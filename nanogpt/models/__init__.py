@@ -7,6 +7,8 @@
   GPT-2 and Llama directories, nanoGPT's ckpt.pt, this product's checkpoints).
 - loading.py: a model and its tokenizer from anything a user names (`sample`, `perplexity`,
   `export`); generation.py: sampling, token streams and text; export.py: `nanogpt export`.
+- multiple_choice.py: multiple-choice tasks scored as lm-evaluation-harness does (`nanogpt
+  evaluate` and the `[evaluation]` a run does while it trains).
 
 May import: config, registry, data (tokenizers), checkpoints, and the foundation; never training
 or runs (a model is trained by training/, not the other way round)."""

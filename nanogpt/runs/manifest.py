@@ -305,6 +305,8 @@ class RunRecord:
             **{key: metrics.get(key) for key in (
                 "train_loss", "val_loss", "best_val_loss", "train_perplexity", "val_perplexity", "tokens_per_sec", "mfu")},
             "wall_seconds": wall_seconds,
+            # the latest figures of the [evaluation] tasks: eval/<task>/acc, eval/<task>/acc_norm
+            **{key: value for key, value in metrics.items() if key.startswith("eval/")},
         }
         self.run.save()
 

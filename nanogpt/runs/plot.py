@@ -52,9 +52,23 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+TASK_METRICS = ("acc", "acc_norm")
+
+
+def curve_source(tag: str) -> tuple[str, str] | None:
+    """(kind of metrics.jsonl line, its field) of a curve: a tag of CURVES, or an [evaluation] task's
+    figure as eval/<task>/<metric> or <task>/<metric> (hellaswag/acc_norm); None for anything else."""
+    if tag in CURVES:
+        return CURVES[tag]
+    task, _, metric = tag.removeprefix("eval/").rpartition("/")
+    if task and "/" not in task and metric in TASK_METRICS:
+        return "tasks", f"eval/{task}/{metric}"
+    return None
+
+
 def curve(records: list[dict[str, Any]], tag: str, x: str, tokens_per_iter: int | None) -> tuple[list[float], list[float]]:
     """The (xs, ys) of one metric of one run, in order of x."""
-    kind, field = CURVES[tag]
+    kind, field = curve_source(tag)  # type: ignore[misc]  # plot_command checked the tag
     points = []
     for r in records:
         y = r.get(field)
@@ -118,8 +132,9 @@ def plot_command(paths: Sequence[str], *, output: str, metrics: Sequence[str] | 
         raise InputError(f"-o {output!r}: the file type follows the extension, one of {', '.join(FILE_TYPES)}")
     tags = list(metrics or DEFAULT_CURVES)
     for tag in tags:
-        if tag not in CURVES:
-            raise InputError(f"--metric {tag!r}: not a curve metrics.jsonl has (known: {', '.join(CURVES)})")
+        if curve_source(tag) is None:
+            raise InputError(f"--metric {tag!r}: not a curve metrics.jsonl has (known: {', '.join(CURVES)}, "
+                             f"and an [evaluation] task's as TASK/acc or TASK/acc_norm)")
     runs = collect_runs(paths)
     series = []
     for run, label in zip(runs, labels(runs)):

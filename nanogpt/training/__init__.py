@@ -9,6 +9,7 @@
   tracking.py: metrics.jsonl, the console's progress lines, TensorBoard; trackers.py: `logging.trackers`
   (TensorBoard, Weights & Biases, MLflow), each kept from ever stopping a run; sync.py: `sync`, a run
   replayed into a tracker after the fact.
+- downstream.py: `[evaluation]`, the multiple-choice tasks a run scores while it trains.
 
 May import: runs (the manifest it writes), models, data, checkpoints, config, registry and the
 foundation; never the verbs above it."""

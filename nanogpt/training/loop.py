@@ -22,6 +22,7 @@ from nanogpt.checkpoints.files import CheckpointWriter
 from nanogpt.checkpoints.state import restore_training_state, training_state
 from nanogpt.contracts import Batches, LanguageModel
 from nanogpt.training.dist import DistEnv
+from nanogpt.training.downstream import DownstreamTasks
 from nanogpt.errors import NanoGPTError, exhaustion
 from nanogpt.training.hardware import Peak, mfu, peak_for
 from nanogpt.runs.manifest import RunRecord
@@ -94,8 +95,7 @@ class Trainer:
     def __init__(self, exp: Experiment, env: DistEnv, data: Batches, model: LanguageModel, optimizer: torch.optim.Optimizer,
                  lr_at: Any, record: RunRecord, stop: StopSignals, *, resumed: bool = False,
                  checkpoint: Path | None = None, state: dict[str, Any] | None = None):
-        self.exp, self.env, self.data, self.optimizer, self.record, self.stop = exp, env, data, optimizer, record, stop
-        self.raw_model = model
+        self.exp, self.env, self.data, self.optimizer, self.record, self.stop, self.raw_model = exp, env, data, optimizer, record, stop, model
         self.train_cfg = exp.train
         self.tokens_per_iter = exp.tokens_per_iter
         self.peak: Peak = peak_for(env.device, env.dtype, exp.system.peak_tflops)
@@ -114,6 +114,7 @@ class Trainer:
             self.iter, self.best_val_loss = restored.iteration, restored.best_val_loss
             self.wall_before, self.metrics = restored.wall_seconds, restored.metrics
         self.step = TrainStep(exp, env, data, model, optimizer, lr_at)
+        self.downstream = DownstreamTasks(exp.evaluation, data.tokenizer, eval_interval=exp.train.eval_interval)  # read now: fails before training
         if restored is not None and restored.scaler:
             self.step.scaler.load_state_dict(restored.scaler)
         # a resumed run hides what it logged after its checkpoint (or everything, when it starts over)
@@ -140,10 +141,10 @@ class Trainer:
             t_log, iters_since_log = time.perf_counter(), 0
             while True:
                 it = self.iter
+                t_log += self.downstream.score_if_due(it, self)  # first: the checkpoint an evaluation saves holds its figures
                 if cfg.eval_only or it % cfg.eval_interval == 0 or it == cfg.max_iters:
                     self._evaluate_and_checkpoint(it)
-                    t_log = time.perf_counter()  # evaluation time is not training throughput
-                    iters_since_log = 0
+                    t_log, iters_since_log = time.perf_counter(), 0  # evaluation time is not training throughput
                 if cfg.eval_only or it >= cfg.max_iters:
                     break
                 if self.stop.agreed(self.env, it, cfg.log_interval):

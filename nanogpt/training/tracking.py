@@ -183,6 +183,16 @@ class Reports:
                                   "perplexity/train": train_perplexity, "perplexity/val": val_perplexity})
         self.metrics.append({"iter": it, "kind": "eval", "train_loss": train_loss, "val_loss": val_loss})
 
+    def tasks(self, it: int, figures: dict[str, float]) -> None:
+        """The [evaluation] tasks' figures (eval/<task>/<metric>: acc, acc_norm)."""
+        self.tracker.scalars(it, figures)
+        self.metrics.append({"iter": it, "kind": "tasks", **figures})
+        by_task: dict[str, list[str]] = {}
+        for tag, value in figures.items():
+            _, task, metric = tag.split("/", 2)
+            by_task.setdefault(task, []).append(f"{metric} {value:.4f}")
+        self.console.say(f"step {it}: " + "; ".join(f"{task} {', '.join(parts)}" for task, parts in by_task.items()))
+
     def train_window(self, it: int, *, loss: float, lr: float, grad_norm: float | None, tokens_per_sec: float,
                      mfu: float | None, ms_per_iter: float, group_lrs: dict[str, float] | None = None) -> None:
         """The training loss of a logging step, and the speed of the window of steps it ends.
