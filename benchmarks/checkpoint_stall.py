@@ -73,13 +73,50 @@ def background(writer: CheckpointWriter, state: dict, iteration: int) -> tuple[f
     return stall, done[0] - start
 
 
+def sharded(args: argparse.Namespace) -> None:
+    """The fsdp writer (DCP async_save) in a job of one: the loop's wait per save, first and later."""
+    from nanogpt.checkpoints.sharded import ShardedCheckpointWriter
+    from nanogpt.config.tables import SystemSpec
+    from nanogpt.training.dist import DistEnv
+    from nanogpt.training.parallel import shard
+
+    env = DistEnv.from_env(SystemSpec(device=args.device, dtype="float32", parallel="fsdp"), environ={})
+    torch.manual_seed(0)
+    model = shard(GPT(GPTConfig(**CONFIGS[args.config])).to(env.device), env)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, 50257, (1, 64), device=env.device)
+    model(x, x)[1].backward()
+    optimizer.step()
+    stalls, totals = [], []
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        writer = ShardedCheckpointWriter(tmp, is_main=True, group=env.checkpoints, asynchronous=True)
+        for i in range(args.repeats):
+            done: list[float] = []
+            start = time.perf_counter()
+            writer.save(i, {"iter": i}, model, optimizer, on_written=lambda *a: done.append(time.perf_counter()))
+            stalls.append(time.perf_counter() - start)
+            writer.wait()
+            totals.append(done[0] - start)
+        writer.close()
+    env.close(barrier=False)
+    later = statistics.median(stalls[1:]) if len(stalls) > 1 else stalls[0]
+    print("stalls:", " ".join(f"{x:.3f}" for x in stalls))
+    print(f"sharded (DCP async_save), {args.config}, {torch.get_num_threads()} threads; medians of {args.repeats}")
+    print(f"async save, loop waits, first save:  {stalls[0]:7.3f} s")
+    print(f"async save, loop waits, later saves: {later:7.3f} s")
+    print(f"async save, until published:        {statistics.median(totals):7.3f} s")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", choices=list(CONFIGS), default="gpt2")
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--dir", default=None, help="where to write (default: a temporary folder)")
     p.add_argument("--device", default="cpu", help="where the state lives (cuda: copied into pinned memory)")
+    p.add_argument("--sharded", action="store_true", help="the fsdp writer's async DCP save instead (a job of one process)")
     args = p.parse_args()
+    if args.sharded:
+        return sharded(args)
     state = state_of(args.config, args.device)
     nbytes = sum(t.numel() * t.element_size() for t in _tensors(state))
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

@@ -257,6 +257,10 @@ class CheckpointWriter:
             error, self._error = self._error, None
             raise error  # as it was raised: a full disk is reported as one, wherever it happened
 
+    def close(self) -> None:
+        """The end of the run's saves: until the last is on disk (its error, if it failed)."""
+        self.wait()
+
     @property
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

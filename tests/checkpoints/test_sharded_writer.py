@@ -56,3 +56,42 @@ def test_the_dcp_writer_makes_no_cuda_calls_where_cuda_is_available(tmp_path: Pa
     assert made == []
     assert written == [tmp_path / "checkpoints" / f"ckpt-00000005{SUFFIX}"]
     assert sorted(p.name for p in written[0].iterdir()) == [".metadata", "__0_0.distcp", "state.pt"]
+
+
+def test_asynchronous_saves_share_one_stager_for_the_run(tmp_path: Path, monkeypatch, sharded_of_one):
+    """DCP's async_save makes (and closes) a fresh stager for each save unless given one: every save
+    allocated the whole state again. The writer keeps one for the run, closed at the end, and what a
+    later save writes is that save's state, not the copy kept from the first."""
+    from torch.distributed.checkpoint import staging, state_dict_saver
+
+    from nanogpt.checkpoints.sharded import load_whole
+
+    made, closed = [], []
+
+    class CountedStager(staging.DefaultStager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+        def close(self):
+            closed.append(self)
+            super().close()
+
+    monkeypatch.setattr(staging, "DefaultStager", CountedStager)
+    monkeypatch.setattr(state_dict_saver, "DefaultStager", CountedStager)
+    env, model, optimizer = sharded_of_one
+    writer = ShardedCheckpointWriter(tmp_path, is_main=True, group=env.checkpoints, asynchronous=True)
+    written = []
+    for iteration in (5, 6):
+        if iteration == 6:
+            x = torch.randint(0, 32, (2, 8))
+            model(x, x)[1].backward()
+            optimizer.step()
+        writer.save(iteration, {"iter_num": iteration}, model, optimizer, on_written=lambda path, digest, files: written.append(path))
+    writer.close()
+    assert len(made) == 1 and closed == made
+    expected = {k: v.full_tensor() for k, v in model.state_dict().items()}
+    saved = load_whole(written[1])["model"]
+    assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in expected)
+    first = load_whole(written[0])["model"]
+    assert not torch.equal(first["lm_head.weight"], expected["lm_head.weight"])
