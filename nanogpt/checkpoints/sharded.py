@@ -268,6 +268,29 @@ class ShardedCheckpointWriter(CheckpointWriter):
     def __init__(self, run_dir: str | os.PathLike[str], *, is_main: bool, group: Any, asynchronous: bool):
         super().__init__(run_dir)
         self.is_main, self.group, self.asynchronous = is_main, group, asynchronous
+        self._stager: Any = None  # made at the first asynchronous save, kept for the run (`close`)
+
+    def stager(self, tensors: Any) -> Any:
+        """The run's one DCP stager: its CPU copies are kept and written over by every later save (async_save
+        would make a fresh one each time, allocating the whole state again); pinned, with non-blocking copies,
+        where the state is on a GPU."""
+        if self._stager is None:
+            from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+            from nanogpt.checkpoints.files import _tensors_of
+
+            on_gpu = any(_local(t).is_cuda for t in _tensors_of(tensors))
+            self._stager = DefaultStager(StagingOptions(
+                use_pinned_memory=on_gpu, use_shared_memory=False, use_async_staging=False, use_non_blocking_copy=on_gpu,
+            ))
+        return self._stager
+
+    def close(self) -> None:
+        """Let go of the stager's copies once the last save is on disk."""
+        self.wait()
+        if self._stager is not None:
+            self._stager.close()
+            self._stager = None
 
     def save(self, iteration: int, state: dict[str, Any], model: Any, optimizer: Any,  # type: ignore[override]
              on_written: Callable[[Path, str, dict[str, str]], None]) -> None:
@@ -280,9 +303,10 @@ class ShardedCheckpointWriter(CheckpointWriter):
         head = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
         head["optimizer_plain"] = optim_plain
         if self.asynchronous:
-            future = dcp.async_save(tensors, checkpoint_id=tmp, process_group=self.group)
+            future = dcp.async_save(tensors, checkpoint_id=tmp, storage_writer=cpu_writer(tmp), process_group=self.group,
+                                    async_stager=self.stager(tensors))
         else:
-            dcp.save(tensors, checkpoint_id=tmp, process_group=self.group)
+            dcp.save(tensors, checkpoint_id=tmp, storage_writer=cpu_writer(tmp), process_group=self.group)
             future = None
 
         def finish() -> None:
@@ -300,6 +324,25 @@ class ShardedCheckpointWriter(CheckpointWriter):
             return
         self._thread = threading.Thread(target=finish, name=f"checkpoint-{iteration}", daemon=True)
         self._thread.start()
+
+
+def _local(t: Any) -> Any:
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def cpu_writer(path: Path) -> Any:
+    """DCP's file writer, loading each tensor serially (`.cpu()` where it is on a GPU) without CUDA calls
+    of its own.
+
+    Its default, whenever CUDA is available, is a loader that copies ahead on a CUDA stream made in
+    the writing thread, whose current device is GPU 0 on every rank: a CUDA context on GPU 0 per other
+    rank (0.3-0.5 GB each), and a failed save on GPUs in exclusive mode. An asynchronous save's state
+    is already on the CPU when written, so overlapping its copies gains nothing."""
+    from torch.distributed.checkpoint import FileSystemWriter
+
+    return FileSystemWriter(path, per_thread_copy_ahead=0)  # 0 selects the serial CPU loader
 
 
 def _publish(tmp: Path, final: Path, head: dict[str, Any], on_written: Callable[[Path, str, dict[str, str]], None]) -> None:

@@ -527,7 +527,7 @@ class SystemSpec:
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """How the processes of a job share the model: "ddp", a whole copy of weights, gradients and optimizer state on each; "fsdp", each transformer block and the root sharded over all of them with FSDP2 (`fully_shard`), its checkpoints sharded DCP directories that resume on any number of processes. Under fsdp a bfloat16 `dtype` keeps bfloat16 copies of the weights for compute and float32 master weights and gradient reduction (FSDP's MixedPrecisionPolicy) instead of autocast."""
     reshard_after_forward: bool = True
-    """fsdp: free each block's gathered weights after its forward and gather them again for the backward (less memory, one more all-gather per block); false keeps them until the backward."""
+    """fsdp: free each block's gathered weights after its forward and gather them again for the backward (less memory, one more all-gather per block); false keeps them until the backward. The root's (embeddings, head) are kept either way: its backward comes right after its forward."""
 
     def cross_checks(self) -> Iterator[Problem]:
         if self.parallel == "fsdp" and self.dtype == "float16":

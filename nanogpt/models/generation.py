@@ -214,7 +214,10 @@ def generate_texts(
     stream = IncrementalDecoder(tokenizer, on_text) if on_text is not None else None
     rows: list[list[int]] = [[] for _ in range(num_samples)]
     ended = [False] * num_samples
-    with autocast or contextlib.nullcontext():
+    # eagerly, even where the model's blocks are compiled (fsdp compiles them in place): the KV
+    # cache's per-layer indexing would make dynamo recompile each block once per layer and, past
+    # its recompile limit, leave the block eager for the rest of the process, training included
+    with autocast or contextlib.nullcontext(), torch.compiler.set_stance("force_eager"):
         # generate_stream puts the model in eval mode for the stream and restores it after
         steps = generate_stream(
             model, idx, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p, eot_id=eot, generator=generator

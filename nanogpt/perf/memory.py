@@ -381,8 +381,13 @@ def plan(
     half: bool,
     checkpointing: bool,
     reshard_after_forward: bool = True,
+    micro_steps: int = 1,
 ) -> dict[str, Usage]:
-    """Per-process bytes under ddp and under fsdp with `world_size` processes (rank 0, the largest)."""
+    """Per-process bytes under ddp and under fsdp with `world_size` processes (rank 0, the largest).
+
+    `micro_steps`: each process's micro-batches an optimizer step (grad_accum / world_size). Under fsdp
+    more than one means the early micro-steps' gradients are not reduced: FSDP2 keeps them whole, in
+    float32, until the last one reduce-scatters them (N x 4 bytes on every process)."""
     block_shapes = s.block_shapes()
     shapes = s.root_shapes() + block_shapes * s.n_layer
     n = sum(elements(sh) for sh in shapes)
@@ -406,7 +411,7 @@ def plan(
     fsdp = Usage(
         parallel="fsdp",
         params=shard * FLOAT32,
-        grads=shard * FLOAT32,
+        grads=shard * FLOAT32 + (n * FLOAT32 if micro_steps > 1 else 0),
         optimizer=2 * shard * FLOAT32,
         activations=activations + gathered * compute,
     )

@@ -253,6 +253,7 @@ def fit_warning(exp: Any, path: str) -> str | None:
     usage = memory.plan(
         _memory_sizes(arch, exp.model.dropout), batch=exp.train.batch_size, world_size=world,
         half=exp.system.dtype != "float32", checkpointing=exp.system.activation_checkpointing == "blocks",
+        micro_steps=max(exp.train.grad_accum // world, 1),
     )[parallel]
     name, capacity = min(gpus, key=lambda g: g[1])
     if usage.total <= capacity:
@@ -287,7 +288,8 @@ def _memory_command(args: argparse.Namespace, parser: _Parser) -> None:
     batch = exp.train.batch_size
     rows = []
     for checkpointing in (False, True):
-        plans = memory.plan(sizes, batch=batch, world_size=args.world_size, half=half, checkpointing=checkpointing)
+        plans = memory.plan(sizes, batch=batch, world_size=args.world_size, half=half, checkpointing=checkpointing,
+                            micro_steps=max(exp.train.grad_accum // args.world_size, 1))
         rows += [(u, checkpointing) for u in plans.values()]
     fits = args.device_memory
     if args.json:

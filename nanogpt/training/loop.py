@@ -80,6 +80,10 @@ class RunCheckpoints:
         """Until the save in flight is on disk and listed; raises what made it fail."""
         self.writer.wait()
 
+    def close(self) -> None:
+        """The run's last save is done: the writer lets go of what it kept for the run's saves."""
+        self.writer.close()
+
     def kept_text(self) -> str:
         """Which checkpoint a stopped run keeps, in words."""
         last = self.record.last_checkpoint()
@@ -158,6 +162,7 @@ class Trainer:
                     self._log_train(it, loss_sum, grad_norm, lr, first_bad, t_log, iters_since_log)
                     t_log, iters_since_log = time.perf_counter(), 0
             self._finish("completed")
+            self.checkpoints.close()
             return 0
         except Interrupted:
             self._save_checkpoint(self.iter, val_loss=None)

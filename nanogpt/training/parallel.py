@@ -33,7 +33,9 @@ def build_model(exp: Any, env: DistEnv, vocab_size: int) -> Any:
 
 
 def shard(model: Any, env: DistEnv, *, compile_blocks: bool = False, reshard_after_forward: bool = True) -> Any:
-    """Shard `model` in place with FSDP2: each of its `blocks`, then the root. Returns it."""
+    """Shard `model` in place with FSDP2: each of its `blocks`, then the root. Returns it.
+
+    `reshard_after_forward` applies to the blocks; the root always keeps its weights for the backward."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -51,7 +53,10 @@ def shard(model: Any, env: DistEnv, *, compile_blocks: bool = False, reshard_aft
         if compile_blocks:
             block.compile()  # per block: the graph is the same for every block, compiled once
         fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    # the root's own argument left unset: FSDP2 then keeps its parameters (embeddings, head) gathered
+    # from the forward into the backward, which begins with them; passed True, it would gather them
+    # again at the start of every micro-step's backward (a third of GPT-2 124M's weights)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
 
 

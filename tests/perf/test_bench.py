@@ -125,6 +125,14 @@ def test_gpu_check_dry_run():
     assert "ours / seed, tokens/s:" in out and "fast paths" in out
     assert "ours vs the nanoGPT-today rewrite, both at" in out and "the seed without its per-step .item()" in out
     assert "checkpoint stall (ours," in out and "background writer" in out
+    assert "pinned memory the checkpoint writer keeps: 0.000 GiB" in out  # the state is on the CPU
+    runner = next(line for line in out.splitlines() if line.startswith("runner loop (fsdp)"))
+    assert "completed at iteration 8 after 1 resume" in runner and "recompile limit hit: no" in runner, runner
+    assert "host syncs in the training step: not checked (no CUDA" in out
+    sections = out.split("\nsections:\n")[1].splitlines()
+    # the eager sections come before any compiled one, so a spent budget skips only compiled rows
+    assert [line.split(":")[0].strip() for line in sections[:5]] == [
+        "checkpoint stall", "memory", "fast paths (eager)", "host syncs", "runner loop"]
     assert "not measured)" not in out.split("ours / seed")[0]  # every row of the table has its figures
     assert "FAILED" not in out and "TIMED OUT" not in out and "skipped" not in out
 

@@ -291,6 +291,27 @@ def test_fsdp_shard_estimate_equals_what_fully_shard_holds(kind, world):
     assert plan.optimizer == ranks[0]["optimizer"] * memory.FLOAT32
 
 
+@pytest.mark.slow
+def test_fsdp_gradient_accumulation_holds_whole_float32_gradients():
+    """With gradient sync off for the early micro-steps (train.grad_accum above the number of processes),
+    FSDP2 keeps each gradient whole, upcast to float32, until the last micro-step reduce-scatters it: the
+    planner's fsdp gradients grow by N x 4 bytes per process, measured on the tensors FSDP holds after
+    such a micro-step in a 2-process bfloat16 job."""
+    sizes = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16, "vocab_size": 64, "bias": True}
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(PLUGINS / "fsdp_accumulated.py"), json.dumps(sizes)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = [json.loads(m) for m in re.findall(r"\{[^{}]*\}", out.stdout)]
+    assert len(ranks) == 2
+    s = memory.GPTSizes(**sizes)
+    one, several = (memory.plan(s, batch=1, world_size=2, half=True, checkpointing=False, micro_steps=m)["fsdp"] for m in (1, 2))
+    for r in ranks:
+        assert several.grads - one.grads == r["accumulated_bytes"] == r["params"] * memory.FLOAT32, r
+
+
 def tensor_bytes(tensors) -> int:
     """Bytes of these tensors (a DTensor's local shard), each storage once."""
     from torch.distributed.tensor import DTensor

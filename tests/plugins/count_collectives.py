@@ -1,7 +1,8 @@
 """A test plugin: counts the collectives each rank issues from Python, and how DDP was built.
 
 At exit each rank writes COUNT_COLLECTIVES_DIR/rank<R>.json: {"all_reduce_max": n (the stop-flag
-agreements), "all_reduce_sum": n, "barrier": n, "broadcast_object_list": n, "ddp_broadcast_buffers": [...]}.
+agreements), "all_reduce_sum": n, "barrier": n, "broadcast_object_list": n, "all_gather_single": n (FSDP2's
+weight gathers), "ddp_broadcast_buffers": [...]}.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ ddp_broadcast_buffers: list[bool] = []
 _all_reduce = dist.all_reduce
 _barrier = dist.barrier
 _broadcast_object_list = dist.broadcast_object_list
+_all_gather_single = dist.all_gather_single
 _ddp_init = DistributedDataParallel.__init__
 
 
@@ -39,6 +41,12 @@ def broadcast_object_list(*args, **kwargs):
     return _broadcast_object_list(*args, **kwargs)
 
 
+def all_gather_single(*args, **kwargs):
+    # FSDP2 gathers a unit's weights with this (its DefaultAllGather looks it up at each call)
+    counts["all_gather_single"] += 1
+    return _all_gather_single(*args, **kwargs)
+
+
 def ddp_init(self, *args, **kwargs):
     ddp_broadcast_buffers.append(kwargs.get("broadcast_buffers", True))
     _ddp_init(self, *args, **kwargs)
@@ -47,6 +55,7 @@ def ddp_init(self, *args, **kwargs):
 dist.all_reduce = all_reduce
 dist.barrier = barrier
 dist.broadcast_object_list = broadcast_object_list
+dist.all_gather_single = all_gather_single
 DistributedDataParallel.__init__ = ddp_init
 
 

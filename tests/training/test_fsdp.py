@@ -222,6 +222,28 @@ def test_fsdp_halves_the_state_each_process_holds():
         assert 0.45 < per_process / one[0] <= 0.55, (one, two)
 
 
+@pytest.mark.parametrize("reshard_after_forward, per_micro_step", [(True, 1 + 2 * 4), (False, 1 + 4)])
+def test_all_gathers_per_iteration(tmp_path: Path, reshard_after_forward: bool, per_micro_step: int):
+    """A 4-block model on 2 processes, 4 micro-steps each: every micro-step gathers the root once
+    (its weights stay gathered from its forward into its backward) and each block once per forward
+    and, when resharded after it, once more for its backward. Counted in real runs (the
+    count_collectives plugin): one of 2 iterations and one of 4, the same evaluations in both."""
+    gathers = []
+    for iters in (2, 4):
+        spec = tiny_spec(tmp_path, name=f"gathers{iters}", extra='plugins = ["count_collectives"]',
+                         model={"n_layer": 4, "n_head": 2, "n_embd": 32, "block_size": 32},
+                         train={"max_iters": iters, "eval_interval": 100, "grad_accum": 8, "batch_size": 2, "log_interval": 100},
+                         system={**FLOAT32, "parallel": "fsdp", "reshard_after_forward": reshard_after_forward})
+        out = tmp_path / f"counts{iters}"
+        out.mkdir()
+        run_job(2, str(spec), env=env_with_plugins(COUNT_COLLECTIVES_DIR=str(out)))
+        counts = [json.loads((out / f"rank{r}.json").read_text())["all_gather_single"] for r in (0, 1)]
+        assert counts[0] == counts[1], counts
+        gathers.append(counts[0])
+    micro_steps = 8 // 2
+    assert (gathers[1] - gathers[0]) / 2 == micro_steps * per_micro_step, gathers
+
+
 def test_sampling_a_sharded_checkpoint_equals_the_consolidated_one(tmp_path: Path, straight: Path):
     """`sample RUN_DIR` of an fsdp run reads its DCP checkpoint on one process; the same checkpoint
     consolidated into one .pt file samples the same text."""

@@ -262,6 +262,29 @@ def test_compiled_path(tmp_path: Path):
     assert b[-1][3] == pytest.approx(a[-1][3], rel=1e-3)
 
 
+@pytest.mark.slow
+def test_sampling_leaves_a_compiled_fsdp_run_compiled(tmp_path: Path):
+    """Under fsdp the blocks are compiled in place, and the samples of the step-0 evaluation come
+    before the first training step: generated through the compiled blocks, the KV cache's per-layer
+    indexing recompiled each block once per layer until dynamo's recompile limit (8) left it eager
+    for the whole run. Generated eagerly, the run compiles two graphs (evaluation and training)."""
+    from torch._dynamo.utils import counters
+
+    ten_layers = {"n_layer": 10, "n_head": 2, "n_embd": 32, "block_size": 32}
+    spec = tiny_spec(tmp_path, name="sampled", model=ten_layers,
+                     train={"max_iters": 3, "eval_interval": 100, "eval_iters": 1, "grad_accum": 1, "batch_size": 2},
+                     system={"compile": True, "dtype": "float32", "parallel": "fsdp"},
+                     logging={"samples": 1, "sample_tokens": 4})
+    torch._dynamo.reset()
+    counters.clear()
+    assert main(["run", str(spec)]) == 0
+    run = only_run_dir(tmp_path / "runs", "sampled")
+    assert [r["iter"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"] == [0, 3]
+    assert not [reason for reason in counters["unimplemented"] if "recompile_limit" in reason]
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
+    torch._dynamo.reset()
+
+
 # ------------------------------------------------------------------------------ precision
 
 
