@@ -283,6 +283,8 @@ class TokensSpec(DataSpec):
     """Seed of the random document split (nanoGPT's OpenWebText split uses 2357)."""
     num_proc: int = attrs.field(default=0, validator=at_least(0))
     """Tokenizer worker processes; 0 uses every core."""
+    shard_tokens: int = attrs.field(default=100_000_000, validator=at_least(1))
+    """Most tokens per file: a bigger split is written as shards `train_000000.bin`, ... (one that fits stays `train.bin`)."""
 
     def cross_checks(self) -> Iterator[Problem]:
         if self.source_sha256 is not None and not (self.source or "").startswith(("url:", "file:")):

@@ -10,6 +10,9 @@ generator seeded with (seed, i, m), whatever process computes it, so:
 
 Evaluation batches are fixed the same way, from (seed, split, k): every evaluation of every run
 with the same seed scores the same windows.
+
+A sharded split is drawn over the concatenation of its shards (`nanogpt.data.shards`): the same
+starts as from the one file they concatenate to, so the batches are the same numbers either way.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 from nanogpt.contracts import Process
+from nanogpt.data.shards import windows
 from nanogpt.errors import DataError
 from nanogpt.config.tables import TokensSpec
 
@@ -45,7 +49,6 @@ class TokenBatches:
                     f"a block_size of {block_size} needs at least {block_size + 1}"
                 )
         self._pin = env.device_type == "cuda"
-        self._window = np.arange(block_size + 1)
 
     @property
     def vocab_size(self) -> int:
@@ -68,7 +71,7 @@ class TokenBatches:
         data = self.arrays[split]
         rng = np.random.default_rng([self.seed, *key])
         starts = rng.integers(0, len(data) - self.block_size, size=self.batch_size)
-        tokens = data[starts[:, None] + self._window].astype(np.int64)  # (B, T+1)
+        tokens = windows(data, starts, self.block_size + 1).astype(np.int64)  # (B, T+1)
         # two contiguous arrays: a strided view would go to the GPU through an unpinned copy
         x = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1]))
         y = torch.from_numpy(np.ascontiguousarray(tokens[:, 1:]))
