@@ -325,6 +325,10 @@ def open_dataset(spec: TokensSpec, *, progress: Optional[bool] = None) -> Prepar
 
     DataError, with what to do, for a dataset that is missing, half written, truncated or corrupt.
     """
+    from nanogpt.data.llmc import is_bin_source, open_bin_dataset
+
+    if is_bin_source(spec.source):  # other projects' shards, read in place
+        return open_bin_dataset(spec)
     directory = dataset_dir(spec)
     meta = read_meta(directory)
     if meta is None:
@@ -361,6 +365,8 @@ def open_dataset(spec: TokensSpec, *, progress: Optional[bool] = None) -> Prepar
 
 def dataset_path(directory: Path, entry: dict) -> Path:
     """The file of a one-file split, or for a sharded one the glob of its shards (`train_*.bin`)."""
+    if "glob" in entry:  # a bin: source's files, where they are
+        return Path(entry["glob"])
     if "shards" in entry:
         first = entry["shards"][0]["file"]
         return directory / (first.rsplit("_", 1)[0] + "_*.bin")
@@ -398,7 +404,7 @@ def dataset_record(ds: PreparedDataset) -> dict[str, Any]:
         split: {
             "path": str(ds.path(split)),
             "tokens": int(ds.meta[split]["tokens"]),
-            "sha256": ds.meta[split]["sha256"],
+            "sha256": ds.meta[split].get("sha256"),  # None for a bin: source (read in place, not hashed)
             **({"shards": ds.shards(split)} if ds.shards(split) > 1 else {}),
         }
         for split in SPLITS

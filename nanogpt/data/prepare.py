@@ -62,6 +62,7 @@ from nanogpt.data.files import (
 )
 from nanogpt.fileio import fsync_dir, progress_bar, want_progress
 from nanogpt.data.shards import ShardWriter, is_shard_name, shard_name
+from nanogpt.data.llmc import export_bin, is_bin_source, open_bin_dataset
 from nanogpt.data.sources import (
     Documents,
     Source,
@@ -107,9 +108,19 @@ def _stderr(line: str) -> None:
 # ------------------------------------------------------------------------------------ verbs
 
 
-def prepare_command(spec: TokensSpec, *, force: bool) -> int:
-    """`nanogpt prepare SPEC [--force]`: build the dataset, or say it is up to date. Returns 0."""
+def prepare_command(spec: TokensSpec, *, force: bool, format: str = "nanogpt") -> int:
+    """`nanogpt prepare SPEC [--force] [--format bin]`: build the dataset, or say it is up to date. Returns 0.
+
+    `--format bin` also writes its splits as llm.c/modded-nanogpt shards in `<dataset>/bin/`.
+    """
     prepare(spec, force=force, say=print)
+    if format == "bin":
+        if is_bin_source(spec.source):
+            raise InputError(f"data.source {spec.source!r} is already llm.c shards: there is nothing to write")
+        out = dataset_dir(spec) / "bin"
+        written = export_bin(open_dataset(spec), out, shard_tokens=spec.shard_tokens)
+        print(f"wrote {len(written)} llm.c shard{'s' * (len(written) != 1)} to {out} "
+              f"(read them with data.source = \"bin:{out}/*.bin\")")
     return 0
 
 
@@ -132,6 +143,12 @@ def prepare(
     say = say or _stderr
     progress = want_progress(progress)
     directory = dataset_dir(spec)
+    if is_bin_source(spec.source):
+        ds = open_bin_dataset(spec)  # checks every file's header and size
+        if not quiet_if_current:
+            say(f"{spec.source}: {_summary(ds.meta)} in {ds.shards('train')} + {ds.shards('val')} files, "
+                f"read in place; nothing to prepare")
+        return ds.meta
     if spec.source is None:
         meta = read_meta(directory)
         if meta is None:

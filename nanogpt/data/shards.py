@@ -127,7 +127,7 @@ class ShardedTokens:
     (the rows of `width` tokens starting at each of `starts`, in one array).
     """
 
-    def __init__(self, paths: list[Path], counts: list[int], dtype: str, *, max_open: int = 64):
+    def __init__(self, paths: list[Path], counts: list[int], dtype: str, *, max_open: int = 64, header_bytes: int = 0):
         if len(paths) != len(counts) or not paths:
             raise ValueError("ShardedTokens needs one token count per file, and at least one file")
         self.paths = [Path(p) for p in paths]
@@ -135,6 +135,7 @@ class ShardedTokens:
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
         self.dtype = np.dtype(dtype)
         self.max_open = max(1, max_open)
+        self.header_bytes = header_bytes  # bytes before the first token of each file (llm.c's shards: 1,024)
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._pid = os.getpid()
 
@@ -197,7 +198,7 @@ class ShardedTokens:
             take = min(n - filled, int(self.counts[shard]) - local)
             if take > 0:
                 want = take * size
-                got = os.preadv(self._fd(shard), [raw[filled * size : filled * size + want]], local * size)
+                got = os.preadv(self._fd(shard), [raw[filled * size : filled * size + want]], self.header_bytes + local * size)
                 if got != want:
                     raise OSError(f"{self.paths[shard]}: read {got} of {want} bytes at token {local} (truncated?)")
                 filled += take
