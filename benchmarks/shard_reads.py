@@ -2,7 +2,7 @@
 
 The same TokenBatches draws the same (seed, iteration, micro-step) batches from both: the single
 file through an np.memmap (the path every one-file dataset takes), the shards through
-`ShardedTokens` (lazy opens, at most 64 files open, one pread per window piece). Rounds alternate
+`ShardedTokens` (lazy opens, an LRU of open files, one pread per window piece). Rounds alternate
 which goes first, so a change in machine load hits both alike; the figure is the median over
 rounds of the per-round ratio shards / one file. The files are made once in --dir (page cache
 warm), so this measures the reading code, not the disk.
@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--block", type=int, default=1024)
     p.add_argument("--batches", type=int, default=2000, help="batches per side per round")
     p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--max-open", type=int, default=64)
+    p.add_argument("--max-open", type=int, default=None, help="shard files kept open (default: the reader's own)")
     p.add_argument("--dir", help="where to write the files (default: a temporary folder, removed after)")
     args = p.parse_args()
 
@@ -75,7 +75,7 @@ def main() -> None:
             assert all(bool((a == b).all()) for a, b in zip(one.batch("train", key), many.batch("train", key)))
         print(f"{args.shards} shards x {args.shard_tokens:,} tokens ({total:,} tokens, {total * 2 / 1e6:.0f} MB) "
               f"against one file; batch {args.batch} x {args.block + 1}; {args.batches} batches per side per round; "
-              f"at most {args.max_open} shards open; load average {load_average():.2f}")
+              f"at most {many_tokens.max_open} shards open; load average {load_average():.2f}")
         ratios, t_one, t_many = [], [], []
         for r in range(args.rounds):
             its = range(r * args.batches, (r + 1) * args.batches)

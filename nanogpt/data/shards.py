@@ -8,14 +8,15 @@ every dataset prepared before shards existed, has exactly the seed's layout. A b
 
 Reading: `ShardedTokens` is the concatenation of a split's shards addressed by global position
 (an index from position to shard: a binary search over the shards' starting offsets). Shards are
-opened lazily and at most `max_open` file descriptors are kept (least recently used closed first),
-so a 10,000-shard dataset holds a bounded number of files open. Windows are read with `os.pread`:
-one system call per piece, no memory map to set up per shard.
+mapped lazily and at most `max_open` of them are kept (least recently used unmapped first), so a
+10,000-shard dataset holds a bounded number of files open (`default_max_open`). A window is one
+copy out of its shard's map (two where it spans a boundary).
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -25,6 +26,21 @@ from typing import Any, Optional
 import numpy as np
 
 SHARD_DIGITS = 6
+
+
+def default_max_open() -> int:
+    """How many shard files a reader keeps open: 1,024, or a quarter of the process's descriptor limit if lower.
+
+    Enough for a 1,000-shard dataset to stay open (an open and a close per window would cost more
+    than the read), few enough to leave the limit to everything else.
+    """
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 256
+    return 1024 if soft == resource.RLIM_INFINITY else max(16, min(1024, soft // 4))
 
 
 def shard_name(split: str, index: int) -> str:
@@ -127,17 +143,18 @@ class ShardedTokens:
     (the rows of `width` tokens starting at each of `starts`, in one array).
     """
 
-    def __init__(self, paths: list[Path], counts: list[int], dtype: str, *, max_open: int = 64, header_bytes: int = 0):
+    def __init__(self, paths: list[Path], counts: list[int], dtype: str, *, max_open: Optional[int] = None, header_bytes: int = 0):
         if len(paths) != len(counts) or not paths:
             raise ValueError("ShardedTokens needs one token count per file, and at least one file")
         self.paths = [Path(p) for p in paths]
         self.counts = np.asarray(counts, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
         self.dtype = np.dtype(dtype)
-        self.max_open = max(1, max_open)
+        self.max_open = max(1, default_max_open() if max_open is None else max_open)
+        self._starts = self.offsets.tolist()  # plain ints: the per-window arithmetic stays out of numpy scalars
+        self._counts = self.counts.tolist()
         self.header_bytes = header_bytes  # bytes before the first token of each file (llm.c's shards: 1,024)
-        self._fds: OrderedDict[int, int] = OrderedDict()
-        self._pid = os.getpid()
+        self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -153,54 +170,43 @@ class ShardedTokens:
     def __repr__(self) -> str:
         return f"ShardedTokens({len(self.paths)} shards, {len(self):,} tokens, {self.dtype.name})"
 
-    # file descriptors, opened lazily, least recently used closed first
-    def _fd(self, shard: int) -> int:
-        if self._pid != os.getpid():  # a forked child must not share (and close) the parent's descriptors
-            self._fds = OrderedDict()
-            self._pid = os.getpid()
-        fd = self._fds.get(shard)
-        if fd is not None:
-            self._fds.move_to_end(shard)
-            return fd
-        fd = os.open(self.paths[shard], os.O_RDONLY)
-        self._fds[shard] = fd
-        while len(self._fds) > self.max_open:
-            _, old = self._fds.popitem(last=False)
-            os.close(old)
-        return fd
+    # shards mapped lazily, least recently used unmapped first
+    def _array(self, shard: int) -> np.ndarray:
+        arr = self._maps.get(shard)
+        if arr is not None:
+            self._maps.move_to_end(shard)
+            return arr
+        path = self.paths[shard]
+        with open(path, "rb") as f:
+            try:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                arr = np.frombuffer(mapped, dtype=self.dtype, count=self._counts[shard], offset=self.header_bytes)
+            except ValueError as e:  # shorter than its count: changed since it was checked
+                raise OSError(f"{path} holds fewer than its {self._counts[shard]:,} tokens (truncated?): {e}") from None
+        self._maps[shard] = arr
+        while len(self._maps) > self.max_open:
+            self._maps.popitem(last=False)  # the map (and its descriptor) goes when the last view does
+        return arr
 
     @property
     def open_files(self) -> int:
-        return len(self._fds)
+        return len(self._maps)
 
     def close(self) -> None:
-        while self._fds:
-            os.close(self._fds.popitem()[1])
-
-    def __del__(self) -> None:
-        try:
-            if self._pid == os.getpid():
-                self.close()
-        except Exception:  # interpreter shutdown: the descriptors go with the process
-            pass
+        self._maps.clear()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_fds": OrderedDict()}
+        return {**self.__dict__, "_maps": OrderedDict()}
 
     def _read_into(self, out: np.ndarray, start: int, shard: int) -> None:
         """Fill `out` with the tokens from global position `start`, which lies in `shard`, onward."""
-        size = self.dtype.itemsize
         filled = 0
         n = len(out)
-        raw = out.view(np.uint8)
         while filled < n:
-            local = start + filled - int(self.offsets[shard])
-            take = min(n - filled, int(self.counts[shard]) - local)
+            local = start + filled - self._starts[shard]
+            take = min(n - filled, self._counts[shard] - local)
             if take > 0:
-                want = take * size
-                got = os.preadv(self._fd(shard), [raw[filled * size : filled * size + want]], self.header_bytes + local * size)
-                if got != want:
-                    raise OSError(f"{self.paths[shard]}: read {got} of {want} bytes at token {local} (truncated?)")
+                out[filled : filled + take] = self._array(shard)[local : local + take]
                 filled += take
             shard += 1
 
@@ -219,9 +225,13 @@ class ShardedTokens:
         if len(starts) and (starts.min() < 0 or starts.max() + width > len(self)):
             raise IndexError(f"a window of {width} tokens runs outside the {len(self):,} tokens")
         out = np.empty((len(starts), width), dtype=self.dtype)
-        shards = np.searchsorted(self.offsets, starts, side="right") - 1
-        for row, (start, shard) in enumerate(zip(starts.tolist(), shards.tolist())):
-            self._read_into(out[row], start, shard)
+        shards = (np.searchsorted(self.offsets, starts, side="right") - 1).tolist()
+        for row, (start, shard) in enumerate(zip(starts.tolist(), shards)):
+            local = start - self._starts[shard]
+            if local + width <= self._counts[shard]:  # the common case: one copy from one shard
+                out[row] = self._array(shard)[local : local + width]
+            else:
+                self._read_into(out[row], start, shard)
         return out
 
     def __getitem__(self, key: Any) -> Any:
