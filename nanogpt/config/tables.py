@@ -283,6 +283,8 @@ class TokensSpec(DataSpec):
     """Seed of the random document split (nanoGPT's OpenWebText split uses 2357)."""
     num_proc: int = attrs.field(default=0, validator=at_least(0))
     """Tokenizer worker processes; 0 uses every core."""
+    val_tokens: int = attrs.field(default=0, validator=at_least(0))
+    """A fixed validation set: the first `val_tokens` tokens of val, evaluated in full and in order (the speedrun's is 10,485,760) in place of `eval_iters` random windows; 0 keeps the random windows. Must be a multiple of batch_size x block_size."""
     shard_tokens: int = attrs.field(default=100_000_000, validator=at_least(1))
     """Most tokens per file: a bigger split is written as shards `train_000000.bin`, ... (one that fits stays `train.bin`)."""
 

@@ -28,15 +28,16 @@ from nanogpt.data.shards import windows
 from nanogpt.errors import DataError
 from nanogpt.config.tables import TokensSpec
 
-_TRAIN, _EVAL = 0, 1
+_TRAIN, _EVAL, _FIXED_VAL = 0, 1, 2
 SPLITS = ("train", "val")
 
 
 class TokenBatches:
     """Train and eval batches of one prepared dataset, for one process of the job (a `nanogpt.contracts.Batches`)."""
 
-    def __init__(self, dataset: Any, *, seed: int, batch_size: int, block_size: int, env: Process):
+    def __init__(self, dataset: Any, *, seed: int, batch_size: int, block_size: int, env: Process, val_tokens: int = 0):
         self.dataset = dataset
+        self.val_tokens = val_tokens
         self.seed = seed
         self.batch_size = batch_size
         self.block_size = block_size
@@ -47,6 +48,19 @@ class TokenBatches:
                 raise DataError(
                     f"{split}.bin of dataset {dataset.dir} holds {len(arr)} tokens; "
                     f"a block_size of {block_size} needs at least {block_size + 1}"
+                )
+        if val_tokens:
+            per_batch = batch_size * block_size
+            if val_tokens % per_batch:
+                raise DataError(
+                    f"data.val_tokens ({val_tokens:,}) must be a whole number of evaluation batches of "
+                    f"batch_size x block_size = {per_batch:,} tokens (e.g. {val_tokens // per_batch * per_batch:,} "
+                    f"or {(val_tokens // per_batch + 1) * per_batch:,}), so that every token is scored once"
+                )
+            if val_tokens + 1 > len(self.arrays["val"]):
+                raise DataError(
+                    f"data.val_tokens ({val_tokens:,}) needs {val_tokens + 1:,} validation tokens (the last one a "
+                    f"target), but the val split of dataset {dataset.dir} holds {len(self.arrays['val']):,}"
                 )
         self._pin = env.device_type == "cuda"
 
@@ -69,8 +83,11 @@ class TokenBatches:
     def batch(self, split: str, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, (B, T) each, for the windows a seeded generator picks; on the CPU."""
         data = self.arrays[split]
-        rng = np.random.default_rng([self.seed, *key])
-        starts = rng.integers(0, len(data) - self.block_size, size=self.batch_size)
+        if key[0] == _FIXED_VAL:  # the k-th batch of consecutive sequences of the fixed validation prefix
+            starts = (key[1] * self.batch_size + np.arange(self.batch_size)) * self.block_size
+        else:
+            rng = np.random.default_rng([self.seed, *key])
+            starts = rng.integers(0, len(data) - self.block_size, size=self.batch_size)
         tokens = windows(data, starts, self.block_size + 1).astype(np.int64)  # (B, T+1)
         # two contiguous arrays: a strided view would go to the GPU through an unpinned copy
         x = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1]))
@@ -93,10 +110,19 @@ class TokenBatches:
             yield current
         yield pending
 
+    def eval_count(self, split: str, eval_iters: int) -> int:
+        """How many evaluation batches a split has in all: `eval_iters`, or those of the fixed val prefix."""
+        if split == "val" and self.val_tokens:
+            return self.val_tokens // (self.batch_size * self.block_size)
+        return eval_iters
+
     def eval_keys(self, split: str, eval_iters: int) -> list[tuple[int, ...]]:
         """This rank's share of the fixed evaluation batches of a split."""
+        n = self.eval_count(split, eval_iters)
+        if split == "val" and self.val_tokens:
+            return [(_FIXED_VAL, k) for k in range(n) if k % self.env.world_size == self.env.rank]
         s = SPLITS.index(split)
-        return [(_EVAL, s, k) for k in range(eval_iters) if k % self.env.world_size == self.env.rank]
+        return [(_EVAL, s, k) for k in range(n) if k % self.env.world_size == self.env.rank]
 
 
 def build_tokens(spec: TokensSpec, *, env: Process, seed: int, batch_size: int, block_size: int) -> TokenBatches:
@@ -110,4 +136,5 @@ def build_tokens(spec: TokensSpec, *, env: Process, seed: int, batch_size: int, 
     env.wait_for_main()
     if not env.is_main:
         dataset = open_dataset(spec)
-    return TokenBatches(dataset, seed=seed, batch_size=batch_size, block_size=block_size, env=env)
+    return TokenBatches(dataset, seed=seed, batch_size=batch_size, block_size=block_size, env=env,
+                        val_tokens=spec.val_tokens)

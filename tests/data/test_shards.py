@@ -212,3 +212,62 @@ def test_writer_cuts_at_shard_tokens_across_arrays(tmp_path):
     shards = writer.finish()
     assert [s["tokens"] for s in shards] == [5, 5, 5, 5, 3] and writer.tokens == 23
     assert np.array_equal(np.concatenate([np.fromfile(s["tmp"], dtype=np.uint16) for s in shards]), data)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_fixed_validation_prefix_is_scored_in_full_and_in_order(pair, world_size):
+    """data.val_tokens: the val batches of all ranks together are the first val_tokens tokens, each
+    scored once, in order, with their next tokens as targets; the same from shards as from one file."""
+    (one_spec, _), (many_spec, _) = pair
+    block, batch, n = 16, 4, 5
+    for spec in (one_spec, many_spec):
+        ds = open_dataset(spec)
+        rows = {}
+        for rank in range(world_size):
+            env = SimpleNamespace(device_type="cpu", device="cpu", world_size=world_size, rank=rank, is_main=rank == 0)
+            data = TokenBatches(ds, seed=1, batch_size=batch, block_size=block, env=env, val_tokens=n * batch * block)
+            assert data.eval_count("val", 200) == n and data.eval_count("train", 200) == 200
+            for key in data.eval_keys("val", 200):
+                rows[key] = data.batch("val", key)
+        assert sorted(k[1] for k in rows) == list(range(n))
+        x = np.concatenate([rows[k][0].numpy().reshape(-1) for k in sorted(rows)])
+        y = np.concatenate([rows[k][1].numpy().reshape(-1) for k in sorted(rows)])
+        val = np.asarray(ds.val[: n * batch * block + 1], dtype=np.int64)
+        assert np.array_equal(x, val[:-1]) and np.array_equal(y, val[1:])
+
+
+def test_fixed_validation_prefix_must_fit(pair):
+    """A val_tokens that is not whole batches, or more than val holds, is refused with the numbers."""
+    (spec, _), _ = pair
+    ds = open_dataset(spec)
+    with pytest.raises(DataError, match=r"data.val_tokens \(100\) must be a whole number of evaluation batches of batch_size x block_size = 64 tokens \(e.g. 64 or 128\)"):
+        TokenBatches(ds, seed=1, batch_size=4, block_size=16, env=CPU, val_tokens=100)
+    with pytest.raises(DataError, match=r"needs 6,401 validation tokens .* holds 681"):
+        TokenBatches(ds, seed=1, batch_size=4, block_size=16, env=CPU, val_tokens=6400)
+
+
+def test_evaluation_averages_over_the_fixed_validation_batches(pair):
+    """TrainStep.estimate_loss takes its number of val batches from the fixed prefix, not eval_iters:
+    the val loss is the mean over exactly those batches (a stand-in model's loss: the inputs' mean)."""
+    import contextlib
+
+    import torch
+
+    from nanogpt.training.step import TrainStep
+
+    (spec, _), _ = pair
+    data = TokenBatches(open_dataset(spec), seed=1, batch_size=4, block_size=16, env=CPU, val_tokens=5 * 64)
+
+    class MeanModel(torch.nn.Module):
+        def forward(self, x, y):
+            return None, x.double().mean()
+
+    step = SimpleNamespace(
+        model=MeanModel(), data=data, sharded=False, autocast=contextlib.nullcontext(),
+        env=SimpleNamespace(world_size=1, rank=0, device="cpu", sum=lambda t: t),
+    )
+    out = TrainStep.estimate_loss(step, 3)
+    val = np.asarray(open_dataset(spec).val[: 5 * 64], dtype=np.float64)
+    assert out["val"] == pytest.approx(val.mean(), rel=1e-6)
+    train = [data.batch("train", k)[0].double().mean().item() for k in data.eval_keys("train", 3)]
+    assert out["train"] == pytest.approx(sum(train) / 3, rel=1e-6)
