@@ -285,6 +285,8 @@ class TokensSpec(DataSpec):
     """Tokenizer worker processes; 0 uses every core."""
     val_tokens: int = attrs.field(default=0, validator=at_least(0))
     """A fixed validation set: the first `val_tokens` tokens of val, evaluated in full and in order (the speedrun's is 10,485,760) in place of `eval_iters` random windows; 0 keeps the random windows. Must be a multiple of batch_size x block_size."""
+    align: Literal["token", "document"] = "token"
+    """Where a training window may start: "token", anywhere; "document", only at a document's first token (after an end-of-text token, BOS-aligned as nanochat and the speedrun)."""
     shard_tokens: int = attrs.field(default=100_000_000, validator=at_least(1))
     """Most tokens per file: a bigger split is written as shards `train_000000.bin`, ... (one that fits stays `train.bin`)."""
 

@@ -5,6 +5,8 @@ numbered 0..grad_accum-1 across the whole job. Micro-batch m of iteration i is d
 generator seeded with (seed, i, m), whatever process computes it, so:
 
 - a resumed run sees exactly the batches an uninterrupted one would (no loader state to save);
+- with `data.align = "document"` the starts are drawn from the positions where documents begin
+  (found once at start-up), so every sequence starts at a document's first token;
 - N processes see the same global batches as one: rank r takes a contiguous share of the
   micro-batch numbers (world-size invariance by construction, not by bookkeeping).
 
@@ -35,9 +37,11 @@ SPLITS = ("train", "val")
 class TokenBatches:
     """Train and eval batches of one prepared dataset, for one process of the job (a `nanogpt.contracts.Batches`)."""
 
-    def __init__(self, dataset: Any, *, seed: int, batch_size: int, block_size: int, env: Process, val_tokens: int = 0):
+    def __init__(self, dataset: Any, *, seed: int, batch_size: int, block_size: int, env: Process, val_tokens: int = 0,
+                 align: str = "token"):
         self.dataset = dataset
         self.val_tokens = val_tokens
+        self.align = align
         self.seed = seed
         self.batch_size = batch_size
         self.block_size = block_size
@@ -62,6 +66,9 @@ class TokenBatches:
                     f"data.val_tokens ({val_tokens:,}) needs {val_tokens + 1:,} validation tokens (the last one a "
                     f"target), but the val split of dataset {dataset.dir} holds {len(self.arrays['val']):,}"
                 )
+        self._doc_starts = {}
+        if align == "document":
+            self._doc_starts = {split: document_starts(arr, dataset, block_size, split) for split, arr in self.arrays.items()}
         self._pin = env.device_type == "cuda"
 
     @property
@@ -87,7 +94,11 @@ class TokenBatches:
             starts = (key[1] * self.batch_size + np.arange(self.batch_size)) * self.block_size
         else:
             rng = np.random.default_rng([self.seed, *key])
-            starts = rng.integers(0, len(data) - self.block_size, size=self.batch_size)
+            if self._doc_starts:
+                candidates = self._doc_starts[split]
+                starts = candidates[rng.integers(0, len(candidates), size=self.batch_size)]
+            else:
+                starts = rng.integers(0, len(data) - self.block_size, size=self.batch_size)
         tokens = windows(data, starts, self.block_size + 1).astype(np.int64)  # (B, T+1)
         # two contiguous arrays: a strided view would go to the GPU through an unpinned copy
         x = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1]))
@@ -137,4 +148,36 @@ def build_tokens(spec: TokensSpec, *, env: Process, seed: int, batch_size: int, 
     if not env.is_main:
         dataset = open_dataset(spec)
     return TokenBatches(dataset, seed=seed, batch_size=batch_size, block_size=block_size, env=env,
-                        val_tokens=spec.val_tokens)
+                        val_tokens=spec.val_tokens, align=spec.align)
+
+
+SCAN_TOKENS = 1 << 24
+"""Tokens read at a time when looking for document starts (32 MB of uint16)."""
+
+
+def document_starts(tokens: Any, dataset: Any, block_size: int, split: str) -> np.ndarray:
+    """Positions where a document begins (0, and each one after an end-of-text token) with a whole window after them.
+
+    Found by one pass over the split at start-up (about a second per 1B tokens); DataError for a
+    dataset without documents (one stream of text) or whose documents leave no room for a window.
+    """
+    eot = getattr(dataset, "eot_id", None)
+    settings = (getattr(dataset, "meta", None) or {}).get("settings") or {}
+    if eot is None or settings.get("documents") is False:  # a stream: a gpt2 one has an eot id but never uses it
+        raise DataError(
+            f'data.align = "document" needs documents separated by an end-of-text token, but dataset {dataset.dir} '
+            f'is one stream of text; use align = "token"'
+        )
+    n = len(tokens)
+    found = [np.zeros(1, dtype=np.int64)]
+    for a in range(0, n, SCAN_TOKENS):
+        chunk = np.asarray(tokens[a : min(n, a + SCAN_TOKENS)])
+        found.append(np.flatnonzero(chunk == eot).astype(np.int64) + a + 1)
+    starts = np.concatenate(found)
+    starts = starts[starts + block_size < n]  # a window and its one extra target token must fit
+    if len(starts) == 0:
+        raise DataError(
+            f"{split} of dataset {dataset.dir} has no document start with {block_size + 1} tokens after it; "
+            f'use align = "token" or a smaller block_size'
+        )
+    return starts

@@ -271,3 +271,47 @@ def test_evaluation_averages_over_the_fixed_validation_batches(pair):
     assert out["val"] == pytest.approx(val.mean(), rel=1e-6)
     train = [data.batch("train", k)[0].double().mean().item() for k in data.eval_keys("train", 3)]
     assert out["train"] == pytest.approx(sum(train) / 3, rel=1e-6)
+
+
+@pytest.fixture()
+def documents(tmp_path, monkeypatch):
+    """Documents of varied lengths (a .jsonl), prepared as one file and as shards of 300 tokens."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    with open("d.jsonl", "w") as f:
+        for i in range(300):
+            f.write(json.dumps({"text": f"Document {i}: " + " ".join(["word"] * int(rng.integers(1, 60)))}) + "\n")
+    specs = [TokensSpec(dataset=name, source="file:d.jsonl", split="contiguous", val_fraction=0.1, **kw)
+             for name, kw in (("docs_one", {}), ("docs_many", {"shard_tokens": 300}))]
+    for spec in specs:
+        prepare(spec, say=lambda line: None)
+    return specs
+
+
+def test_document_aligned_windows_start_at_documents(documents):
+    """align = "document": every window's first token follows an end-of-text token (or opens the split),
+    windows still vary, and shards give the same batches as one file."""
+    one_spec, many_spec = documents
+    made = []
+    for spec in (one_spec, many_spec):
+        ds = open_dataset(spec)
+        data = TokenBatches(ds, seed=5, batch_size=32, block_size=24, env=CPU, align="document")
+        whole = np.asarray(ds.train[:])
+        batches = [data.batch("train", (0, it, 0)) for it in range(10)]
+        for x, _ in batches:
+            for row in x.numpy():
+                start = int(np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(whole, 24) == row, axis=1))[0])
+                assert start == 0 or whole[start - 1] == ds.eot_id
+        assert len({tuple(r) for x, _ in batches for r in x[:, :3].tolist()}) > 20
+        made.append(batches)
+    for (x1, y1), (x2, y2) in zip(*made):
+        assert torch_equal(x1, x2) and torch_equal(y1, y2)
+    free = TokenBatches(open_dataset(one_spec), seed=5, batch_size=32, block_size=24, env=CPU)
+    assert not torch_equal(free.batch("train", (0, 0, 0))[0], made[0][0][0])  # the option changes the draw
+
+
+def test_document_alignment_needs_documents(pair):
+    """A dataset that is one stream of text has no documents to align to: a clear DataError."""
+    (spec, _), _ = pair
+    with pytest.raises(DataError, match=r'align = "document" needs documents .* is one stream of text'):
+        TokenBatches(open_dataset(spec), seed=1, batch_size=4, block_size=16, env=CPU, align="document")
