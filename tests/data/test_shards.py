@@ -315,3 +315,33 @@ def test_document_alignment_needs_documents(pair):
     (spec, _), _ = pair
     with pytest.raises(DataError, match=r'align = "document" needs documents .* is one stream of text'):
         TokenBatches(open_dataset(spec), seed=1, batch_size=4, block_size=16, env=CPU, align="document")
+
+
+@pytest.mark.slow
+def test_a_run_resumed_across_shard_boundaries_is_the_unbroken_one_and_the_one_files(tmp_path):
+    """A tiny run on shards of 2,000 tokens, stopped at a checkpoint and resumed, logs the unbroken run's
+    losses and ends with its weights; both equal the same run on the one-file dataset."""
+    import subprocess
+    import sys
+
+    from tests.tinyrun import env_with_plugins, final_weights, losses, only_run_dir, same_weights, tiny_spec
+
+    half, full = 6, 12
+    spec = tiny_spec(tmp_path, train={"eval_interval": half, "log_interval": 1}, logging={"tensorboard": False})
+
+    def run(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "nanogpt", "run", *args], env=env_with_plugins(),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-6000:]
+
+    sharded = ["data.dataset=tiny_sharded", "data.shard_tokens=2000"]
+    run(str(spec), *sharded, f"train.max_iters={half}")
+    split = only_run_dir(tmp_path / "runs", spec.stem)
+    run("--resume", str(split), f"train.max_iters={full}")
+    run(str(spec), *sharded, f"train.max_iters={full}", "logging.run_id=straight")
+    run(str(spec), f"train.max_iters={full}", "logging.run_id=onefile")
+    straight, onefile = (tmp_path / "runs" / spec.stem / name for name in ("straight", "onefile"))
+    assert len(list((tmp_path / "data" / "tiny_sharded").glob("train_*.bin"))) > 5
+    assert losses(split) == losses(straight) == losses(onefile)
+    assert same_weights(final_weights(split), final_weights(straight))
+    assert same_weights(final_weights(straight), final_weights(onefile))
