@@ -325,10 +325,11 @@ def open_dataset(spec: TokensSpec, *, progress: Optional[bool] = None) -> Prepar
 
     DataError, with what to do, for a dataset that is missing, half written, truncated or corrupt.
     """
-    from nanogpt.data.llmc import is_bin_source, open_bin_dataset
+    from nanogpt.data.llmc import bin_dataset_parts, is_bin_source
 
     if is_bin_source(spec.source):  # other projects' shards, read in place
-        return open_bin_dataset(spec)
+        folder, meta, arrays = bin_dataset_parts(spec)
+        return PreparedDataset(dir=folder, meta=meta, train=arrays["train"], val=arrays["val"])
     directory = dataset_dir(spec)
     meta = read_meta(directory)
     if meta is None:

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from nanogpt.data.files import SPLITS, PreparedDataset
 from nanogpt.data.shards import ShardedTokens
 from nanogpt.errors import DataError, InputError
 
@@ -36,6 +35,7 @@ MAX_TOKENS = (1 << 31) - 1
 """The header's count is an int32."""
 PREFIX = "bin:"
 GPT2_VOCAB, GPT2_EOT = 50257, 50256
+SPLITS = ("train", "val")
 
 
 def is_bin_source(source: Any) -> bool:
@@ -101,8 +101,11 @@ def bin_files(source: str) -> dict[str, list[Path]]:
     return {"train": train, "val": val}
 
 
-def open_bin_dataset(spec: Any) -> PreparedDataset:
-    """The dataset a `bin:GLOB` source names, every file checked, read in place as shards."""
+def bin_dataset_parts(spec: Any) -> tuple[Path, dict, dict]:
+    """(the glob's folder, a meta.json-shaped record, {split: ShardedTokens}) of a `bin:GLOB` source.
+
+    Kept apart from `PreparedDataset` so that data.files can open a bin: source without this
+    module importing it back."""
     if spec.tokenizer != "gpt2":
         raise InputError(f"data.source {spec.source!r} holds GPT-2 token ids; set data.tokenizer = \"gpt2\" (got {spec.tokenizer!r})")
     folder = glob_folder(spec.source[len(PREFIX):])
@@ -125,7 +128,7 @@ def open_bin_dataset(spec: Any) -> PreparedDataset:
             "shards": [{"file": str(p), "tokens": n} for p, n in zip(files[split], counts)],
         }
         arrays[split] = ShardedTokens(files[split], counts, "uint16", header_bytes=HEADER_BYTES)
-    return PreparedDataset(dir=folder, meta=meta, train=arrays["train"], val=arrays["val"])
+    return folder, meta, arrays
 
 
 def write_bin(path: Path, ids: np.ndarray) -> None:
@@ -143,7 +146,7 @@ def write_bin(path: Path, ids: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
-def export_bin(dataset: PreparedDataset, out: Path, *, shard_tokens: int) -> list[Path]:
+def export_bin(dataset: Any, out: Path, *, shard_tokens: int) -> list[Path]:
     """Write a prepared dataset's splits as llm.c shards `<out>/<dataset>_{train,val}_NNNNNN.bin`; their paths.
 
     Each file is written under a temporary name and renamed when complete.

@@ -62,7 +62,7 @@ from nanogpt.data.files import (
 )
 from nanogpt.fileio import fsync_dir, progress_bar, want_progress
 from nanogpt.data.shards import ShardWriter, is_shard_name, shard_name
-from nanogpt.data.llmc import export_bin, is_bin_source, open_bin_dataset
+from nanogpt.data.llmc import export_bin, is_bin_source
 from nanogpt.data.sources import (
     Documents,
     Source,
@@ -144,7 +144,7 @@ def prepare(
     progress = want_progress(progress)
     directory = dataset_dir(spec)
     if is_bin_source(spec.source):
-        ds = open_bin_dataset(spec)  # checks every file's header and size
+        ds = open_dataset(spec)  # a bin: source: checks every file's header and size
         if not quiet_if_current:
             say(f"{spec.source}: {_summary(ds.meta)} in {ds.shards('train')} + {ds.shards('val')} files, "
                 f"read in place; nothing to prepare")
