@@ -142,7 +142,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if len(paths) != 1:
         raise _usage("prepare takes exactly one SPEC")
     exp, _ = load_spec(paths[0], overrides)
-    return prepare_command(exp.data, force=args.force)
+    return prepare_command(exp.data, force=args.force, format=args.format)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -411,6 +411,8 @@ def _add_spec_verbs(verbs: Any) -> None:
     v = verbs.add_parser("prepare", help="build the dataset files a spec needs", epilog=EPILOG)
     v.add_argument("words", nargs="*", metavar="SPEC [key=value ...]")
     v.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    v.add_argument("--format", choices=("nanogpt", "bin"), default="nanogpt",
+                   help="bin: also write the splits as llm.c/modded-nanogpt token shards in <dataset>/bin/")
     v.set_defaults(fn=cmd_prepare)
 
     v = verbs.add_parser("schema", help="print the JSON Schema of specs")

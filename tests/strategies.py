@@ -202,6 +202,9 @@ def tokens_data(draw) -> Spec:
         t.field("split", "random", st.sampled_from(["random", "contiguous"]))
     t.field("split_seed", 2357, ints(0))
     t.field("num_proc", 0, ints(0))
+    t.field("val_tokens", 0, ints(0))
+    t.field("align", "token", st.sampled_from(["token", "document"]))
+    t.field("shard_tokens", 100_000_000, ints(1))
     return t.raw
 
 

@@ -85,7 +85,7 @@ def test_prepare_takes_overrides_anywhere(spec, monkeypatch, order):
     calls = capture(monkeypatch, "nanogpt.data.prepare.prepare_command")
     assert main(["prepare", *ORDERS[order](spec, 'data.dataset="y"', ["--force"])]) == 0
     (data,), kwargs = calls[0]
-    assert data.dataset == "y" and kwargs == {"force": True}
+    assert data.dataset == "y" and kwargs == {"force": True, "format": "nanogpt"}
 
 
 @pytest.mark.parametrize("order", ORDERS)

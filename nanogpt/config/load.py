@@ -515,6 +515,9 @@ def missing_files(exp: Experiment) -> list[Problem]:
     """Input files the spec names that are not there (outputs are not checked)."""
     data = exp.data
     source = getattr(data, "source", None)
+    if source and source.startswith("bin:"):  # other projects' shards, read in place: they must be there
+        pattern = source[len("bin:"):]
+        return [] if _glob_matches(pattern) else [Problem("data.source", f"no file matches {pattern!r}")]
     if not source or not source.startswith("file:"):
         return []
     pattern = source[len("file:"):]

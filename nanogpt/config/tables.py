@@ -21,7 +21,7 @@ from nanogpt.config.problems import Problem
 
 # The pretrained names `model.init_from` understands besides paths.
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-SOURCE_SCHEMES = ("embedded", "url", "file", "hf")
+SOURCE_SCHEMES = ("embedded", "url", "file", "hf", "bin")
 EMBEDDED_CORPORA = ("shakespeare",)
 
 
@@ -243,7 +243,7 @@ def _check_source(inst: TokensSpec, attribute: attrs.Attribute, value: Optional[
         hf_id, at, revision = rest.partition(":")[0].partition("@")
         if not hf_id or (at and not revision):
             raise ValueError(f"must be hf:DATASET_ID[@REVISION][:CONFIG] (got {value!r})")
-    if scheme == "file" and _glob_starts_at_the_root(rest):
+    if scheme in ("file", "bin") and _glob_starts_at_the_root(rest):
         raise ValueError(
             f"is a glob that starts at the filesystem root, so it would search the whole file system; "
             f"start it in the directory that holds the files, e.g. 'file:/data/**/*.txt' (got {value!r})"
@@ -268,7 +268,7 @@ class TokensSpec(DataSpec):
     data_dir: str = attrs.field(default="data", validator=Pattern(r".+", "a non-empty path"))
     """Folder holding the datasets, relative to the working directory."""
     source: Optional[str] = attrs.field(default=None, validator=_check_source)
-    """Where `prepare` gets text: "embedded:shakespeare", "url:https://...", "file:path/or/glob" (a text file, files of documents, .jsonl or .parquet), or "hf:<dataset id>[@<revision>][:<config>]" (a dataset script is read from the hub's parquet conversion, refs/convert/parquet). Left out, the files must exist already."""
+    """Where `prepare` gets text: "bin:GLOB" (llm.c/modded-nanogpt token shards, read in place; names holding "val" are val), "embedded:shakespeare", "url:https://...", "file:path/or/glob" (a text file, files of documents, .jsonl or .parquet), or "hf:<dataset id>[@<revision>][:<config>]" (a dataset script is read from the hub's parquet conversion, refs/convert/parquet). Left out, the files must exist already."""
     source_sha256: Optional[str] = attrs.field(default=None, validator=SHA256)
     """Pin for a url: (or single file:) source: its sha256; a download that differs is refused."""
     text_column: str = "text"
@@ -283,10 +283,18 @@ class TokensSpec(DataSpec):
     """Seed of the random document split (nanoGPT's OpenWebText split uses 2357)."""
     num_proc: int = attrs.field(default=0, validator=at_least(0))
     """Tokenizer worker processes; 0 uses every core."""
+    val_tokens: int = attrs.field(default=0, validator=at_least(0))
+    """A fixed validation set: the first `val_tokens` tokens of val, evaluated in full and in order (the speedrun's is 10,485,760) in place of `eval_iters` random windows; 0 keeps the random windows. Must be a multiple of batch_size x block_size."""
+    align: Literal["token", "document"] = "token"
+    """Where a training window may start: "token", anywhere; "document", only at a document's first token (after an end-of-text token, BOS-aligned as nanochat and the speedrun)."""
+    shard_tokens: int = attrs.field(default=100_000_000, validator=at_least(1))
+    """Most tokens per file: a bigger split is written as shards `train_000000.bin`, ... (one that fits stays `train.bin`)."""
 
     def cross_checks(self) -> Iterator[Problem]:
         if self.source_sha256 is not None and not (self.source or "").startswith(("url:", "file:")):
             yield Problem("source_sha256", "only applies to a url: or file: source")
+        if (self.source or "").startswith("bin:") and self.tokenizer != "gpt2":
+            yield Problem("tokenizer", f"{self.source!r} names llm.c shards of GPT-2 token ids: use tokenizer = \"gpt2\"")
         if self.split == "random" and (self.source or "").startswith("embedded:"):
             yield Problem(
                 "split", f"'random' shuffles documents, but {self.source!r} is one stream of text: "

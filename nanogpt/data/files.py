@@ -142,17 +142,22 @@ def check_meta(meta: dict, directory: Path) -> None:
         want(eot == GPT2_EOT, "eot_id", f"must be {GPT2_EOT} for the gpt2 tokenizer")
     for split in SPLITS:
         entry = meta.get(split)
-        if not want(isinstance(entry, dict), split, "must be an object with file, tokens, bytes and sha256"):
+        if not want(isinstance(entry, dict), split, "must be an object with file (or shards), tokens, bytes and sha256"):
             continue
-        path = inside(directory, entry.get("file"))
-        want(path is not None and path.parent == directory.resolve(), f"{split}.file",
-             "must name a file in the dataset's folder (paths outside it are never followed)")
-        want(_count(entry.get("tokens")), f"{split}.tokens", "must be a whole number")
-        want(_count(entry.get("bytes")), f"{split}.bytes", "must be a whole number")
-        sha = entry.get("sha256")
-        want(isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha), f"{split}.sha256",
-             "must be 64 hex digits")
-        want(entry.get("mtime_ns") is None or _count(entry.get("mtime_ns")), f"{split}.mtime_ns", "must be null or a whole number")
+        if "shards" in entry:
+            shards = entry["shards"]
+            if want(isinstance(shards, list) and len(shards) > 0 and all(isinstance(s, dict) for s in shards),
+                    f"{split}.shards", "must be a non-empty list of objects"):
+                for i, shard in enumerate(shards):
+                    _check_file_entry(want, directory, shard, f"{split}.shards.{i}")
+                if all(_count(s.get("tokens")) for s in shards) and _count(entry.get("tokens")):
+                    want(sum(s["tokens"] for s in shards) == entry["tokens"], f"{split}.tokens",
+                         "must be the sum of its shards' tokens")
+            want(_count(entry.get("tokens")), f"{split}.tokens", "must be a whole number")
+            want(_count(entry.get("bytes")), f"{split}.bytes", "must be a whole number")
+            want(_sha(entry.get("sha256")), f"{split}.sha256", "must be 64 hex digits")
+        else:
+            _check_file_entry(want, directory, entry, split)
         want(entry.get("chars") is None or _count(entry.get("chars")), f"{split}.chars", "must be null or a whole number")
     for key in ("source", "settings"):
         want(meta.get(key) is None or isinstance(meta.get(key), dict), key, "must be an object")
@@ -164,6 +169,26 @@ def check_meta(meta: dict, directory: Path) -> None:
             f"{directory / META} is not a valid dataset record ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  "
             + "\n  ".join(problems) + "\nrebuild it with `nanogpt prepare SPEC --force`"
         )
+
+
+def _check_file_entry(want, directory: Path, entry: dict, key: str) -> None:
+    """One token file's record: {file, tokens, bytes, sha256, mtime_ns}."""
+    path = inside(directory, entry.get("file"))
+    want(path is not None and path.parent == directory.resolve(), f"{key}.file",
+         "must name a file in the dataset's folder (paths outside it are never followed)")
+    want(_count(entry.get("tokens")), f"{key}.tokens", "must be a whole number")
+    want(_count(entry.get("bytes")), f"{key}.bytes", "must be a whole number")
+    want(_sha(entry.get("sha256")), f"{key}.sha256", "must be 64 hex digits")
+    want(entry.get("mtime_ns") is None or _count(entry.get("mtime_ns")), f"{key}.mtime_ns", "must be null or a whole number")
+
+
+def _sha(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def split_files(entry: dict) -> list[dict]:
+    """The token files of a split's meta.json entry, in order: its shards, or the entry itself (one file)."""
+    return entry["shards"] if "shards" in entry else [entry]
 
 
 def _count(value: Any) -> bool:
@@ -184,12 +209,17 @@ def _shown(value: Any) -> str:
 
 
 def verify_split(directory: Path, meta: dict, split: str, *, progress: bool = False) -> bool:
-    """Check one .bin against meta.json; True when its recorded mtime had to be refreshed.
+    """Check a split's files (one .bin, or each shard) against meta.json; True when a recorded mtime had to be refreshed."""
+    refreshed = [verify_file(directory, meta, entry, progress=progress) for entry in split_files(meta[split])]
+    return any(refreshed)
+
+
+def verify_file(directory: Path, meta: dict, entry: dict, *, progress: bool = False) -> bool:
+    """Check one .bin against its meta.json record; True when its recorded mtime had to be refreshed.
 
     DataError names the file and what is wrong: missing, a size that is not a whole number of
     tokens, a token count other than meta.json's, a sha256 other than meta.json's.
     """
-    entry = meta[split]
     import numpy as np
 
     dtype = np.dtype(meta["dtype"])
@@ -278,8 +308,12 @@ class PreparedDataset:
         return self.train if name == "train" else self.val
 
     def path(self, split: str) -> Path:
-        """Path of a split's .bin, as given (not made absolute)."""
-        return self.dir / self.meta[split]["file"]
+        """Path of a split's .bin (for shards, the glob that matches them), as given (not made absolute)."""
+        return dataset_path(self.dir, self.meta[split])
+
+    def shards(self, split: str) -> int:
+        """How many files hold a split (1 for today's single .bin)."""
+        return len(split_files(self.meta[split]))
 
     def record(self) -> dict[str, Any]:
         """What a run's manifest records about its data (see `dataset_record`)."""
@@ -291,12 +325,17 @@ def open_dataset(spec: TokensSpec, *, progress: Optional[bool] = None) -> Prepar
 
     DataError, with what to do, for a dataset that is missing, half written, truncated or corrupt.
     """
+    from nanogpt.data.llmc import bin_dataset_parts, is_bin_source
+
+    if is_bin_source(spec.source):  # other projects' shards, read in place
+        folder, meta, arrays = bin_dataset_parts(spec)
+        return PreparedDataset(dir=folder, meta=meta, train=arrays["train"], val=arrays["val"])
     directory = dataset_dir(spec)
     meta = read_meta(directory)
     if meta is None:
         if not directory.exists():
             what = f"{directory} does not exist"
-        elif any((directory / f"{s}.bin").exists() for s in SPLITS):
+        elif any(_token_files(directory)):
             what = f"{directory} has no {META} (an unfinished prepare, or files from elsewhere)"
         else:
             what = f"{directory} holds no prepared dataset"
@@ -314,9 +353,31 @@ def open_dataset(spec: TokensSpec, *, progress: Optional[bool] = None) -> Prepar
     for split in SPLITS:
         entry = meta[split]
         if entry["tokens"] == 0:
-            raise DataError(f"{directory / entry['file']} is empty; rebuild the dataset with `nanogpt prepare SPEC --force`")
-        maps[split] = np.memmap(directory / entry["file"], dtype=meta["dtype"], mode="r")
+            raise DataError(f"{dataset_path(directory, entry)} is empty; rebuild the dataset with `nanogpt prepare SPEC --force`")
+        if "shards" in entry:
+            from nanogpt.data.shards import ShardedTokens
+
+            shards = entry["shards"]
+            maps[split] = ShardedTokens([directory / s["file"] for s in shards], [s["tokens"] for s in shards], meta["dtype"])
+        else:
+            maps[split] = np.memmap(directory / entry["file"], dtype=meta["dtype"], mode="r")
     return PreparedDataset(dir=directory, meta=meta, train=maps["train"], val=maps["val"])
+
+
+def dataset_path(directory: Path, entry: dict) -> Path:
+    """The file of a one-file split, or for a sharded one the glob of its shards (`train_*.bin`)."""
+    if "glob" in entry:  # a bin: source's files, where they are
+        return Path(entry["glob"])
+    if "shards" in entry:
+        first = entry["shards"][0]["file"]
+        return directory / (first.rsplit("_", 1)[0] + "_*.bin")
+    return directory / entry["file"]
+
+
+def _token_files(directory: Path) -> list[Path]:
+    from nanogpt.data.shards import is_shard_name
+
+    return [p for p in directory.glob("*.bin") if any(is_shard_name(s, p.name) for s in SPLITS)]
 
 
 def prepared_vocab_size(spec: Any) -> Optional[int]:
@@ -344,7 +405,8 @@ def dataset_record(ds: PreparedDataset) -> dict[str, Any]:
         split: {
             "path": str(ds.path(split)),
             "tokens": int(ds.meta[split]["tokens"]),
-            "sha256": ds.meta[split]["sha256"],
+            "sha256": ds.meta[split].get("sha256"),  # None for a bin: source (read in place, not hashed)
+            **({"shards": ds.shards(split)} if ds.shards(split) > 1 else {}),
         }
         for split in SPLITS
     }

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
+import functools
 import math
 import os
 import re
@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
+import attrs
 import numpy as np
 
 from nanogpt.data.files import (
@@ -60,6 +61,8 @@ from nanogpt.data.files import (
     write_meta,
 )
 from nanogpt.fileio import fsync_dir, progress_bar, want_progress
+from nanogpt.data.shards import ShardWriter, is_shard_name, shard_name
+from nanogpt.data.llmc import export_bin, is_bin_source
 from nanogpt.data.sources import (
     Documents,
     Source,
@@ -90,6 +93,8 @@ from nanogpt.config.tables import TokensSpec
 PREPARE_VERSION = 1
 """Bumped when a change here would change the files prepare writes; older datasets rebuild."""
 
+DEFAULT_SHARD_TOKENS = attrs.fields(TokensSpec).shard_tokens.default
+
 STREAM_CHUNK_CHARS = 1 << 18
 """Characters per unit of parallel work on a stream (cut where BPE pieces cannot span the cut)."""
 
@@ -103,9 +108,19 @@ def _stderr(line: str) -> None:
 # ------------------------------------------------------------------------------------ verbs
 
 
-def prepare_command(spec: TokensSpec, *, force: bool) -> int:
-    """`nanogpt prepare SPEC [--force]`: build the dataset, or say it is up to date. Returns 0."""
+def prepare_command(spec: TokensSpec, *, force: bool, format: str = "nanogpt") -> int:
+    """`nanogpt prepare SPEC [--force] [--format bin]`: build the dataset, or say it is up to date. Returns 0.
+
+    `--format bin` also writes its splits as llm.c/modded-nanogpt shards in `<dataset>/bin/`.
+    """
     prepare(spec, force=force, say=print)
+    if format == "bin":
+        if is_bin_source(spec.source):
+            raise InputError(f"data.source {spec.source!r} is already llm.c shards: there is nothing to write")
+        out = dataset_dir(spec) / "bin"
+        written = export_bin(open_dataset(spec), out, shard_tokens=spec.shard_tokens)
+        print(f"wrote {len(written)} llm.c shard{'s' * (len(written) != 1)} to {out} "
+              f"(read them with data.source = \"bin:{out}/*.bin\")")
     return 0
 
 
@@ -128,6 +143,12 @@ def prepare(
     say = say or _stderr
     progress = want_progress(progress)
     directory = dataset_dir(spec)
+    if is_bin_source(spec.source):
+        ds = open_dataset(spec)  # a bin: source: checks every file's header and size
+        if not quiet_if_current:
+            say(f"{spec.source}: {_summary(ds.meta)} in {ds.shards('train')} + {ds.shards('val')} files, "
+                f"read in place; nothing to prepare")
+        return ds.meta
     if spec.source is None:
         meta = read_meta(directory)
         if meta is None:
@@ -205,6 +226,8 @@ def settings_of(spec: TokensSpec, source: Source) -> dict[str, Any]:
         settings["tokenizer_sha256"] = tokenizer_for(spec.tokenizer).sha256
     if source.has_columns:
         settings["text_column"] = spec.text_column
+    if spec.shard_tokens != DEFAULT_SHARD_TOKENS:  # left out at the default: datasets made before shards stay current
+        settings["shard_tokens"] = spec.shard_tokens
     return settings
 
 
@@ -222,7 +245,7 @@ def _current(directory: Path, spec: TokensSpec, source: Source, settings: dict) 
     except DataError:
         return None, f"its {META} is unreadable"
     if meta is None:
-        partial = any((directory / f"{s}.bin").exists() for s in SPLITS)
+        partial = any(is_shard_name(s, p.name) for s in SPLITS for p in directory.glob("*.bin"))
         return None, f"no {META}: an unfinished prepare" if partial else "not prepared yet"
     if meta.get("format") != FORMAT:
         return None, f"{META} has another format ({meta.get('format')!r})"
@@ -251,11 +274,10 @@ def _build(directory: Path, spec: TokensSpec, source: Source, settings: dict, *,
     source_fp = fingerprint(source, spec, _previous_source(directory), progress=progress)
     work = directory / f".work-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
-    tmp = {s: directory / f".{s}.bin.{os.getpid()}.tmp" for s in SPLITS}
+    tmp = Shards(directory, spec.shard_tokens)
 
     def remove_partial_files() -> None:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
+        tmp.remove_temporary()
         shutil.rmtree(work, ignore_errors=True)
 
     # a signal that ends the process at once (nanogpt.signals) leaves nothing half made either
@@ -289,14 +311,60 @@ def _build(directory: Path, spec: TokensSpec, source: Source, settings: dict, *,
         remove_partial_files()
 
 
-def _commit(directory: Path, tmp: dict[str, Path], meta: dict) -> None:
-    """Put the new files in place, meta.json last; until then no dataset is accepted here."""
+class Shards:
+    """Where `prepare` writes each split's token files: temporary names, renamed by `_commit`."""
+
+    def __init__(self, directory: Path, shard_tokens: int):
+        self.directory = directory
+        self.shard_tokens = shard_tokens
+        self.pid = os.getpid()
+
+    def tmp_name(self, split: str, index: int) -> Path:
+        return self.directory / f".{split}_{index:06d}.bin.{self.pid}.tmp"
+
+    def write(self, split: str, arrays, dtype: str, **extra: int) -> dict:
+        """Write a split's ids; its meta.json entry (temporary paths under "tmp" until `_commit`)."""
+        writer = ShardWriter(functools.partial(self.tmp_name, split), dtype, self.shard_tokens)
+        try:
+            shards = writer.write_all(arrays).finish()
+        except BaseException:
+            writer.abandon()
+            raise
+        entry: dict[str, Any] = {"tokens": writer.tokens, "bytes": writer.tokens * np.dtype(dtype).itemsize,
+                                 "sha256": writer.whole.hexdigest()}
+        if len(shards) <= 1:  # one file: today's layout, `train.bin`, so small datasets look as they always did
+            entry = {"file": f"{split}.bin", **entry, "tmp": shards[0]["tmp"] if shards else None}
+        else:
+            entry["shards"] = [{"file": shard_name(split, i), **s} for i, s in enumerate(shards)]
+        entry.update(extra)
+        return entry
+
+    def remove_temporary(self) -> None:
+        for path in self.directory.glob(f".*.bin.{self.pid}.tmp"):
+            path.unlink(missing_ok=True)
+
+
+def _commit(directory: Path, tmp: "Shards", meta: dict) -> None:
+    """Put the new files in place, meta.json last; until then no dataset is accepted here.
+
+    Token files of an earlier build that the new one does not have (more shards before, or one
+    file where there are shards now) are removed, so the folder holds exactly what meta.json lists.
+    """
     (directory / META).unlink(missing_ok=True)
     fsync_dir(directory)
-    for split, path in tmp.items():
-        final = directory / meta[split]["file"]
-        os.replace(path, final)
-        meta[split]["mtime_ns"] = os.stat(final).st_mtime_ns
+    for split in SPLITS:
+        entry = meta[split]
+        files = entry["shards"] if "shards" in entry else [entry]
+        for f in files:
+            final = directory / f["file"]
+            if f.get("tmp") is None:  # an empty split: refused before this point, never written
+                raise DataError(f"the {split} split came out empty")
+            os.replace(f.pop("tmp"), final)
+            f["mtime_ns"] = os.stat(final).st_mtime_ns
+        keep = {f["file"] for f in files}
+        for old in directory.iterdir():
+            if old.name not in keep and is_shard_name(split, old.name):
+                old.unlink(missing_ok=True)
     fsync_dir(directory)
     write_meta(directory, meta)
 
@@ -326,7 +394,7 @@ def _workers(num_proc: int) -> int:
 # ----------------------------------------------------------------------------------- stream
 
 
-def _prepare_stream(corpus: TextStream, spec: TokensSpec, tmp: dict[str, Path], *, progress: bool):
+def _prepare_stream(corpus: TextStream, spec: TokensSpec, tmp: Shards, *, progress: bool):
     text = corpus.text
     n = len(text)
     if n == 0:
@@ -349,8 +417,7 @@ def _prepare_stream(corpus: TextStream, spec: TokensSpec, tmp: dict[str, Path], 
     for name, (start, end) in bounds.items():
         with progress_bar(progress, total=end - start, unit="char", unit_scale=True, desc=f"tokenizing {name}") as bar:
             ids = encode_stream(tokenizer, text, start, end, num_threads=_workers(spec.num_proc), on_chars=bar.update)
-            tokens, digest = write_tokens(tmp[name], ids, dtype)
-        splits[name] = _split_entry(name, tokens, digest, dtype, chars=end - start)
+            splits[name] = tmp.write(name, ids, dtype, chars=end - start)
     return tokenizer, splits, dtype
 
 
@@ -430,37 +497,10 @@ def encode_stream(
                 on_chars(size)
 
 
-def write_tokens(path: Path, arrays, dtype: str) -> tuple[int, str]:
-    """Write id arrays to `path` as `dtype`, fsynced; return (token count, sha256 of the bytes)."""
-    digest = hashlib.sha256()
-    tokens = 0
-    np_dtype = np.dtype(dtype)
-    with open(path, "wb") as f:
-        for ids in arrays:
-            out = np.ascontiguousarray(ids, dtype=np_dtype)
-            buf = memoryview(out).cast("B")
-            f.write(buf)
-            digest.update(buf)
-            tokens += len(out)
-        f.flush()
-        os.fsync(f.fileno())
-    return tokens, digest.hexdigest()
-
-
-def _split_entry(name: str, tokens: int, digest: str, dtype: str, **extra: int) -> dict:
-    return {
-        "file": f"{name}.bin",
-        "tokens": tokens,
-        "bytes": tokens * np.dtype(dtype).itemsize,
-        "sha256": digest,
-        **extra,
-    }
-
-
 # -------------------------------------------------------------------------------- documents
 
 
-def _prepare_documents(corpus: Documents, spec: TokensSpec, tmp: dict[str, Path], work: Path, *, progress: bool):
+def _prepare_documents(corpus: Documents, spec: TokensSpec, tmp: Shards, work: Path, *, progress: bool):
     import datasets
 
     ds, column = corpus.dataset, corpus.column
@@ -498,8 +538,8 @@ def _prepare_documents(corpus: Documents, spec: TokensSpec, tmp: dict[str, Path]
                 desc=f"tokenizing {name}",
             )
             chars = int(np.sum(tokenized.with_format("numpy")["chars"]))
-            tokens, digest = write_tokens(tmp[name], _document_ids(tokenized, progress=progress, desc=f"writing {name}"), dtype)
-            splits[name] = _split_entry(name, tokens, digest, dtype, documents=len(part), chars=chars)
+            ids = _document_ids(tokenized, progress=progress, desc=f"writing {name}")
+            splits[name] = tmp.write(name, ids, dtype, documents=len(part), chars=chars)
     if splits["train"]["chars"] + splits["val"]["chars"] == 0:
         raise DataError(f"data.source {spec.source!r} holds no text: all its {len(ds):,} documents are empty")
     return tokenizer, splits, dtype

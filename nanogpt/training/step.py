@@ -137,10 +137,12 @@ class TrainStep:
             for split in ("train", "val"):
                 total = torch.zeros((), device=self.env.device)
                 keys = self.data.eval_keys(split, eval_iters)
+                # a fixed validation set (data.val_tokens) has its own number of batches
+                count = getattr(self.data, "eval_count", lambda _s, n: n)(split, eval_iters)
                 # rounds of one batch per rank; a rank past its share still takes part in the checks
                 # (and under fsdp in the forward too, on a batch it does not count: every forward
                 # gathers each block's weights from all ranks)
-                for r in range(-(-eval_iters // world)):
+                for r in range(-(-count // world)):
                     if should_stop is not None and should_stop(r, self.EVAL_STOP_CHECK):
                         return None
                     if r < len(keys) or (self.sharded and keys):
@@ -149,7 +151,7 @@ class TrainStep:
                             _, loss = self.model(x, y)
                         if r < len(keys):
                             total += loss.float()
-                out[split] = (self.env.sum(total) / eval_iters).item()
+                out[split] = (self.env.sum(total) / count).item()
         finally:
             self.model.train()
         return out

@@ -273,11 +273,12 @@ def test_missing_name():
 def test_data_sources():
     """A source must use a known scheme and name something after it."""
     cases = {
-        '"s3://bucket/x"': "must start with one of embedded:, url:, file:, hf: (got 's3://bucket/x')",
+        '"s3://bucket/x"': "must start with one of embedded:, url:, file:, hf:, bin: (got 's3://bucket/x')",
         '"embedded:hamlet"': "unknown embedded corpus 'hamlet' (known: shakespeare)",
         '"hf:"': "names nothing after 'hf:' (got 'hf:')",
         '"url:ftp://host/x"': "must be url:http(s)://... (got 'url:ftp://host/x')",
         '"file:nothing/here/*.txt"': "no file matches 'nothing/here/*.txt'",
+        '"bin:nothing/here/*.bin"': "no file matches 'nothing/here/*.bin'",
     }
     for value, message in cases.items():
         assert report("s.toml", f'name = "s"\n[data]\nsource = {value}\n') == f"s.toml: 1 problem\n  data.source: {message}"
