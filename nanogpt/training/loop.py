@@ -76,13 +76,12 @@ class RunCheckpoints:
         if not self.asynchronous:
             self.writer.wait()
 
-    def wait(self) -> None:
-        """Until the save in flight is on disk and listed; raises what made it fail."""
+    def wait(self, *, last: bool = False) -> None:
+        """Until the save in flight is on disk and listed; raises what made it fail. After the `last`
+        save of a run, the writer lets go of what it kept for the run's saves."""
         self.writer.wait()
-
-    def close(self) -> None:
-        """The run's last save is done: the writer lets go of what it kept for the run's saves."""
-        self.writer.close()
+        if last:
+            self.writer.close()
 
     def kept_text(self) -> str:
         """Which checkpoint a stopped run keeps, in words."""
@@ -162,7 +161,6 @@ class Trainer:
                     self._log_train(it, loss_sum, grad_norm, lr, first_bad, t_log, iters_since_log)
                     t_log, iters_since_log = time.perf_counter(), 0
             self._finish("completed")
-            self.checkpoints.close()
             return 0
         except Interrupted:
             self._save_checkpoint(self.iter, val_loss=None)
@@ -274,7 +272,7 @@ class Trainer:
 
     def _finish(self, status: str, error: str | None = None, failure: str | None = None, *, wait_for_checkpoint: bool = True) -> None:
         if wait_for_checkpoint:
-            self.checkpoints.wait()  # a run is done only once its last checkpoint is on disk and listed
+            self.checkpoints.wait(last=status == "completed")  # a run is done once its last checkpoint is on disk and listed
         self.record.progress(**self._progress(self.iter))
         if self.record.run is None:
             return
