@@ -198,13 +198,14 @@ def one_pinned_buffer_batches():
     times the product's layout against this one.
     """
     from nanogpt.data.batches import TokenBatches
+    from nanogpt.data.shards import windows
 
     class OnePinnedBufferBatches(TokenBatches):
         def batch(self, split: str, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
             data = self.arrays[split]
             rng = np.random.default_rng([self.seed, *key])
             starts = rng.integers(0, len(data) - self.block_size, size=self.batch_size)
-            tokens = torch.from_numpy(data[starts[:, None] + self._window].astype(np.int64))  # (B, T+1)
+            tokens = torch.from_numpy(windows(data, starts, self.block_size + 1).astype(np.int64))  # (B, T+1)
             xy = torch.empty((2, self.batch_size, self.block_size), dtype=torch.int64, pin_memory=self._pin)
             xy[0].copy_(tokens[:, :-1])
             xy[1].copy_(tokens[:, 1:])

@@ -372,7 +372,7 @@ def test_sigterm_while_preparing_leaves_no_partial_dataset(tmp_path: Path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     data = tmp_path / "data" / "tiny_char"
-    wait_for(lambda: data.exists() and any(data.glob(".train.bin.*.tmp")), what="half-made token files")
+    wait_for(lambda: data.exists() and any(data.glob(".train*.bin.*.tmp")), what="half-made token files")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "Traceback" not in err
