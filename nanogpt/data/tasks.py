@@ -105,11 +105,15 @@ def _check_choices(choices: Sequence[str], label: int) -> list[str]:
     return choices
 
 
-def text_field(row: dict[str, Any], name: str) -> str:
-    """Field `name` of a row, which must be text."""
+def _field(row: dict[str, Any], name: str) -> Any:
     if name not in row:
         raise RowError(f"it has no field {name!r} (fields: {', '.join(sorted(row)) or 'none'})")
-    value = row[name]
+    return row[name]
+
+
+def text_field(row: dict[str, Any], name: str) -> str:
+    """Field `name` of a row, which must be text."""
+    value = _field(row, name)
     if not isinstance(value, str):
         raise RowError(f"field {name!r} is a {type(value).__name__}, not text")
     return value
@@ -117,9 +121,7 @@ def text_field(row: dict[str, Any], name: str) -> str:
 
 def int_field(row: dict[str, Any], name: str) -> int:
     """Field `name` of a row as an int: an int, or text of one ("2", as HellaSwag stores its labels)."""
-    if name not in row:
-        raise RowError(f"it has no field {name!r} (fields: {', '.join(sorted(row)) or 'none'})")
-    value = row[name]
+    value = _field(row, name)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
